@@ -1,0 +1,11 @@
+//! umbra: an anonymous document store.
+//!
+//! Document keys live on a Chord ring, requests travel hop by hop toward the
+//! key Freenet-style, and every request leaves its requester through an
+//! onion circuit. This crate is built bottom up; see `docs/protocol.md` for
+//! the wire format and `docs/threat-model.md` for what it protects.
+
+#![forbid(unsafe_code)]
+
+pub mod crypto;
+pub mod wire;
