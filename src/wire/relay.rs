@@ -198,13 +198,7 @@ impl RelayMessage {
                 let kind = KeyKind(b.u8()?);
                 let key = RoutingKey(b.array()?);
                 let len = b.u32()?;
-                if usize::try_from(len).map_or(true, |l| l > MAX_BLOCK_LEN) {
-                    return Err(Error::TooLong {
-                        what: "put length",
-                        len: usize::try_from(len).unwrap_or(usize::MAX),
-                        max: MAX_BLOCK_LEN,
-                    });
-                }
+                check_put_len(len)?;
                 RelayMessage::Put {
                     stream,
                     kind,
@@ -231,8 +225,8 @@ impl RelayMessage {
                 cells: b.u16()?,
             },
             RelayCommand::DROP => {
+                // Its size is the cell's; a body would add nothing.
                 circuit_level(stream)?;
-                b.take_rest();
                 RelayMessage::Drop
             }
             command => RelayMessage::Unrecognized {
@@ -266,6 +260,7 @@ impl RelayMessage {
                 body.bytes(&key.0);
             }
             RelayMessage::Put { kind, key, len, .. } => {
+                check_put_len(*len)?;
                 body.u8(kind.0);
                 body.bytes(&key.0);
                 body.u32(*len);
@@ -292,6 +287,20 @@ impl RelayMessage {
         out[..bytes.len()].copy_from_slice(&bytes);
         Ok(out)
     }
+}
+
+/// A put announces its block's length; no block is longer than
+/// [`MAX_BLOCK_LEN`].
+fn check_put_len(len: u32) -> Result<(), Error> {
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    if len > MAX_BLOCK_LEN {
+        return Err(Error::TooLong {
+            what: "put length",
+            len,
+            max: MAX_BLOCK_LEN,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
