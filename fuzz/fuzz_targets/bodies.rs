@@ -4,8 +4,8 @@
 
 use umbra::crypto::{respond, ClientCircuit, ClientHandshake, Identity, LayerKeys, RelayLayer};
 use umbra::wire::{
-    decode_frame, encode_frame, Cell, NodeDescriptor, NodeId, PeerMessage, RelayMessage,
-    CELL_LEN, ONION_LEN,
+    decode_frame, encode_frame, Cell, NodeDescriptor, NodeId, PeerMessage, RelayMessage, CELL_LEN,
+    ONION_LEN,
 };
 
 /// Every parser on arbitrary bytes: no panic, and whatever parses encodes
@@ -85,7 +85,9 @@ pub fn onion(data: &[u8]) {
             // were the zeros an exit leaves there.
             let dropped_zero = onion[ONION_LEN - 16..].iter().all(|&b| b == 0);
             let mut relay = RelayLayer::new(&keys);
-            relay.wrap_backward(&mut onion).expect("wrapping never fails");
+            relay
+                .wrap_backward(&mut onion)
+                .expect("wrapping never fails");
             let mut client = ClientCircuit::new();
             client.add_hop(&keys).expect("one hop fits");
             let ok = client.unwrap_backward(&mut onion).is_ok();

@@ -1,6 +1,8 @@
 //! Helpers shared by the black-box tests.
 #![allow(dead_code)]
 
+pub mod samples;
+
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use umbra::crypto::{respond, ClientCircuit, ClientHandshake, Identity, LayerKeys, RelayLayer};
