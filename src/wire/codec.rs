@@ -28,11 +28,6 @@ impl<'a> Reader<'a> {
         self.buf.len() - self.pos
     }
 
-    /// Bytes consumed so far.
-    pub fn consumed(&self) -> usize {
-        self.pos
-    }
-
     /// Consume exactly `n` bytes.
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
         if n > self.remaining() {
