@@ -8,4 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod crypto;
+pub mod keys;
+pub mod ring;
+pub mod store;
 pub mod wire;

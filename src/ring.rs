@@ -1,0 +1,778 @@
+//! The Chord ring as a sans-IO state machine (Stoica et al., "Chord: A
+//! Scalable Peer-to-peer Lookup Service", SIGCOMM 2001, sections 4.3-4.4 and
+//! 5.2 for successor lists).
+//!
+//! Messages and the current time come in ([`Ring::handle_message`],
+//! [`Ring::handle_timeout`], [`Ring::handle_failure`]); messages to send,
+//! the next timer and events come out ([`Ring::poll_transmit`],
+//! [`Ring::poll_timeout`], [`Ring::poll_event`]). Nothing here touches a
+//! socket or reads a clock, so the same code runs in a node over QUIC and in
+//! a simulator with thousands of nodes in one process.
+//!
+//! Lookups are iterative: the node that wants a successor asks one node at
+//! a time and keeps the state itself, which lets it route around a node that
+//! does not answer. Descriptors handed to the ring must already be verified.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+
+use crate::crypto::node_id;
+use crate::wire::{NodeDescriptor, NodeId, PeerMessage, MAX_SUCCESSORS};
+
+mod id;
+
+pub use id::{add_pow2, distance, in_half_open, in_open};
+
+/// Timings and sizes; the defaults suit a LAN or a loopback test network.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Length of the successor list (at most [`MAX_SUCCESSORS`]).
+    pub successors: usize,
+    pub stabilize_every: Duration,
+    pub fix_fingers_every: Duration,
+    pub check_predecessor_every: Duration,
+    /// How long a ring query may go unanswered before its target is taken
+    /// for dead.
+    pub query_timeout: Duration,
+    /// Steps an iterative lookup may take before it gives up.
+    pub lookup_max_steps: usize,
+    /// How long a node taken for dead is kept out of the tables, so that
+    /// stale successor lists do not bring it straight back.
+    pub dead_for: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            successors: 8,
+            stabilize_every: Duration::from_millis(500),
+            fix_fingers_every: Duration::from_millis(250),
+            check_predecessor_every: Duration::from_secs(1),
+            query_timeout: Duration::from_secs(2),
+            lookup_max_steps: 64,
+            dead_for: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A node known to the ring, with its verified descriptor.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub id: NodeId,
+    pub desc: NodeDescriptor,
+}
+
+impl Peer {
+    pub fn new(desc: NodeDescriptor) -> Peer {
+        Peer {
+            id: node_id(&desc.identity),
+            desc,
+        }
+    }
+}
+
+impl PartialEq for Peer {
+    fn eq(&self, other: &Peer) -> bool {
+        self.id == other.id
+    }
+}
+
+/// Where a message goes.
+#[derive(Debug, Clone)]
+pub enum Dest {
+    /// A known node: the node dials its descriptor's addresses if no link
+    /// to it is open.
+    Peer(Peer),
+    /// The node at the other end of an open link: answers go back the way
+    /// the request came.
+    Link(NodeId),
+    /// A bootstrap address; the link learns the node id behind it.
+    Addr(SocketAddr),
+}
+
+#[derive(Debug, Clone)]
+pub struct Transmit {
+    pub to: Dest,
+    pub msg: PeerMessage,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("no node answered the lookup")]
+    NoRoute,
+    #[error("the lookup took too many steps")]
+    TooManySteps,
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The predecessor or the successor list changed: placement of blocks
+    /// may have to follow.
+    NeighboursChanged,
+    /// This node has found its place on the ring.
+    Joined,
+    /// A lookup started with [`Ring::lookup`] finished.
+    LookupDone {
+        token: u64,
+        result: Result<Box<Peer>, LookupError>,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Purpose {
+    Join,
+    Finger(usize),
+    User(u64),
+}
+
+#[derive(Debug)]
+struct Lookup {
+    target: [u8; 32],
+    purpose: Purpose,
+    steps: usize,
+    tried: HashSet<NodeId>,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Lookup(Lookup),
+    Stabilize,
+    PingPredecessor,
+}
+
+#[derive(Debug)]
+struct Query {
+    /// `None` for a bootstrap address: any node may answer.
+    to: Option<NodeId>,
+    deadline: Instant,
+    what: Pending,
+}
+
+pub struct Ring {
+    me: Peer,
+    cfg: Config,
+    predecessor: Option<Peer>,
+    /// Nearest first. Empty: this node is alone and is its own successor.
+    successors: Vec<Peer>,
+    fingers: Vec<Option<Peer>>,
+    next_finger: usize,
+    queries: HashMap<u64, Query>,
+    dead: HashMap<NodeId, Instant>,
+    bootstrap: Vec<SocketAddr>,
+    joined: bool,
+    next_stabilize: Instant,
+    next_fix: Instant,
+    next_check: Instant,
+    outbox: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    rng: StdRng,
+}
+
+impl Ring {
+    /// A ring of one. `seed` makes query ids reproducible in simulations.
+    pub fn new(me: NodeDescriptor, cfg: Config, now: Instant, seed: u64) -> Ring {
+        let cfg = Config {
+            successors: cfg.successors.clamp(1, MAX_SUCCESSORS),
+            ..cfg
+        };
+        Ring {
+            me: Peer::new(me),
+            predecessor: None,
+            successors: Vec::new(),
+            fingers: vec![None; 256],
+            next_finger: 0,
+            queries: HashMap::new(),
+            dead: HashMap::new(),
+            bootstrap: Vec::new(),
+            joined: true,
+            next_stabilize: now,
+            next_fix: now + cfg.fix_fingers_every,
+            next_check: now + cfg.check_predecessor_every,
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            rng: StdRng::seed_from_u64(seed),
+            cfg,
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.me.id
+    }
+
+    pub fn me(&self) -> &Peer {
+        &self.me
+    }
+
+    /// Replace this node's descriptor (new addresses, refreshed time).
+    pub fn set_descriptor(&mut self, desc: NodeDescriptor) {
+        self.me.desc = desc;
+    }
+
+    pub fn predecessor(&self) -> Option<&Peer> {
+        self.predecessor.as_ref()
+    }
+
+    /// The successor list, nearest first; empty when alone.
+    pub fn successors(&self) -> &[Peer] {
+        &self.successors
+    }
+
+    /// The successor: the next node, or this node when alone.
+    pub fn successor(&self) -> &Peer {
+        self.successors.first().unwrap_or(&self.me)
+    }
+
+    pub fn distinct_fingers(&self) -> usize {
+        self.fingers
+            .iter()
+            .flatten()
+            .map(|p| p.id)
+            .collect::<HashSet<_>>()
+            .len()
+    }
+
+    pub fn is_joined(&self) -> bool {
+        self.joined
+    }
+
+    /// Every node this one knows: successors, predecessor, fingers.
+    pub fn known(&self) -> Vec<Peer> {
+        let mut seen = HashSet::new();
+        self.successors
+            .iter()
+            .chain(self.predecessor.iter())
+            .chain(self.fingers.iter().flatten())
+            .filter(|p| seen.insert(p.id))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether this node is the successor of `key`: `key` in
+    /// (predecessor, me]. Alone, it is everyone's successor. Without a
+    /// predecessor yet, it cannot say no.
+    pub fn owns(&self, key: &[u8; 32]) -> bool {
+        match &self.predecessor {
+            Some(p) => in_half_open(key, &p.id.0, &self.me.id.0),
+            None => true,
+        }
+    }
+
+    /// Join the ring that `bootstrap` belongs to.
+    pub fn join(&mut self, bootstrap: Vec<SocketAddr>, now: Instant) {
+        if bootstrap.is_empty() {
+            return;
+        }
+        self.bootstrap = bootstrap;
+        self.joined = false;
+        self.try_join(now);
+    }
+
+    fn try_join(&mut self, now: Instant) {
+        if self.bootstrap.is_empty() {
+            return;
+        }
+        let pick = usize::try_from(self.rng.next_u32()).unwrap_or(0) % self.bootstrap.len();
+        let addr = self.bootstrap[pick];
+        let lookup = Lookup {
+            target: self.me.id.0,
+            purpose: Purpose::Join,
+            steps: 0,
+            tried: HashSet::new(),
+        };
+        self.send_lookup(Dest::Addr(addr), None, lookup, now);
+    }
+
+    /// Find the successor of `target`; the answer comes as
+    /// [`Event::LookupDone`] with `token`.
+    pub fn lookup(&mut self, target: [u8; 32], token: u64, now: Instant) {
+        self.start_lookup(target, Purpose::User(token), now);
+    }
+
+    /// Leave gracefully: tell the neighbours how to close the gap. The
+    /// caller hands blocks over before, and drops links after.
+    pub fn leave(&mut self) {
+        let msg = PeerMessage::Leaving {
+            predecessor: self.predecessor.as_ref().map(|p| p.desc.clone()),
+            successors: self.successors.iter().map(|p| p.desc.clone()).collect(),
+        };
+        let mut told = HashSet::new();
+        for p in self.predecessor.iter().chain(self.successors.first()) {
+            if told.insert(p.id) {
+                self.outbox.push_back(Transmit {
+                    to: Dest::Peer(p.clone()),
+                    msg: msg.clone(),
+                });
+            }
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.outbox.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Ring::handle_timeout`] next has work to do.
+    pub fn poll_timeout(&self) -> Instant {
+        self.queries
+            .values()
+            .map(|q| q.deadline)
+            .chain([self.next_stabilize, self.next_fix, self.next_check])
+            .min()
+            .unwrap_or(self.next_stabilize)
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let expired: Vec<u64> = self
+            .queries
+            .iter()
+            .filter(|(_, q)| q.deadline <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for qid in expired {
+            if let Some(q) = self.queries.remove(&qid) {
+                self.query_failed(q, now);
+            }
+        }
+        self.dead.retain(|_, until| *until > now);
+        if now >= self.next_stabilize {
+            self.next_stabilize = now + self.cfg.stabilize_every;
+            self.stabilize(now);
+        }
+        if now >= self.next_fix {
+            self.next_fix = now + self.cfg.fix_fingers_every;
+            if self.joined && !self.successors.is_empty() {
+                let i = self.next_finger;
+                self.start_lookup(add_pow2(&self.me.id.0, i), Purpose::Finger(i), now);
+            }
+        }
+        if now >= self.next_check {
+            self.next_check = now + self.cfg.check_predecessor_every;
+            if let Some(p) = self.predecessor.clone() {
+                let msg_id = self.insert_query(Some(p.id), Pending::PingPredecessor, now);
+                self.send(Dest::Peer(p), PeerMessage::Ping { nonce: msg_id });
+            }
+        }
+    }
+
+    /// A link to `id` failed, or `id` stopped answering: route around it.
+    pub fn handle_failure(&mut self, id: NodeId, now: Instant) {
+        if id == self.me.id {
+            return;
+        }
+        self.dead.insert(id, now + self.cfg.dead_for);
+        let mut changed = false;
+        if self.predecessor.as_ref().is_some_and(|p| p.id == id) {
+            self.predecessor = None;
+            changed = true;
+        }
+        let before = self.successors.len();
+        self.successors.retain(|p| p.id != id);
+        if self.successors.len() != before {
+            changed = true;
+            // Ask the new first successor at once rather than at the next
+            // tick: the gap is what lookups fall into.
+            self.next_stabilize = now;
+        }
+        for f in &mut self.fingers {
+            if f.as_ref().is_some_and(|p| p.id == id) {
+                *f = None;
+            }
+        }
+        if changed {
+            self.events.push_back(Event::NeighboursChanged);
+        }
+    }
+
+    /// A message from the node `from` (authenticated by the link).
+    pub fn handle_message(&mut self, from: NodeId, msg: PeerMessage, now: Instant) {
+        match msg {
+            PeerMessage::Ping { nonce } => self.send(Dest::Link(from), PeerMessage::Pong { nonce }),
+            PeerMessage::Pong { nonce } => {
+                if let Some(q) = self.take_query(nonce, from) {
+                    debug_assert!(matches!(q.what, Pending::PingPredecessor));
+                }
+            }
+            PeerMessage::FindSuccessor { query, target } => {
+                let (done, node) = self.answer_find(&target);
+                self.send(
+                    Dest::Link(from),
+                    PeerMessage::FindSuccessorReply {
+                        query,
+                        done,
+                        node: node.desc,
+                    },
+                );
+            }
+            PeerMessage::FindSuccessorReply { query, done, node } => {
+                if let Some(q) = self.take_query(query, from) {
+                    if let Pending::Lookup(l) = q.what {
+                        self.lookup_step(l, done, Peer::new(node), now);
+                    }
+                }
+            }
+            PeerMessage::GetPredecessor { query } => {
+                let reply = PeerMessage::PredecessorReply {
+                    query,
+                    predecessor: self.predecessor.as_ref().map(|p| p.desc.clone()),
+                    successors: self.successors.iter().map(|p| p.desc.clone()).collect(),
+                };
+                self.send(Dest::Link(from), reply);
+            }
+            PeerMessage::PredecessorReply {
+                query,
+                predecessor,
+                successors,
+            } => {
+                if let Some(q) = self.take_query(query, from) {
+                    if matches!(q.what, Pending::Stabilize) {
+                        self.stabilize_reply(from, predecessor.map(Peer::new), successors, now);
+                    }
+                }
+            }
+            PeerMessage::Notify { node } => {
+                let p = Peer::new(node);
+                if p.id == from {
+                    self.notified(p);
+                }
+            }
+            PeerMessage::Leaving {
+                predecessor,
+                successors,
+            } => self.neighbour_left(from, predecessor.map(Peer::new), successors, now),
+            // Not ring messages: the node routes them elsewhere.
+            _ => {}
+        }
+    }
+
+    // ---- lookups ----
+
+    /// Chord's `find_successor` as answered to others: done with our
+    /// successor if the target falls between us and it; otherwise the
+    /// closest node we know that precedes the target.
+    fn answer_find(&self, target: &[u8; 32]) -> (bool, Peer) {
+        let succ = self.successor().clone();
+        if succ.id == self.me.id || in_half_open(target, &self.me.id.0, &succ.id.0) {
+            return (true, succ);
+        }
+        match self.closest_preceding(target, &HashSet::new()) {
+            Some(p) => (false, p),
+            None => (true, succ),
+        }
+    }
+
+    /// The known node closest to `target` without passing it.
+    fn closest_preceding(&self, target: &[u8; 32], exclude: &HashSet<NodeId>) -> Option<Peer> {
+        self.fingers
+            .iter()
+            .flatten()
+            .chain(self.successors.iter())
+            .filter(|p| {
+                !exclude.contains(&p.id)
+                    && !self.dead.contains_key(&p.id)
+                    && in_open(&p.id.0, &self.me.id.0, target)
+            })
+            .max_by_key(|p| distance(&self.me.id.0, &p.id.0))
+            .cloned()
+    }
+
+    fn start_lookup(&mut self, target: [u8; 32], purpose: Purpose, now: Instant) {
+        let lookup = Lookup {
+            target,
+            purpose,
+            steps: 0,
+            tried: HashSet::new(),
+        };
+        let succ = self.successor().clone();
+        if succ.id == self.me.id || in_half_open(&target, &self.me.id.0, &succ.id.0) {
+            self.lookup_finished(lookup, Ok(succ), now);
+            return;
+        }
+        self.lookup_next(lookup, now);
+    }
+
+    /// Ask the best node not yet tried, or give up.
+    fn lookup_next(&mut self, lookup: Lookup, now: Instant) {
+        match self.closest_preceding(&lookup.target, &lookup.tried) {
+            Some(p) => self.send_lookup(Dest::Peer(p.clone()), Some(p.id), lookup, now),
+            None => {
+                // Nobody closer: our successor is the best answer we have,
+                // unless it too has failed.
+                let succ = self.successor().clone();
+                if !lookup.tried.contains(&succ.id)
+                    && in_open(&lookup.target, &self.me.id.0, &succ.id.0)
+                {
+                    self.lookup_finished(lookup, Ok(succ), now);
+                } else {
+                    self.lookup_finished(lookup, Err(LookupError::NoRoute), now);
+                }
+            }
+        }
+    }
+
+    fn send_lookup(&mut self, to: Dest, id: Option<NodeId>, mut lookup: Lookup, now: Instant) {
+        if let Some(id) = id {
+            lookup.tried.insert(id);
+        }
+        lookup.steps += 1;
+        let target = lookup.target;
+        let query = self.insert_query(id, Pending::Lookup(lookup), now);
+        self.send(to, PeerMessage::FindSuccessor { query, target });
+    }
+
+    fn lookup_step(&mut self, lookup: Lookup, done: bool, node: Peer, now: Instant) {
+        if done {
+            self.lookup_finished(lookup, Ok(node), now);
+        } else if lookup.steps >= self.cfg.lookup_max_steps {
+            self.lookup_finished(lookup, Err(LookupError::TooManySteps), now);
+        } else if node.id == self.me.id
+            || lookup.tried.contains(&node.id)
+            || self.dead.contains_key(&node.id)
+        {
+            // Pointed back at ourselves or at a node that already failed us:
+            // continue from our own tables instead.
+            self.lookup_next(lookup, now);
+        } else {
+            self.send_lookup(Dest::Peer(node.clone()), Some(node.id), lookup, now);
+        }
+    }
+
+    fn lookup_finished(&mut self, lookup: Lookup, result: Result<Peer, LookupError>, now: Instant) {
+        match lookup.purpose {
+            Purpose::User(token) => self.events.push_back(Event::LookupDone {
+                token,
+                result: result.map(Box::new),
+            }),
+            Purpose::Join => match result {
+                Ok(succ) if succ.id != self.me.id => {
+                    self.joined = true;
+                    self.successors = vec![succ.clone()];
+                    self.send(
+                        Dest::Peer(succ),
+                        PeerMessage::Notify {
+                            node: self.me.desc.clone(),
+                        },
+                    );
+                    self.next_stabilize = now;
+                    self.events.push_back(Event::Joined);
+                    self.events.push_back(Event::NeighboursChanged);
+                }
+                // Retried at the next stabilize tick.
+                _ => {}
+            },
+            Purpose::Finger(i) => {
+                self.next_finger = (i + 1) % 256;
+                if let Ok(node) = result {
+                    if node.id == self.me.id {
+                        return;
+                    }
+                    // Every finger whose start the node also covers points
+                    // to it: skip their lookups.
+                    let mut j = i;
+                    while j < 256
+                        && in_half_open(&add_pow2(&self.me.id.0, j), &self.me.id.0, &node.id.0)
+                    {
+                        self.fingers[j] = Some(node.clone());
+                        j += 1;
+                    }
+                    self.next_finger = j % 256;
+                }
+            }
+        }
+    }
+
+    // ---- stabilization ----
+
+    fn stabilize(&mut self, now: Instant) {
+        if !self.joined {
+            self.try_join(now);
+            return;
+        }
+        match self.successors.first().cloned() {
+            Some(succ) => {
+                let in_flight = self
+                    .queries
+                    .values()
+                    .any(|q| matches!(q.what, Pending::Stabilize));
+                if !in_flight {
+                    let query = self.insert_query(Some(succ.id), Pending::Stabilize, now);
+                    self.send(Dest::Peer(succ), PeerMessage::GetPredecessor { query });
+                }
+            }
+            None => {
+                // Alone so far: whoever notified us is the other half of a
+                // two-node ring.
+                if let Some(p) = self.predecessor.clone() {
+                    self.successors = vec![p.clone()];
+                    self.send(
+                        Dest::Peer(p),
+                        PeerMessage::Notify {
+                            node: self.me.desc.clone(),
+                        },
+                    );
+                    self.events.push_back(Event::NeighboursChanged);
+                }
+            }
+        }
+    }
+
+    fn stabilize_reply(
+        &mut self,
+        from: NodeId,
+        their_pred: Option<Peer>,
+        their_succs: Vec<NodeDescriptor>,
+        now: Instant,
+    ) {
+        let Some(succ) = self.successors.first().cloned() else {
+            return;
+        };
+        if succ.id != from {
+            return;
+        }
+        let mut list = Vec::with_capacity(self.cfg.successors + 1);
+        if let Some(x) = their_pred {
+            if x.id != self.me.id
+                && !self.dead.contains_key(&x.id)
+                && in_open(&x.id.0, &self.me.id.0, &succ.id.0)
+            {
+                // Someone joined between us and our successor.
+                list.push(x);
+            }
+        }
+        list.push(succ.clone());
+        for d in their_succs {
+            let p = Peer::new(d);
+            if p.id == self.me.id || self.dead.contains_key(&p.id) {
+                // The list wraps around to us: the ring is smaller than
+                // the list.
+                break;
+            }
+            if !list.contains(&p) {
+                list.push(p);
+            }
+        }
+        list.truncate(self.cfg.successors);
+        let changed = list
+            .iter()
+            .map(|p| p.id)
+            .ne(self.successors.iter().map(|p| p.id));
+        self.successors = list;
+        let first = self.successors[0].clone();
+        if first.id != succ.id {
+            // Stabilize again at once with the new successor.
+            self.next_stabilize = now;
+        }
+        self.send(
+            Dest::Peer(first),
+            PeerMessage::Notify {
+                node: self.me.desc.clone(),
+            },
+        );
+        if changed {
+            self.events.push_back(Event::NeighboursChanged);
+        }
+    }
+
+    fn notified(&mut self, p: Peer) {
+        if p.id == self.me.id || self.dead.contains_key(&p.id) {
+            return;
+        }
+        let better = match &self.predecessor {
+            None => true,
+            Some(cur) => cur.id == p.id || in_open(&p.id.0, &cur.id.0, &self.me.id.0),
+        };
+        if better {
+            let changed = self.predecessor.as_ref().is_none_or(|cur| cur.id != p.id);
+            self.predecessor = Some(p);
+            if changed {
+                self.events.push_back(Event::NeighboursChanged);
+            }
+        }
+    }
+
+    fn neighbour_left(
+        &mut self,
+        from: NodeId,
+        their_pred: Option<Peer>,
+        their_succs: Vec<NodeDescriptor>,
+        now: Instant,
+    ) {
+        let was_succ = self.successors.first().is_some_and(|p| p.id == from);
+        let was_pred = self.predecessor.as_ref().is_some_and(|p| p.id == from);
+        self.handle_failure(from, now);
+        if was_succ {
+            let mut list: Vec<Peer> = their_succs
+                .into_iter()
+                .map(Peer::new)
+                .filter(|p| p.id != from && p.id != self.me.id)
+                .collect();
+            for p in std::mem::take(&mut self.successors) {
+                if !list.contains(&p) {
+                    list.push(p);
+                }
+            }
+            list.truncate(self.cfg.successors);
+            self.successors = list;
+        }
+        if was_pred {
+            self.predecessor = their_pred.filter(|p| p.id != self.me.id && p.id != from);
+        }
+        if was_succ || was_pred {
+            self.next_stabilize = now;
+            self.events.push_back(Event::NeighboursChanged);
+        }
+    }
+
+    // ---- plumbing ----
+
+    fn query_failed(&mut self, q: Query, now: Instant) {
+        if let Some(id) = q.to {
+            self.handle_failure(id, now);
+        }
+        if let Pending::Lookup(l) = q.what {
+            if matches!(l.purpose, Purpose::Join) {
+                // Retried at the next stabilize tick.
+                return;
+            }
+            self.lookup_next(l, now);
+        }
+    }
+
+    fn insert_query(&mut self, to: Option<NodeId>, what: Pending, now: Instant) -> u64 {
+        let mut id = self.rng.next_u64();
+        while self.queries.contains_key(&id) {
+            id = self.rng.next_u64();
+        }
+        self.queries.insert(
+            id,
+            Query {
+                to,
+                deadline: now + self.cfg.query_timeout,
+                what,
+            },
+        );
+        id
+    }
+
+    /// The pending query `id`, if `from` is the node it was sent to.
+    fn take_query(&mut self, id: u64, from: NodeId) -> Option<Query> {
+        let q = self.queries.get(&id)?;
+        if q.to.is_some_and(|to| to != from) {
+            return None;
+        }
+        self.queries.remove(&id)
+    }
+
+    fn send(&mut self, to: Dest, msg: PeerMessage) {
+        self.outbox.push_back(Transmit { to, msg });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,275 @@
+//! The ring state machine in an in-memory network on a virtual clock. The
+//! real thing over QUIC is tested in `tests/`.
+
+use std::collections::BTreeMap;
+
+use rand::Rng;
+
+use super::*;
+use crate::wire::NodeAddr;
+
+struct Sim {
+    nodes: BTreeMap<NodeId, Ring>,
+    addrs: HashMap<SocketAddr, NodeId>,
+    now: Instant,
+    rng: StdRng,
+    delivered: usize,
+}
+
+fn descriptor(rng: &mut StdRng, port: u16) -> NodeDescriptor {
+    NodeDescriptor {
+        identity: rng.gen(),
+        onion_key: [0; 32],
+        published: 0,
+        flags: NodeDescriptor::FLAG_RELAY,
+        addrs: vec![NodeAddr(SocketAddr::from(([127, 0, 0, 1], port)))],
+        signature: [0; 64],
+    }
+}
+
+impl Sim {
+    fn new(seed: u64) -> Sim {
+        Sim {
+            nodes: BTreeMap::new(),
+            addrs: HashMap::new(),
+            now: Instant::now(),
+            rng: StdRng::seed_from_u64(seed),
+            delivered: 0,
+        }
+    }
+
+    fn add(&mut self, bootstrap: Option<SocketAddr>) -> (NodeId, SocketAddr) {
+        let port = 10_000 + u16::try_from(self.nodes.len()).unwrap();
+        let desc = descriptor(&mut self.rng, port);
+        let addr = desc.addrs[0].0;
+        let seed = self.rng.gen();
+        let mut ring = Ring::new(desc, Config::default(), self.now, seed);
+        if let Some(b) = bootstrap {
+            ring.join(vec![b], self.now);
+        }
+        let id = ring.id();
+        self.addrs.insert(addr, id);
+        self.nodes.insert(id, ring);
+        self.pump();
+        (id, addr)
+    }
+
+    fn kill(&mut self, id: NodeId) {
+        self.nodes.remove(&id);
+    }
+
+    /// Deliver every queued message (and what it provokes) instantly.
+    fn pump(&mut self) {
+        for _ in 0..1000 {
+            let mut batch = Vec::new();
+            for (id, ring) in &mut self.nodes {
+                while let Some(t) = ring.poll_transmit() {
+                    batch.push((*id, t));
+                }
+                while ring.poll_event().is_some() {}
+            }
+            if batch.is_empty() {
+                return;
+            }
+            for (from, t) in batch {
+                let to = match t.to {
+                    Dest::Peer(p) => p.id,
+                    Dest::Link(id) => id,
+                    Dest::Addr(a) => match self.addrs.get(&a) {
+                        Some(id) => *id,
+                        None => continue,
+                    },
+                };
+                if let Some(ring) = self.nodes.get_mut(&to) {
+                    ring.handle_message(from, t.msg, self.now);
+                    self.delivered += 1;
+                }
+            }
+        }
+        panic!("messages never stopped flowing");
+    }
+
+    fn run(&mut self, dur: Duration) {
+        let end = self.now + dur;
+        while self.now < end {
+            self.now += Duration::from_millis(50);
+            let now = self.now;
+            for ring in self.nodes.values_mut() {
+                if ring.poll_timeout() <= now {
+                    ring.handle_timeout(now);
+                }
+            }
+            self.pump();
+        }
+    }
+
+    /// Every node's predecessor, successor and successor list against the
+    /// sorted ids. Returns the mistakes.
+    fn check(&self) -> Vec<String> {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let n = ids.len();
+        let mut wrong = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let ring = &self.nodes[id];
+            let want_succ = ids[(i + 1) % n];
+            let want_pred = ids[(i + n - 1) % n];
+            if ring.successor().id != want_succ {
+                wrong.push(format!(
+                    "{id:?}: successor {:?}, want {want_succ:?}",
+                    ring.successor().id
+                ));
+            }
+            if ring.predecessor().map(|p| p.id) != Some(want_pred) {
+                wrong.push(format!("{id:?}: wrong predecessor"));
+            }
+            let want_list: Vec<NodeId> = (1..n.min(ring.cfg.successors + 1))
+                .map(|k| ids[(i + k) % n])
+                .collect();
+            let list: Vec<NodeId> = ring.successors().iter().map(|p| p.id).collect();
+            if list != want_list {
+                wrong.push(format!("{id:?}: successor list of {}", list.len()));
+            }
+        }
+        wrong
+    }
+
+    fn converge(&mut self, limit: Duration) -> Duration {
+        let start = self.now;
+        while self.now - start < limit {
+            self.run(Duration::from_millis(500));
+            if self.check().is_empty() {
+                return self.now - start;
+            }
+        }
+        panic!(
+            "no convergence in {limit:?}: {:?}",
+            &self.check()[..3.min(self.check().len())]
+        );
+    }
+
+    fn true_successor(&self, key: &[u8; 32]) -> NodeId {
+        self.nodes
+            .keys()
+            .find(|id| id.0 >= *key)
+            .or_else(|| self.nodes.keys().next())
+            .copied()
+            .unwrap()
+    }
+}
+
+fn grow(seed: u64, n: usize) -> (Sim, SocketAddr) {
+    let mut sim = Sim::new(seed);
+    let (_, first) = sim.add(None);
+    for _ in 1..n {
+        sim.add(Some(first));
+        sim.run(Duration::from_millis(200));
+    }
+    (sim, first)
+}
+
+#[test]
+fn fifty_nodes_joining_one_by_one_converge_to_the_sorted_ring() {
+    let (mut sim, _) = grow(1, 50);
+    let took = sim.converge(Duration::from_secs(60));
+    assert!(took < Duration::from_secs(60));
+    for ring in sim.nodes.values() {
+        assert!(ring.is_joined());
+    }
+}
+
+#[test]
+fn lookups_find_the_true_successor_in_few_steps() {
+    let (mut sim, _) = grow(2, 40);
+    sim.converge(Duration::from_secs(60));
+    // Let the fingers fill in.
+    sim.run(Duration::from_secs(30));
+    let ids: Vec<NodeId> = sim.nodes.keys().copied().collect();
+    for token in 0..100u64 {
+        let target: [u8; 32] = sim.rng.gen();
+        let from = ids[sim.rng.gen_range(0..ids.len())];
+        let before = sim.delivered;
+        let now = sim.now;
+        sim.nodes.get_mut(&from).unwrap().lookup(target, token, now);
+        // Collect the answer by pumping by hand, watching for the event.
+        let mut answer = None;
+        for _ in 0..100 {
+            let ring = sim.nodes.get_mut(&from).unwrap();
+            while let Some(e) = ring.poll_event() {
+                if let Event::LookupDone { token: t, result } = e {
+                    assert_eq!(t, token);
+                    answer = Some(result);
+                }
+            }
+            if answer.is_some() {
+                break;
+            }
+            let mut batch = Vec::new();
+            for (id, ring) in &mut sim.nodes {
+                while let Some(t) = ring.poll_transmit() {
+                    batch.push((*id, t));
+                }
+            }
+            for (f, t) in batch {
+                let to = match t.to {
+                    Dest::Peer(p) => p.id,
+                    Dest::Link(id) => id,
+                    Dest::Addr(_) => unreachable!(),
+                };
+                sim.nodes
+                    .get_mut(&to)
+                    .unwrap()
+                    .handle_message(f, t.msg, now);
+                sim.delivered += 1;
+            }
+        }
+        let found = answer.expect("lookup answered").expect("lookup succeeded");
+        assert_eq!(found.id, sim.true_successor(&target));
+        // Request and reply per step: O(log n) steps for 40 nodes.
+        assert!(
+            sim.delivered - before <= 2 * 8,
+            "lookup took {} messages",
+            sim.delivered - before
+        );
+    }
+}
+
+#[test]
+fn a_quarter_of_the_nodes_crashing_at_once_is_repaired() {
+    let (mut sim, _) = grow(3, 32);
+    sim.converge(Duration::from_secs(60));
+    let ids: Vec<NodeId> = sim.nodes.keys().copied().collect();
+    for id in ids.iter().skip(1).step_by(4) {
+        sim.kill(*id);
+    }
+    assert_eq!(sim.nodes.len(), 24);
+    // Broken until repaired: the checker sees it.
+    assert!(sim.check().len() >= 8, "{:?}", sim.check());
+    let took = sim.converge(Duration::from_secs(60));
+    assert!(took < Duration::from_secs(60));
+}
+
+#[test]
+fn a_graceful_leave_closes_the_gap_without_waiting() {
+    let (mut sim, _) = grow(4, 8);
+    sim.converge(Duration::from_secs(30));
+    let ids: Vec<NodeId> = sim.nodes.keys().copied().collect();
+    let leaver = ids[3];
+    sim.nodes.get_mut(&leaver).unwrap().leave();
+    sim.pump();
+    sim.kill(leaver);
+    // No time has passed: only the leave messages did the work.
+    assert_eq!(sim.nodes[&ids[2]].successor().id, ids[4]);
+    assert_eq!(sim.nodes[&ids[4]].predecessor().map(|p| p.id), Some(ids[2]));
+    sim.converge(Duration::from_secs(10));
+}
+
+#[test]
+fn a_lone_node_owns_everything_and_a_pair_splits_the_circle() {
+    let mut sim = Sim::new(5);
+    let (a, addr) = sim.add(None);
+    assert!(sim.nodes[&a].owns(&[0x42; 32]));
+    let (b, _) = sim.add(Some(addr));
+    sim.converge(Duration::from_secs(10));
+    let key = [0x42; 32];
+    assert!(sim.nodes[&a].owns(&key) != sim.nodes[&b].owns(&key));
+}

@@ -1,0 +1,450 @@
+//! The on-disk datastore: an embedded ACID database (redb) holding the
+//! blocks this node is responsible for (its own and replicas), and a
+//! separately bounded cache with least-recently-used eviction.
+//!
+//! Every block is checked against its key before it is written and again
+//! when it is read, so a corrupted disk or a bug can never hand out a block
+//! that does not match its key. Primary writes are durable when `put`
+//! returns (redb's default `Durability::Immediate`: fsync before the commit
+//! returns), which is what lets a node acknowledge a store to a peer; a
+//! `kill -9` at any moment leaves the last committed state. Cache writes
+//! skip the fsync: losing cached blocks in a crash costs nothing.
+
+use std::path::Path;
+
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
+
+use crate::wire::{KeyKind, RoutingKey};
+
+/// kind (1) | routing key (32).
+type StoreKey = [u8; 33];
+
+const PRIMARY: TableDefinition<StoreKey, &[u8]> = TableDefinition::new("primary");
+/// key → (last use, block).
+const CACHE: TableDefinition<StoreKey, (u64, &[u8])> = TableDefinition::new("cache");
+/// last use → key: the eviction order.
+const CACHE_LRU: TableDefinition<u64, StoreKey> = TableDefinition::new("cache_lru");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const PRIMARY_BYTES: &str = "primary_bytes";
+const CACHE_BYTES: &str = "cache_bytes";
+const CLOCK: &str = "cache_clock";
+
+/// Checks a block against its key; see `keys::verify_block`. Passed in so
+/// the store depends on nothing above it.
+pub type Verifier = fn(KeyKind, &RoutingKey, &[u8]) -> bool;
+
+/// Size limits, from configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub primary_bytes: u64,
+    pub cache_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            primary_bytes: 1 << 30,
+            cache_bytes: 256 << 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("datastore: {0}")]
+    Db(String),
+    #[error("block does not match its key")]
+    BadBlock,
+    #[error("primary store is full ({used} of {limit} bytes used)")]
+    Full { used: u64, limit: u64 },
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Db(e.to_string())
+            }
+        }
+    )*};
+}
+db_err!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// What a put did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    Stored,
+    AlreadyHad,
+}
+
+/// Where a block was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    Primary,
+    Cache,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    pub blocks_stored: u64,
+    pub bytes_stored: u64,
+    pub blocks_cached: u64,
+    pub bytes_cached: u64,
+}
+
+pub struct Store {
+    db: Database,
+    limits: Limits,
+    verify: Verifier,
+}
+
+fn store_key(kind: KeyKind, key: &RoutingKey) -> StoreKey {
+    let mut k = [0u8; 33];
+    k[0] = kind.0;
+    k[1..].copy_from_slice(&key.0);
+    k
+}
+
+fn split_key(k: &StoreKey) -> (KeyKind, RoutingKey) {
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&k[1..]);
+    (KeyKind(k[0]), RoutingKey(key))
+}
+
+fn len64(b: &[u8]) -> u64 {
+    u64::try_from(b.len()).unwrap_or(u64::MAX)
+}
+
+impl Store {
+    pub fn open(path: &Path, limits: Limits, verify: Verifier) -> Result<Store, Error> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        {
+            // Create the tables so that readers never meet a missing one.
+            txn.open_table(PRIMARY)?;
+            txn.open_table(CACHE)?;
+            txn.open_table(CACHE_LRU)?;
+            txn.open_table(META)?;
+        }
+        txn.commit()?;
+        Ok(Store { db, limits, verify })
+    }
+
+    /// Store a block this node is responsible for. Durable on return.
+    pub fn put(&self, kind: KeyKind, key: &RoutingKey, block: &[u8]) -> Result<Put, Error> {
+        if !(self.verify)(kind, key, block) {
+            return Err(Error::BadBlock);
+        }
+        let k = store_key(kind, key);
+        let txn = self.db.begin_write()?;
+        {
+            let mut primary = txn.open_table(PRIMARY)?;
+            if primary.get(k)?.is_some() {
+                return Ok(Put::AlreadyHad);
+            }
+            let mut meta = txn.open_table(META)?;
+            let used = meta.get(PRIMARY_BYTES)?.map_or(0, |v| v.value());
+            let after = used.saturating_add(len64(block));
+            if after > self.limits.primary_bytes {
+                return Err(Error::Full {
+                    used,
+                    limit: self.limits.primary_bytes,
+                });
+            }
+            primary.insert(k, block)?;
+            meta.insert(PRIMARY_BYTES, after)?;
+        }
+        txn.commit()?;
+        Ok(Put::Stored)
+    }
+
+    /// Keep a block that passed through this node, evicting the least
+    /// recently used blocks to stay within the cache limit. Not durable.
+    pub fn cache(&self, kind: KeyKind, key: &RoutingKey, block: &[u8]) -> Result<(), Error> {
+        if !(self.verify)(kind, key, block) {
+            return Err(Error::BadBlock);
+        }
+        if len64(block) > self.limits.cache_bytes {
+            return Ok(());
+        }
+        let k = store_key(kind, key);
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        {
+            let mut cache = txn.open_table(CACHE)?;
+            let mut lru = txn.open_table(CACHE_LRU)?;
+            let mut meta = txn.open_table(META)?;
+            let clock = meta.get(CLOCK)?.map_or(0, |v| v.value()) + 1;
+            let mut used = meta.get(CACHE_BYTES)?.map_or(0, |v| v.value());
+            if let Some(old) = cache.remove(k)? {
+                let (seq, bytes) = old.value();
+                used = used.saturating_sub(len64(bytes));
+                lru.remove(seq)?;
+            }
+            while used.saturating_add(len64(block)) > self.limits.cache_bytes {
+                let Some((_, victim)) = lru.pop_first()? else {
+                    break;
+                };
+                if let Some(v) = cache.remove(victim.value())? {
+                    used = used.saturating_sub(len64(v.value().1));
+                }
+            }
+            cache.insert(k, (clock, block))?;
+            lru.insert(clock, k)?;
+            meta.insert(CACHE_BYTES, used.saturating_add(len64(block)))?;
+            meta.insert(CLOCK, clock)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Find a block, primary store first. A block that no longer matches its
+    /// key is removed and reported as missing: never handed out.
+    pub fn get(&self, kind: KeyKind, key: &RoutingKey) -> Result<Option<(Vec<u8>, Found)>, Error> {
+        let k = store_key(kind, key);
+        let found = {
+            let txn = self.db.begin_read()?;
+            if let Some(v) = txn.open_table(PRIMARY)?.get(k)? {
+                Some((v.value().to_vec(), Found::Primary))
+            } else {
+                txn.open_table(CACHE)?
+                    .get(k)?
+                    .map(|v| (v.value().1.to_vec(), Found::Cache))
+            }
+        };
+        let Some((block, place)) = found else {
+            return Ok(None);
+        };
+        if !(self.verify)(kind, key, &block) {
+            tracing::warn!("datastore: dropping a block that no longer matches its key");
+            self.remove(kind, key)?;
+            self.uncache(kind, key)?;
+            return Ok(None);
+        }
+        if place == Found::Cache {
+            self.touch(k)?;
+        }
+        Ok(Some((block, place)))
+    }
+
+    /// Whether the primary store holds the key (no verification, no copy).
+    pub fn has(&self, kind: KeyKind, key: &RoutingKey) -> Result<bool, Error> {
+        let txn = self.db.begin_read()?;
+        Ok(txn
+            .open_table(PRIMARY)?
+            .get(store_key(kind, key))?
+            .is_some())
+    }
+
+    /// Drop a block from the primary store.
+    pub fn remove(&self, kind: KeyKind, key: &RoutingKey) -> Result<bool, Error> {
+        let txn = self.db.begin_write()?;
+        let removed = {
+            let mut primary = txn.open_table(PRIMARY)?;
+            let mut meta = txn.open_table(META)?;
+            let removed = primary
+                .remove(store_key(kind, key))?
+                .map(|v| len64(v.value()));
+            if let Some(n) = removed {
+                let used = meta.get(PRIMARY_BYTES)?.map_or(0, |v| v.value());
+                meta.insert(PRIMARY_BYTES, used.saturating_sub(n))?;
+            }
+            removed.is_some()
+        };
+        txn.commit()?;
+        Ok(removed)
+    }
+
+    fn uncache(&self, kind: KeyKind, key: &RoutingKey) -> Result<(), Error> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        {
+            let mut cache = txn.open_table(CACHE)?;
+            let mut lru = txn.open_table(CACHE_LRU)?;
+            let mut meta = txn.open_table(META)?;
+            if let Some(v) = cache.remove(store_key(kind, key))? {
+                let (seq, bytes) = v.value();
+                lru.remove(seq)?;
+                let used = meta.get(CACHE_BYTES)?.map_or(0, |v| v.value());
+                meta.insert(CACHE_BYTES, used.saturating_sub(len64(bytes)))?;
+            };
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Mark a cached block as just used.
+    fn touch(&self, k: StoreKey) -> Result<(), Error> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        {
+            let mut cache = txn.open_table(CACHE)?;
+            let mut lru = txn.open_table(CACHE_LRU)?;
+            let mut meta = txn.open_table(META)?;
+            let clock = meta.get(CLOCK)?.map_or(0, |v| v.value()) + 1;
+            let mut entry = None;
+            if let Some(v) = cache.get(k)? {
+                let (seq, bytes) = v.value();
+                entry = Some((seq, bytes.to_vec()));
+            }
+            if let Some((seq, bytes)) = entry {
+                lru.remove(seq)?;
+                lru.insert(clock, k)?;
+                cache.insert(k, (clock, bytes.as_slice()))?;
+                meta.insert(CLOCK, clock)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every key in the primary store, for replication and hand-over.
+    pub fn primary_keys(&self) -> Result<Vec<(KeyKind, RoutingKey)>, Error> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(PRIMARY)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, _) = entry?;
+            out.push(split_key(&k.value()));
+        }
+        Ok(out)
+    }
+
+    pub fn stats(&self) -> Result<Stats, Error> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let get = |name| -> Result<u64, Error> { Ok(meta.get(name)?.map_or(0, |v| v.value())) };
+        Ok(Stats {
+            blocks_stored: txn.open_table(PRIMARY)?.len()?,
+            bytes_stored: get(PRIMARY_BYTES)?,
+            blocks_cached: txn.open_table(CACHE)?.len()?,
+            bytes_cached: get(CACHE_BYTES)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+
+    fn chk(_: KeyKind, key: &RoutingKey, block: &[u8]) -> bool {
+        Sha256::digest(block).as_slice() == key.0
+    }
+
+    fn block(i: u32, len: usize) -> (RoutingKey, Vec<u8>) {
+        let mut b = vec![0u8; len];
+        b[..4].copy_from_slice(&i.to_be_bytes());
+        (RoutingKey(Sha256::digest(&b).into()), b)
+    }
+
+    fn open(dir: &tempfile::TempDir, limits: Limits) -> Store {
+        Store::open(&dir.path().join("store.redb"), limits, chk).unwrap()
+    }
+
+    #[test]
+    fn blocks_survive_reopening_and_bad_blocks_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, b) = block(1, 100);
+        {
+            let s = open(&dir, Limits::default());
+            assert_eq!(s.put(KeyKind::CHK, &key, &b).unwrap(), Put::Stored);
+            assert_eq!(s.put(KeyKind::CHK, &key, &b).unwrap(), Put::AlreadyHad);
+            let (wrong, _) = block(2, 100);
+            assert!(matches!(
+                s.put(KeyKind::CHK, &wrong, &b),
+                Err(Error::BadBlock)
+            ));
+        }
+        let s = open(&dir, Limits::default());
+        assert_eq!(
+            s.get(KeyKind::CHK, &key).unwrap(),
+            Some((b.clone(), Found::Primary))
+        );
+        assert_eq!(s.stats().unwrap().blocks_stored, 1);
+        assert_eq!(s.stats().unwrap().bytes_stored, 100);
+        assert!(s.remove(KeyKind::CHK, &key).unwrap());
+        assert_eq!(s.get(KeyKind::CHK, &key).unwrap(), None);
+        assert_eq!(s.stats().unwrap().bytes_stored, 0);
+    }
+
+    #[test]
+    fn the_primary_limit_is_enforced() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(
+            &dir,
+            Limits {
+                primary_bytes: 250,
+                cache_bytes: 0,
+            },
+        );
+        for i in 0..2 {
+            let (k, b) = block(i, 100);
+            s.put(KeyKind::CHK, &k, &b).unwrap();
+        }
+        let (k, b) = block(3, 100);
+        assert!(matches!(
+            s.put(KeyKind::CHK, &k, &b),
+            Err(Error::Full {
+                used: 200,
+                limit: 250
+            })
+        ));
+    }
+
+    #[test]
+    fn the_cache_evicts_the_least_recently_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(
+            &dir,
+            Limits {
+                primary_bytes: 0,
+                cache_bytes: 300,
+            },
+        );
+        let blocks: Vec<_> = (0..4).map(|i| block(i, 100)).collect();
+        for (k, b) in &blocks[..3] {
+            s.cache(KeyKind::CHK, k, b).unwrap();
+        }
+        // Use block 0, so block 1 is now the least recently used.
+        assert!(s.get(KeyKind::CHK, &blocks[0].0).unwrap().is_some());
+        s.cache(KeyKind::CHK, &blocks[3].0, &blocks[3].1).unwrap();
+        let present: Vec<bool> = blocks
+            .iter()
+            .map(|(k, _)| s.get(KeyKind::CHK, k).unwrap().is_some())
+            .collect();
+        assert_eq!(present, [true, false, true, true]);
+        let st = s.stats().unwrap();
+        assert_eq!((st.blocks_cached, st.bytes_cached), (3, 300));
+    }
+
+    #[test]
+    fn a_block_corrupted_on_disk_is_never_returned() {
+        // A verifier that a test can turn against the stored bytes stands in
+        // for disk corruption: what is read no longer matches the key.
+        fn never(_: KeyKind, _: &RoutingKey, _: &[u8]) -> bool {
+            false
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let (k, b) = block(9, 64);
+        Store::open(&path, Limits::default(), chk)
+            .unwrap()
+            .put(KeyKind::CHK, &k, &b)
+            .unwrap();
+        let s = Store::open(&path, Limits::default(), never).unwrap();
+        assert_eq!(s.get(KeyKind::CHK, &k).unwrap(), None);
+        assert!(!s.has(KeyKind::CHK, &k).unwrap());
+    }
+}
