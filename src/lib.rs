@@ -9,6 +9,8 @@
 
 pub mod crypto;
 pub mod keys;
+pub mod link;
+pub mod node;
 pub mod ring;
 pub mod store;
 pub mod wire;

@@ -90,8 +90,9 @@ pub enum Dest {
     /// The node at the other end of an open link: answers go back the way
     /// the request came.
     Link(NodeId),
-    /// A bootstrap address; the link learns the node id behind it.
-    Addr(SocketAddr),
+    /// A bootstrap address, and the node id expected there if known;
+    /// without one, the link learns the id behind the address.
+    Addr(SocketAddr, Option<NodeId>),
 }
 
 #[derive(Debug, Clone)]
@@ -162,7 +163,7 @@ pub struct Ring {
     next_finger: usize,
     queries: HashMap<u64, Query>,
     dead: HashMap<NodeId, Instant>,
-    bootstrap: Vec<SocketAddr>,
+    bootstrap: Vec<(SocketAddr, Option<NodeId>)>,
     joined: bool,
     next_stabilize: Instant,
     next_fix: Instant,
@@ -261,8 +262,9 @@ impl Ring {
         }
     }
 
-    /// Join the ring that `bootstrap` belongs to.
-    pub fn join(&mut self, bootstrap: Vec<SocketAddr>, now: Instant) {
+    /// Join the ring that `bootstrap` belongs to: addresses, each with the
+    /// node id expected there if known.
+    pub fn join(&mut self, bootstrap: Vec<(SocketAddr, Option<NodeId>)>, now: Instant) {
         if bootstrap.is_empty() {
             return;
         }
@@ -276,14 +278,14 @@ impl Ring {
             return;
         }
         let pick = usize::try_from(self.rng.next_u32()).unwrap_or(0) % self.bootstrap.len();
-        let addr = self.bootstrap[pick];
+        let (addr, expect) = self.bootstrap[pick];
         let lookup = Lookup {
             target: self.me.id.0,
             purpose: Purpose::Join,
             steps: 0,
             tried: HashSet::new(),
         };
-        self.send_lookup(Dest::Addr(addr), None, lookup, now);
+        self.send_lookup(Dest::Addr(addr, expect), expect, lookup, now);
     }
 
     /// Find the successor of `target`; the answer comes as
@@ -392,6 +394,9 @@ impl Ring {
 
     /// A message from the node `from` (authenticated by the link).
     pub fn handle_message(&mut self, from: NodeId, msg: PeerMessage, now: Instant) {
+        // It speaks, so it is alive: a node that restarted is welcome back
+        // at once rather than when its dead mark expires.
+        self.dead.remove(&from);
         match msg {
             PeerMessage::Ping { nonce } => self.send(Dest::Link(from), PeerMessage::Pong { nonce }),
             PeerMessage::Pong { nonce } => {
@@ -648,12 +653,12 @@ impl Ring {
         list.push(succ.clone());
         for d in their_succs {
             let p = Peer::new(d);
-            if p.id == self.me.id || self.dead.contains_key(&p.id) {
+            if p.id == self.me.id {
                 // The list wraps around to us: the ring is smaller than
                 // the list.
                 break;
             }
-            if !list.contains(&p) {
+            if !self.dead.contains_key(&p.id) && !list.contains(&p) {
                 list.push(p);
             }
         }

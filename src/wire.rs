@@ -109,6 +109,25 @@ macro_rules! short_hex_debug {
     };
 }
 short_hex_debug!(NodeId, "NodeId");
+
+impl NodeId {
+    /// The full id as 64 hex digits, for status output and the command line.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Parse 64 hex digits.
+    pub fn from_hex(s: &str) -> Option<NodeId> {
+        if s.len() != 64 || !s.is_ascii() {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(NodeId(out))
+    }
+}
 short_hex_debug!(RoutingKey, "RoutingKey");
 
 /// An open command-code newtype with named constants, as in `tor-cell`:

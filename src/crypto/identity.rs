@@ -68,6 +68,13 @@ impl Identity {
         PublicKey::from(&self.onion).to_bytes()
     }
 
+    /// The identity key as PKCS#8 DER, for the link certificate.
+    pub fn signing_key_pkcs8(&self) -> Result<Zeroizing<Vec<u8>>, Error> {
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        let doc = self.signing.to_pkcs8_der().map_err(|_| Error::BadKey)?;
+        Ok(Zeroizing::new(doc.as_bytes().to_vec()))
+    }
+
     pub(crate) fn onion_secret(&self) -> &StaticSecret {
         &self.onion
     }

@@ -45,7 +45,7 @@ impl Sim {
         let seed = self.rng.gen();
         let mut ring = Ring::new(desc, Config::default(), self.now, seed);
         if let Some(b) = bootstrap {
-            ring.join(vec![b], self.now);
+            ring.join(vec![(b, None)], self.now);
         }
         let id = ring.id();
         self.addrs.insert(addr, id);
@@ -75,7 +75,7 @@ impl Sim {
                 let to = match t.to {
                     Dest::Peer(p) => p.id,
                     Dest::Link(id) => id,
-                    Dest::Addr(a) => match self.addrs.get(&a) {
+                    Dest::Addr(a, _) => match self.addrs.get(&a) {
                         Some(id) => *id,
                         None => continue,
                     },
@@ -213,7 +213,7 @@ fn lookups_find_the_true_successor_in_few_steps() {
                 let to = match t.to {
                     Dest::Peer(p) => p.id,
                     Dest::Link(id) => id,
-                    Dest::Addr(_) => unreachable!(),
+                    Dest::Addr(..) => unreachable!(),
                 };
                 sim.nodes
                     .get_mut(&to)

@@ -1,0 +1,491 @@
+//! Links: QUIC connections to neighbouring nodes (quinn with rustls),
+//! authenticated at both ends by node id, carrying frames (`wire::frame`) on
+//! one bidirectional stream.
+//!
+//! The dialer opens the stream and both sides send a HELLO with their
+//! descriptor first. Each link is run by two tasks: a reader that turns
+//! bytes into frames and hands them to the node, and a writer that drains
+//! a bounded queue. A reader that meets a malformed frame closes the link
+//! and says so, and the node counts the peer as misbehaving. Bounds: a
+//! node's links ([`Config::max_links`], enforced by the node), streams per
+//! link ([`Config::max_streams`]), bytes buffered per stream and per link
+//! (QUIC flow-control windows), frames queued for sending
+//! ([`Config::send_queue`]), and the reader's buffer (one frame, at most
+//! [`MAX_FRAME_LEN`] bytes). Keep-alives and an idle timeout detect dead
+//! links.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{RecvStream, SendStream, VarInt};
+use tokio::sync::mpsc;
+
+use crate::crypto::Identity;
+use crate::wire::{self, decode_frame, encode_frame, Frame, NodeId, MAX_FRAME_LEN};
+
+mod tls;
+
+pub use tls::{certificate, peer_id, ALPN};
+
+/// Close codes, as the peer sees them.
+pub mod close {
+    use quinn::VarInt;
+    pub const NORMAL: VarInt = VarInt::from_u32(0);
+    pub const PROTOCOL: VarInt = VarInt::from_u32(1);
+    pub const DUPLICATE: VarInt = VarInt::from_u32(2);
+    pub const TOO_MANY_LINKS: VarInt = VarInt::from_u32(3);
+    pub const LEAVING: VarInt = VarInt::from_u32(4);
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// A link silent this long is dead.
+    pub idle_timeout: Duration,
+    pub keep_alive: Duration,
+    /// Links this node keeps open at once.
+    pub max_links: usize,
+    /// Bidirectional streams a peer may open on one link.
+    pub max_streams: u32,
+    /// Bytes a peer may have in flight per stream before it must wait.
+    pub stream_window: u32,
+    /// Bytes a peer may have in flight per link.
+    pub link_window: u32,
+    /// Frames queued for sending on one link.
+    pub send_queue: usize,
+    /// How long a dial or an accept may take.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            idle_timeout: Duration::from_secs(6),
+            keep_alive: Duration::from_secs(1),
+            max_links: 256,
+            max_streams: 2,
+            stream_window: 256 * 1024,
+            link_window: 512 * 1024,
+            send_queue: 256,
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("cannot bind or dial: {0}")]
+    Io(String),
+    #[error("connection failed: {0}")]
+    Connect(String),
+    #[error("the peer presented no Ed25519 node certificate")]
+    NoIdentity,
+    #[error("the peer is not the node we dialled")]
+    WrongPeer,
+    #[error("the link timed out during its handshake")]
+    Timeout,
+    #[error("the link is closed")]
+    Closed,
+    #[error("the peer sent a malformed frame: {0}")]
+    Protocol(#[from] wire::Error),
+}
+
+fn transport(cfg: &Config) -> Result<Arc<quinn::TransportConfig>, Error> {
+    let mut t = quinn::TransportConfig::default();
+    let idle =
+        quinn::IdleTimeout::try_from(cfg.idle_timeout).map_err(|e| Error::Tls(e.to_string()))?;
+    t.max_idle_timeout(Some(idle))
+        .keep_alive_interval(Some(cfg.keep_alive))
+        .max_concurrent_bidi_streams(VarInt::from_u32(cfg.max_streams))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .stream_receive_window(VarInt::from_u32(cfg.stream_window))
+        .receive_window(VarInt::from_u32(cfg.link_window))
+        .send_window(u64::from(cfg.link_window));
+    Ok(Arc::new(t))
+}
+
+/// A node's QUIC endpoint: it accepts links and dials them.
+pub struct Endpoint {
+    ep: quinn::Endpoint,
+    cert: rustls::pki_types::CertificateDer<'static>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+    transport: Arc<quinn::TransportConfig>,
+    cfg: Config,
+    rejected: Arc<AtomicUsize>,
+}
+
+impl Endpoint {
+    /// Bind `addr`. A client-only node passes `accept = false`: it dials
+    /// but accepts no links.
+    pub fn bind(
+        identity: &Identity,
+        addr: SocketAddr,
+        accept: bool,
+        cfg: Config,
+    ) -> Result<Endpoint, Error> {
+        let (cert, key) = certificate(identity)?;
+        let transport = transport(&cfg)?;
+        let rejected = Arc::new(AtomicUsize::new(0));
+        let server = if accept {
+            let mut tls = rustls::ServerConfig::builder_with_provider(tls::provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .map_err(|e| Error::Tls(e.to_string()))?
+                .with_client_cert_verifier(Arc::new(tls::ClientVerifier {
+                    provider: tls::provider(),
+                    rejected: rejected.clone(),
+                }))
+                .with_single_cert(vec![cert.clone()], key.clone_key())
+                .map_err(|e| Error::Tls(e.to_string()))?;
+            tls.alpn_protocols = vec![ALPN.to_vec()];
+            let quic = QuicServerConfig::try_from(tls).map_err(|e| Error::Tls(e.to_string()))?;
+            let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
+            server.transport_config(transport.clone());
+            Some(server)
+        } else {
+            None
+        };
+        let socket = std::net::UdpSocket::bind(addr).map_err(|e| Error::Io(e.to_string()))?;
+        let runtime =
+            quinn::default_runtime().ok_or_else(|| Error::Io("no async runtime".into()))?;
+        let ep = quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
+            .map_err(|e| Error::Io(e.to_string()))?;
+        Ok(Endpoint {
+            ep,
+            cert,
+            key,
+            transport,
+            cfg,
+            rejected,
+        })
+    }
+
+    /// Inbound connections refused because the peer's certificate was not
+    /// an Ed25519 node certificate.
+    pub fn rejected_certificates(&self) -> usize {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr, Error> {
+        self.ep.local_addr().map_err(|e| Error::Io(e.to_string()))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Dial `addr`. With `expected`, the link fails unless the peer's key
+    /// hashes to that id.
+    pub async fn dial(&self, addr: SocketAddr, expected: Option<NodeId>) -> Result<Link, Error> {
+        let provider = tls::provider();
+        let mismatch = Arc::new(AtomicBool::new(false));
+        let verifier = tls::ServerVerifier {
+            expected,
+            provider: provider.clone(),
+            mismatch: mismatch.clone(),
+        };
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| Error::Tls(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_client_auth_cert(vec![self.cert.clone()], self.key.clone_key())
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let quic = QuicClientConfig::try_from(tls).map_err(|e| Error::Tls(e.to_string()))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(quic));
+        client.transport_config(self.transport.clone());
+        let connecting = self
+            .ep
+            .connect_with(client, addr, "umbra")
+            .map_err(|e| Error::Connect(e.to_string()))?;
+        let setup = async {
+            let conn = connecting.await.map_err(|e| {
+                if mismatch.load(Ordering::Relaxed) {
+                    Error::WrongPeer
+                } else {
+                    Error::Connect(e.to_string())
+                }
+            })?;
+            let peer = authenticated_id(&conn)?;
+            if expected.is_some_and(|want| want != peer) {
+                conn.close(close::PROTOCOL, b"wrong peer");
+                return Err(Error::WrongPeer);
+            }
+            let (send, recv) = conn
+                .open_bi()
+                .await
+                .map_err(|e| Error::Connect(e.to_string()))?;
+            Ok(Link::new(conn, peer, addr, false, send, recv))
+        };
+        tokio::time::timeout(self.cfg.handshake_timeout, setup)
+            .await
+            .map_err(|_| Error::Timeout)?
+    }
+
+    /// The next incoming connection attempt; `None` once the endpoint is
+    /// closed. The caller decides whether to [`Endpoint::complete`] it or
+    /// refuse it.
+    pub async fn incoming(&self) -> Option<quinn::Incoming> {
+        self.ep.accept().await
+    }
+
+    /// Finish accepting: TLS, the peer's id, and the dialer's stream.
+    pub async fn complete(&self, incoming: quinn::Incoming) -> Result<Link, Error> {
+        let remote = incoming.remote_address();
+        let setup = async {
+            let conn = incoming.await.map_err(|e| Error::Connect(e.to_string()))?;
+            let peer = authenticated_id(&conn)?;
+            let (send, recv) = conn
+                .accept_bi()
+                .await
+                .map_err(|e| Error::Connect(e.to_string()))?;
+            Ok(Link::new(conn, peer, remote, true, send, recv))
+        };
+        tokio::time::timeout(self.cfg.handshake_timeout, setup)
+            .await
+            .map_err(|_| Error::Timeout)?
+    }
+
+    /// Close every link and stop accepting; waits until the peers have been
+    /// told, bounded by the idle timeout.
+    pub async fn close(&self) {
+        self.ep.close(close::LEAVING, b"leaving");
+        let _ = tokio::time::timeout(self.cfg.idle_timeout, self.ep.wait_idle()).await;
+    }
+}
+
+fn authenticated_id(conn: &quinn::Connection) -> Result<NodeId, Error> {
+    let certs = conn
+        .peer_identity()
+        .and_then(|any| {
+            any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .ok_or(Error::NoIdentity)?;
+    certs.first().and_then(peer_id).ok_or(Error::NoIdentity)
+}
+
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
+
+/// An established, authenticated link, before its tasks start.
+pub struct Link {
+    pub serial: u64,
+    pub peer: NodeId,
+    pub remote: SocketAddr,
+    /// The peer dialled us.
+    pub inbound: bool,
+    conn: quinn::Connection,
+    send: SendStream,
+    recv: RecvStream,
+}
+
+/// What a link's tasks tell the node.
+#[derive(Debug)]
+pub enum Event {
+    Frame {
+        serial: u64,
+        peer: NodeId,
+        frame: Frame,
+    },
+    Closed {
+        serial: u64,
+        peer: NodeId,
+        /// Set when the peer broke the protocol.
+        misbehaved: Option<Error>,
+    },
+}
+
+/// The node's side of a running link.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    pub serial: u64,
+    pub peer: NodeId,
+    pub remote: SocketAddr,
+    pub inbound: bool,
+    tx: mpsc::Sender<Frame>,
+    conn: quinn::Connection,
+}
+
+impl Handle {
+    /// Queue a frame. A full queue means the peer is not keeping up; the
+    /// frame is dropped and the protocol above times out and retries,
+    /// rather than this node buffering without bound.
+    pub fn send(&self, frame: Frame) -> Result<(), Error> {
+        self.tx.try_send(frame).map_err(|_| Error::Closed)
+    }
+
+    pub fn close(&self, code: VarInt, reason: &[u8]) {
+        self.conn.close(code, reason);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.conn.close_reason().is_some()
+    }
+
+    /// Resolves once the link is closed, by either side.
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let conn = self.conn.clone();
+        async move {
+            conn.closed().await;
+        }
+    }
+}
+
+impl Link {
+    fn new(
+        conn: quinn::Connection,
+        peer: NodeId,
+        remote: SocketAddr,
+        inbound: bool,
+        send: SendStream,
+        recv: RecvStream,
+    ) -> Link {
+        Link {
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
+            peer,
+            remote,
+            inbound,
+            conn,
+            send,
+            recv,
+        }
+    }
+
+    /// The raw connection and stream, for a caller that speaks the framing
+    /// itself (tests that play a misbehaving peer).
+    pub fn into_parts(self) -> (quinn::Connection, SendStream, RecvStream) {
+        (self.conn, self.send, self.recv)
+    }
+
+    /// Start the reader and writer tasks; frames and the link's end are
+    /// reported on `events`.
+    pub fn spawn(self, send_queue: usize, events: mpsc::Sender<Event>) -> Handle {
+        let (tx, rx) = mpsc::channel(send_queue.max(1));
+        let handle = Handle {
+            serial: self.serial,
+            peer: self.peer,
+            remote: self.remote,
+            inbound: self.inbound,
+            tx,
+            conn: self.conn.clone(),
+        };
+        tokio::spawn(write_loop(self.send, rx, self.conn.clone()));
+        tokio::spawn(read_loop(
+            self.recv,
+            self.conn,
+            self.serial,
+            self.peer,
+            events,
+        ));
+        handle
+    }
+}
+
+async fn write_loop(mut send: SendStream, mut rx: mpsc::Receiver<Frame>, conn: quinn::Connection) {
+    while let Some(frame) = rx.recv().await {
+        let bytes = match encode_frame(&frame) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("link: dropping a frame that does not encode: {e}");
+                continue;
+            }
+        };
+        if send.write_all(&bytes).await.is_err() {
+            break;
+        }
+    }
+    // The node dropped the handle (or the stream failed): end the stream,
+    // wait (briefly) until the peer has read it to the end, then close.
+    // Closing at once would discard frames still in flight.
+    if send.finish().is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
+    }
+    conn.close(close::NORMAL, b"");
+}
+
+async fn read_loop(
+    mut recv: RecvStream,
+    conn: quinn::Connection,
+    serial: u64,
+    peer: NodeId,
+    events: mpsc::Sender<Event>,
+) {
+    let mut reader = FrameReader::default();
+    let misbehaved = loop {
+        match reader.next(&mut recv).await {
+            Ok(Some(frame)) => {
+                if events
+                    .send(Event::Frame {
+                        serial,
+                        peer,
+                        frame,
+                    })
+                    .await
+                    .is_err()
+                {
+                    break None;
+                }
+            }
+            Ok(None) => break None,
+            Err(Error::Protocol(e)) => {
+                conn.close(close::PROTOCOL, b"malformed frame");
+                break Some(Error::Protocol(e));
+            }
+            Err(_) => break None,
+        }
+    };
+    if misbehaved.is_none() {
+        conn.close(close::NORMAL, b"");
+    }
+    let _ = events
+        .send(Event::Closed {
+            serial,
+            peer,
+            misbehaved,
+        })
+        .await;
+}
+
+/// Reassembles frames from a stream, holding at most one frame's bytes
+/// plus one read.
+#[derive(Default)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+}
+
+const READ_CHUNK: usize = 16 * 1024;
+
+impl FrameReader {
+    /// The next frame; `Ok(None)` when the stream ended cleanly between
+    /// frames.
+    pub async fn next(&mut self, recv: &mut RecvStream) -> Result<Option<Frame>, Error> {
+        loop {
+            if let Some((frame, used)) = decode_frame(&self.buf)? {
+                self.buf.drain(..used);
+                return Ok(Some(frame));
+            }
+            debug_assert!(self.buf.len() <= MAX_FRAME_LEN);
+            let start = self.buf.len();
+            self.buf.resize(start + READ_CHUNK, 0);
+            match recv.read(&mut self.buf[start..]).await {
+                Ok(Some(n)) => self.buf.truncate(start + n),
+                Ok(None) => {
+                    self.buf.truncate(start);
+                    return if self.buf.is_empty() {
+                        Ok(None)
+                    } else {
+                        Err(Error::Protocol(wire::Error::Truncated {
+                            what: "frame at end of stream",
+                            needed: 1,
+                        }))
+                    };
+                }
+                Err(_) => return Err(Error::Closed),
+            }
+        }
+    }
+}

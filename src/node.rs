@@ -1,0 +1,1021 @@
+//! A running node: the ring, the links and the datastore wired together.
+//!
+//! One task owns all the node's state and selects over its inputs: events
+//! from link tasks, finished dials, accepted links, commands from handles
+//! (status, store, leave) and the ring's timer. Everything else talks to it
+//! through channels (mini-redis style). The ring decides whom to talk to;
+//! this task dials links on demand, verifies every descriptor before the
+//! ring sees it, and keeps each block on its key's successor and the next
+//! `replicas - 1` nodes as membership changes.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::crypto::{verify_descriptor, Identity};
+use crate::link::{self, close, Endpoint, Link};
+use crate::ring::{Dest, Event as RingEvent, Peer, Ring};
+use crate::store::{self, Store};
+use crate::wire::{
+    Frame, KeyKind, NodeAddr, NodeDescriptor, NodeId, PeerMessage, RequestId, RoutingKey,
+};
+
+mod config;
+mod gateway;
+
+pub use config::{Bootstrap, Config, Error as ConfigError};
+pub use gateway::{fetch_status, ClientError};
+
+/// How long a replica push may wait for its acknowledgement.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a graceful leave may spend handing blocks over.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Replication waits this long after a membership change, so that a burst
+/// of changes causes one pass.
+const REPLICATE_DELAY: Duration = Duration::from_millis(300);
+/// Confirmed replicas are forgotten this often, so every block is checked
+/// against its replica holders again (anti-entropy).
+const RECHECK_EVERY: Duration = Duration::from_secs(30);
+/// Verified descriptor signatures kept to skip re-verification.
+const VERIFIED_CACHE: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("data directory {path}: {message}")]
+    DataDir { path: String, message: String },
+    #[error("datastore: {0}")]
+    Store(#[from] store::Error),
+    #[error("link: {0}")]
+    Link(#[from] link::Error),
+    #[error("gateway: {0}")]
+    Gateway(String),
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+/// Why storing a block through the ring failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("the block does not match its key")]
+    BadBlock,
+    #[error("no route to the key's successor")]
+    NoRoute,
+    #[error("the key's successor refused the block")]
+    Rejected,
+    #[error("timed out")]
+    Timeout,
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+/// What `GET /status` and `umbra status --json` report. Stable for
+/// scripts; documented in README.md.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Status {
+    /// Node id, hex.
+    pub id: String,
+    pub listen: SocketAddr,
+    pub joined: bool,
+    pub predecessor: Option<String>,
+    /// Successor list, nearest first, hex ids.
+    pub successors: Vec<String>,
+    /// Distinct nodes in the finger table.
+    pub fingers: usize,
+    pub links: usize,
+    pub blocks_stored: u64,
+    pub bytes_stored: u64,
+    pub blocks_cached: u64,
+    pub bytes_cached: u64,
+    /// Peers disconnected for breaking the protocol.
+    pub misbehaving_peers: u64,
+}
+
+pub(crate) enum Command {
+    Status(oneshot::Sender<Status>),
+    Store {
+        kind: KeyKind,
+        key: RoutingKey,
+        block: Vec<u8>,
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Holds(KeyKind, RoutingKey, oneshot::Sender<bool>),
+    Leave(oneshot::Sender<()>),
+    Crash(oneshot::Sender<()>),
+}
+
+/// A handle on a running node.
+pub struct NodeHandle {
+    pub id: NodeId,
+    pub listen: SocketAddr,
+    pub http: Option<SocketAddr>,
+    cmd: mpsc::Sender<Command>,
+    task: JoinHandle<()>,
+}
+
+impl NodeHandle {
+    pub async fn status(&self) -> Result<Status, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Status(tx))
+            .await
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Store a block on its key's successor (which replicates it), found
+    /// through the ring. Returns once the successor has it on disk.
+    pub async fn store_block(
+        &self,
+        kind: KeyKind,
+        key: RoutingKey,
+        block: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Store {
+                kind,
+                key,
+                block,
+                done,
+            })
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        match tokio::time::timeout(PUSH_TIMEOUT * 2, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(StoreError::Stopped),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
+    /// Whether this node's primary store holds the block.
+    pub async fn holds(&self, kind: KeyKind, key: RoutingKey) -> Result<bool, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Holds(kind, key, tx))
+            .await
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Leave the ring gracefully: hand blocks to the successor, tell the
+    /// neighbours, close the links.
+    pub async fn leave(self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Command::Leave(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        let _ = self.task.await;
+    }
+
+    /// Stop at once, as a crash would: no hand-over, no goodbye to the
+    /// ring. (Links still close, so peers notice at once rather than after
+    /// the idle timeout; a test that needs silence kills a process.)
+    pub async fn crash(self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Command::Crash(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        let _ = self.task.await;
+    }
+
+    /// Wait until the node stops by itself (it never does unless told).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Load the node's identity from `data_dir`, or create one.
+pub fn load_identity(data_dir: &Path) -> Result<Identity, Error> {
+    let err = |message: String| Error::DataDir {
+        path: data_dir.display().to_string(),
+        message,
+    };
+    std::fs::create_dir_all(data_dir).map_err(|e| err(e.to_string()))?;
+    let path = data_dir.join("identity.key");
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let bytes = zeroize::Zeroizing::new(bytes);
+            let secret: &[u8; 64] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| err("identity.key is not 64 bytes".into()))?;
+            Ok(Identity::from_secret_bytes(secret))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let identity = Identity::generate(&mut rand::rngs::OsRng);
+            write_secret(&path, &identity.secret_bytes()[..]).map_err(|e| err(e.to_string()))?;
+            Ok(identity)
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+/// Write a secret file readable by its owner only, atomically.
+fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Start a node. It runs until [`NodeHandle::leave`] or
+/// [`NodeHandle::crash`].
+pub async fn start(cfg: Config) -> Result<NodeHandle, Error> {
+    cfg.validate()?;
+    let identity = load_identity(&cfg.data_dir)?;
+    let store = Store::open(
+        &cfg.data_dir.join("store.redb"),
+        store::Limits {
+            primary_bytes: cfg.store_bytes,
+            cache_bytes: cfg.cache_bytes,
+        },
+        crate::keys::verify_block,
+    )?;
+    let endpoint = Arc::new(Endpoint::bind(&identity, cfg.listen, true, cfg.link())?);
+    let listen = endpoint.local_addr()?;
+    let desc = identity
+        .sign_descriptor(
+            vec![NodeAddr(listen)],
+            unix_now(),
+            NodeDescriptor::FLAG_RELAY,
+        )
+        .map_err(|e| Error::Gateway(e.to_string()))?;
+    let now = Instant::now();
+    let mut ring = Ring::new(desc, cfg.ring(), now, rand::rngs::OsRng.next_u64());
+    ring.join(cfg.bootstrap.iter().map(|b| (b.addr, b.id)).collect(), now);
+    let id = ring.id();
+
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let http = match cfg.http {
+        Some(addr) => {
+            let listener = gateway::bind(addr)
+                .await
+                .map_err(|e| Error::Gateway(format!("cannot listen on {addr}: {e}")))?;
+            let local = listener
+                .local_addr()
+                .map_err(|e| Error::Gateway(e.to_string()))?;
+            tokio::spawn(gateway::serve(
+                listener,
+                cmd_tx.clone(),
+                shutdown_rx.clone(),
+            ));
+            Some(local)
+        }
+        None => None,
+    };
+
+    let (link_tx, link_rx) = mpsc::channel(1024);
+    let (accept_tx, accept_rx) = mpsc::channel(16);
+    let (dial_tx, dial_rx) = mpsc::channel(64);
+    let link_count = Arc::new(AtomicUsize::new(0));
+    let misbehaving = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(accept_loop(
+        endpoint.clone(),
+        accept_tx,
+        link_count.clone(),
+        misbehaving.clone(),
+        shutdown_rx,
+    ));
+
+    tracing::info!("node started");
+    tracing::debug!(?id, %listen, "node identity and address");
+    let node = Node {
+        cfg,
+        ring,
+        store,
+        endpoint,
+        links: HashMap::new(),
+        dialing: HashMap::new(),
+        dialing_addr: HashMap::new(),
+        verified: HashSet::new(),
+        misbehaving,
+        link_count,
+        link_tx,
+        dial_tx,
+        replicate_at: None,
+        confirmed: HashSet::new(),
+        recheck_at: now + RECHECK_EVERY,
+        pushes: HashMap::new(),
+        lookups: HashMap::new(),
+        leaving: None,
+        shutdown: shutdown_tx,
+    };
+    let task = tokio::spawn(node.run(cmd_rx, link_rx, accept_rx, dial_rx));
+    Ok(NodeHandle {
+        id,
+        listen,
+        http,
+        cmd: cmd_tx,
+        task,
+    })
+}
+
+async fn accept_loop(
+    endpoint: Arc<Endpoint>,
+    accepted: mpsc::Sender<Link>,
+    link_count: Arc<AtomicUsize>,
+    misbehaving: Arc<AtomicUsize>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.incoming() => match i {
+                Some(i) => i,
+                None => return,
+            },
+            _ = shutdown.changed() => return,
+        };
+        if link_count.load(Ordering::Relaxed) >= endpoint.config().max_links {
+            incoming.refuse();
+            continue;
+        }
+        let endpoint = endpoint.clone();
+        let accepted = accepted.clone();
+        let misbehaving = misbehaving.clone();
+        tokio::spawn(async move {
+            match endpoint.complete(incoming).await {
+                Ok(link) => {
+                    let _ = accepted.send(link).await;
+                }
+                Err(link::Error::NoIdentity) => {
+                    misbehaving.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => tracing::debug!("inbound link failed: {e}"),
+            }
+        });
+    }
+}
+
+/// What a replica push is for.
+struct Push {
+    key: RoutingKey,
+    to: NodeId,
+    deadline: Instant,
+    done: Option<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+/// Why a ring lookup was started.
+enum LookupFor {
+    /// Move a block we hold to the node that should have it.
+    Place(KeyKind, RoutingKey),
+    /// A block a local user asked to store.
+    Store(
+        KeyKind,
+        RoutingKey,
+        Vec<u8>,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
+}
+
+struct Leaving {
+    done: oneshot::Sender<()>,
+    deadline: Instant,
+    /// Hand-over pushes still unacknowledged.
+    handing_over: Vec<u64>,
+}
+
+struct Node {
+    cfg: Config,
+    ring: Ring,
+    store: Store,
+    endpoint: Arc<Endpoint>,
+    links: HashMap<NodeId, link::Handle>,
+    /// Messages waiting for a link being dialled.
+    dialing: HashMap<NodeId, Vec<PeerMessage>>,
+    dialing_addr: HashMap<SocketAddr, Vec<PeerMessage>>,
+    verified: HashSet<[u8; 64]>,
+    misbehaving: Arc<AtomicUsize>,
+    link_count: Arc<AtomicUsize>,
+    link_tx: mpsc::Sender<link::Event>,
+    dial_tx: mpsc::Sender<(Option<NodeId>, SocketAddr, Result<Link, link::Error>)>,
+    replicate_at: Option<Instant>,
+    /// Replica holders that acknowledged a block since the last recheck.
+    confirmed: HashSet<(RoutingKey, NodeId)>,
+    recheck_at: Instant,
+    pushes: HashMap<u64, Push>,
+    lookups: HashMap<u64, LookupFor>,
+    leaving: Option<Leaving>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Node {
+    async fn run(
+        mut self,
+        mut cmds: mpsc::Receiver<Command>,
+        mut link_rx: mpsc::Receiver<link::Event>,
+        mut accept_rx: mpsc::Receiver<Link>,
+        mut dial_rx: mpsc::Receiver<(Option<NodeId>, SocketAddr, Result<Link, link::Error>)>,
+    ) {
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                Some(ev) = link_rx.recv() => self.on_link_event(ev),
+                Some(link) = accept_rx.recv() => self.link_up(link),
+                Some((want, addr, res)) = dial_rx.recv() => self.on_dial(want, addr, res),
+                cmd = cmds.recv() => match cmd {
+                    Some(Command::Status(tx)) => { let _ = tx.send(self.status()); }
+                    Some(Command::Store { kind, key, block, done }) => self.store_through_ring(kind, key, block, done),
+                    Some(Command::Holds(kind, key, tx)) => {
+                        let _ = tx.send(self.store.has(kind, &key).unwrap_or(false));
+                    }
+                    Some(Command::Leave(done)) => self.start_leave(done),
+                    Some(Command::Crash(done)) => {
+                        self.stop().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => {
+                        self.stop().await;
+                        return;
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => self.on_timer(),
+            }
+            self.flush();
+            if self.leaving.as_ref().is_some_and(|l| {
+                Instant::now() >= l.deadline
+                    || l.handing_over
+                        .iter()
+                        .all(|id| !self.pushes.contains_key(id))
+            }) {
+                self.finish_leave().await;
+                return;
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let mut d = self.ring.poll_timeout().min(self.recheck_at);
+        if let Some(r) = self.replicate_at {
+            d = d.min(r);
+        }
+        if let Some(p) = self.pushes.values().map(|p| p.deadline).min() {
+            d = d.min(p);
+        }
+        if let Some(l) = &self.leaving {
+            d = d.min(l.deadline);
+        }
+        d
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        if self.ring.poll_timeout() <= now {
+            self.ring.handle_timeout(now);
+        }
+        let expired: Vec<u64> = self
+            .pushes
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in expired {
+            if let Some(p) = self.pushes.remove(&id) {
+                match p.done {
+                    Some(done) => {
+                        let _ = done.send(Err(StoreError::Timeout));
+                    }
+                    // A replica that did not arrive: try again.
+                    None => self.replicate_soon(),
+                }
+            }
+        }
+        if now >= self.recheck_at {
+            self.recheck_at = now + RECHECK_EVERY;
+            self.confirmed.clear();
+            self.replicate_at = Some(now);
+        }
+        if self.replicate_at.is_some_and(|t| t <= now) && self.leaving.is_none() {
+            self.replicate_at = None;
+            self.replicate();
+        }
+    }
+
+    // ---- links ----
+
+    fn link_up(&mut self, link: Link) {
+        let peer = link.peer;
+        if peer == self.ring.id() {
+            // We dialled ourselves (a bootstrap address of our own).
+            return;
+        }
+        if let Some(old) = self.links.get(&peer) {
+            // Two links to one peer, dialled at the same time from both
+            // sides: both ends keep the one dialled by the smaller id.
+            let dialer = |inbound: bool| if inbound { peer } else { self.ring.id() };
+            if !old.is_closed() && dialer(old.inbound) <= dialer(link.inbound) {
+                // Dropping `link` closes it.
+                self.flush_queued(peer, Some(link.remote), link.inbound);
+                return;
+            }
+            old.close(close::DUPLICATE, b"duplicate link");
+        }
+        let remote = link.remote;
+        let inbound = link.inbound;
+        let handle = link.spawn(self.endpoint.config().send_queue, self.link_tx.clone());
+        let _ = handle.send(Frame::Message(PeerMessage::Hello {
+            node: self.ring.me().desc.clone(),
+        }));
+        self.links.insert(peer, handle);
+        self.link_count.store(self.links.len(), Ordering::Relaxed);
+        self.flush_queued(peer, Some(remote), inbound);
+    }
+
+    fn flush_queued(&mut self, peer: NodeId, remote: Option<SocketAddr>, inbound: bool) {
+        let mut queued = self.dialing.remove(&peer).unwrap_or_default();
+        if let (Some(addr), false) = (remote, inbound) {
+            queued.extend(self.dialing_addr.remove(&addr).unwrap_or_default());
+        }
+        for msg in queued {
+            self.send_on_link(peer, msg);
+        }
+    }
+
+    fn on_dial(&mut self, want: Option<NodeId>, addr: SocketAddr, res: Result<Link, link::Error>) {
+        match res {
+            Ok(link) => self.link_up(link),
+            Err(e) => {
+                tracing::debug!("dial failed: {e}");
+                if matches!(e, link::Error::WrongPeer | link::Error::NoIdentity) {
+                    self.misbehaving.fetch_add(1, Ordering::Relaxed);
+                }
+                self.dialing_addr.remove(&addr);
+                if let Some(id) = want {
+                    self.dialing.remove(&id);
+                    self.ring.handle_failure(id, Instant::now());
+                }
+            }
+        }
+    }
+
+    fn dial(&mut self, addr: SocketAddr, want: Option<NodeId>) {
+        let endpoint = self.endpoint.clone();
+        let tx = self.dial_tx.clone();
+        tokio::spawn(async move {
+            let res = endpoint.dial(addr, want).await;
+            let _ = tx.send((want, addr, res)).await;
+        });
+    }
+
+    fn on_link_event(&mut self, ev: link::Event) {
+        match ev {
+            // Any link authenticated as `peer` speaks for it, including the
+            // loser of a duplicate-link race that is still draining.
+            link::Event::Frame { peer, frame, .. } => self.on_frame(peer, frame),
+            link::Event::Closed {
+                serial,
+                peer,
+                misbehaved,
+            } => {
+                if let Some(e) = misbehaved {
+                    tracing::debug!("peer broke the protocol: {e}");
+                    self.misbehaving.fetch_add(1, Ordering::Relaxed);
+                }
+                if self.links.get(&peer).is_some_and(|h| h.serial == serial) {
+                    self.links.remove(&peer);
+                    self.link_count.store(self.links.len(), Ordering::Relaxed);
+                    self.ring.handle_failure(peer, Instant::now());
+                }
+            }
+        }
+    }
+
+    /// A peer broke the protocol: drop its link and count it.
+    fn misbehaved(&mut self, peer: NodeId, why: &str) {
+        tracing::debug!("disconnecting a peer: {why}");
+        self.misbehaving.fetch_add(1, Ordering::Relaxed);
+        if let Some(h) = self.links.remove(&peer) {
+            h.close(close::PROTOCOL, why.as_bytes());
+            self.link_count.store(self.links.len(), Ordering::Relaxed);
+        }
+        self.ring.handle_failure(peer, Instant::now());
+    }
+
+    /// Check every descriptor a message carries; the ring only ever sees
+    /// verified ones.
+    fn descriptors_valid(&mut self, msg: &PeerMessage) -> bool {
+        let descs: Vec<&NodeDescriptor> = match msg {
+            PeerMessage::FindSuccessorReply { node, .. }
+            | PeerMessage::Notify { node }
+            | PeerMessage::Hello { node } => vec![node],
+            PeerMessage::PredecessorReply {
+                predecessor,
+                successors,
+                ..
+            }
+            | PeerMessage::Leaving {
+                predecessor,
+                successors,
+            } => predecessor.iter().chain(successors.iter()).collect(),
+            _ => return true,
+        };
+        for d in descs {
+            if self.verified.contains(&d.signature) {
+                continue;
+            }
+            if verify_descriptor(d).is_err() || d.addrs.is_empty() {
+                return false;
+            }
+            if self.verified.len() >= VERIFIED_CACHE {
+                self.verified.clear();
+            }
+            self.verified.insert(d.signature);
+        }
+        true
+    }
+
+    fn on_frame(&mut self, peer: NodeId, frame: Frame) {
+        let msg = match frame {
+            Frame::Message(m) => m,
+            // Circuits are not served yet; cells are dropped.
+            Frame::Cell(_) => return,
+        };
+        if !self.descriptors_valid(&msg) {
+            self.misbehaved(peer, "invalid descriptor");
+            return;
+        }
+        let now = Instant::now();
+        match msg {
+            PeerMessage::Hello { node } => {
+                if crate::crypto::node_id(&node.identity) != peer {
+                    self.misbehaved(peer, "hello for another node");
+                }
+            }
+            PeerMessage::StoreReplica {
+                id,
+                kind,
+                key,
+                block,
+            } => {
+                let reply = match self.store.put(kind, &key, &block) {
+                    Ok(_) => {
+                        if self.ring.owns(&key.0) {
+                            self.replicate_soon();
+                        }
+                        PeerMessage::Stored { id }
+                    }
+                    Err(store::Error::BadBlock) => {
+                        self.misbehaved(peer, "block does not match its key");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!("cannot store a replica: {e}");
+                        PeerMessage::Rejected { id }
+                    }
+                };
+                self.send_on_link(peer, reply);
+            }
+            PeerMessage::Stored { id } => {
+                if self.pushes.get(&id.0).is_some_and(|p| p.to == peer) {
+                    if let Some(p) = self.pushes.remove(&id.0) {
+                        self.confirmed.insert((p.key, peer));
+                        if let Some(done) = p.done {
+                            let _ = done.send(Ok(()));
+                        }
+                    }
+                }
+            }
+            PeerMessage::Rejected { id } => {
+                if self.pushes.get(&id.0).is_some_and(|p| p.to == peer) {
+                    if let Some(Push {
+                        done: Some(done), ..
+                    }) = self.pushes.remove(&id.0)
+                    {
+                        let _ = done.send(Err(StoreError::Rejected));
+                    }
+                }
+            }
+            PeerMessage::Unrecognized { .. } => {}
+            // Routed requests are served by a later layer.
+            PeerMessage::Get { .. }
+            | PeerMessage::Put { .. }
+            | PeerMessage::Data { .. }
+            | PeerMessage::DataNotFound { .. }
+            | PeerMessage::RouteNotFound { .. }
+            | PeerMessage::Loop { .. } => {}
+            ring_msg => self.ring.handle_message(peer, ring_msg, now),
+        }
+    }
+
+    fn send_on_link(&mut self, peer: NodeId, msg: PeerMessage) {
+        if let Some(h) = self.links.get(&peer) {
+            if h.send(Frame::Message(msg)).is_err() {
+                tracing::debug!("send queue full or link closed; message dropped");
+            }
+        }
+    }
+
+    /// Carry out what the ring wants sent and react to what it says.
+    fn flush(&mut self) {
+        while let Some(t) = self.ring.poll_transmit() {
+            match t.to {
+                Dest::Link(id) => self.send_on_link(id, t.msg),
+                Dest::Peer(p) => {
+                    if self.links.contains_key(&p.id) {
+                        self.send_on_link(p.id, t.msg);
+                    } else if let Some(q) = self.dialing.get_mut(&p.id) {
+                        q.push(t.msg);
+                    } else if let Some(addr) = p.desc.addrs.first() {
+                        self.dialing.insert(p.id, vec![t.msg]);
+                        self.dial(addr.0, Some(p.id));
+                    }
+                }
+                Dest::Addr(addr, expect) => {
+                    if let Some(q) = self.dialing_addr.get_mut(&addr) {
+                        q.push(t.msg);
+                    } else {
+                        self.dialing_addr.insert(addr, vec![t.msg]);
+                        self.dial(addr, expect);
+                    }
+                }
+            }
+        }
+        while let Some(ev) = self.ring.poll_event() {
+            match ev {
+                RingEvent::NeighboursChanged => self.replicate_soon(),
+                RingEvent::Joined => tracing::info!("joined the ring"),
+                RingEvent::LookupDone { token, result } => {
+                    if let Some(why) = self.lookups.remove(&token) {
+                        self.lookup_done(why, result.map(|b| *b).ok());
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- placement ----
+
+    fn replicate_soon(&mut self) {
+        let at = Instant::now() + REPLICATE_DELAY;
+        if self.replicate_at.is_none_or(|t| t > at) {
+            self.replicate_at = Some(at);
+        }
+    }
+
+    /// Make every block we hold reach the nodes that should hold it: as the
+    /// key's successor, push to the next `replicas - 1` nodes; otherwise
+    /// find the key's successor and push it there.
+    fn replicate(&mut self) {
+        let keys = match self.store.primary_keys() {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!("replication: {e}");
+                return;
+            }
+        };
+        let now = Instant::now();
+        let placing: HashSet<RoutingKey> = self
+            .lookups
+            .values()
+            .filter_map(|l| match l {
+                LookupFor::Place(_, k) => Some(*k),
+                LookupFor::Store(..) => None,
+            })
+            .collect();
+        for (kind, key) in keys {
+            if self.ring.owns(&key.0) {
+                let replicas: Vec<Peer> = self
+                    .ring
+                    .successors()
+                    .iter()
+                    .take(self.cfg.replicas.saturating_sub(1))
+                    .cloned()
+                    .collect();
+                for peer in replicas {
+                    self.push(kind, key, &peer, None, now);
+                }
+            } else if !placing.contains(&key) {
+                let token = rand::rngs::OsRng.next_u64();
+                self.lookups.insert(token, LookupFor::Place(kind, key));
+                self.ring.lookup(key.0, token, now);
+            }
+        }
+    }
+
+    /// Send a stored block to `peer`, unless it already acknowledged it or
+    /// a push is in flight.
+    fn push(
+        &mut self,
+        kind: KeyKind,
+        key: RoutingKey,
+        peer: &Peer,
+        done: Option<oneshot::Sender<Result<(), StoreError>>>,
+        now: Instant,
+    ) {
+        if done.is_none()
+            && (self.confirmed.contains(&(key, peer.id))
+                || self
+                    .pushes
+                    .values()
+                    .any(|p| p.key == key && p.to == peer.id))
+        {
+            return;
+        }
+        let block = match self.store.get(kind, &key) {
+            Ok(Some((b, _))) => b,
+            _ => {
+                if let Some(done) = done {
+                    let _ = done.send(Err(StoreError::BadBlock));
+                }
+                return;
+            }
+        };
+        self.push_block(kind, key, block, peer, done, now);
+    }
+
+    /// Returns the push's id.
+    fn push_block(
+        &mut self,
+        kind: KeyKind,
+        key: RoutingKey,
+        block: Vec<u8>,
+        peer: &Peer,
+        done: Option<oneshot::Sender<Result<(), StoreError>>>,
+        now: Instant,
+    ) -> u64 {
+        let id = rand::rngs::OsRng.next_u64();
+        self.pushes.insert(
+            id,
+            Push {
+                key,
+                to: peer.id,
+                deadline: now + PUSH_TIMEOUT,
+                done,
+            },
+        );
+        let msg = PeerMessage::StoreReplica {
+            id: RequestId(id),
+            kind,
+            key,
+            block,
+        };
+        // The peer may have no link yet.
+        self.send_to_peer(peer, msg);
+        id
+    }
+
+    fn send_to_peer(&mut self, peer: &Peer, msg: PeerMessage) {
+        if self.links.contains_key(&peer.id) {
+            self.send_on_link(peer.id, msg);
+        } else if let Some(q) = self.dialing.get_mut(&peer.id) {
+            q.push(msg);
+        } else if let Some(addr) = peer.desc.addrs.first() {
+            self.dialing.insert(peer.id, vec![msg]);
+            self.dial(addr.0, Some(peer.id));
+        }
+    }
+
+    fn lookup_done(&mut self, why: LookupFor, found: Option<Peer>) {
+        let now = Instant::now();
+        match why {
+            LookupFor::Place(kind, key) => {
+                if let Some(peer) = found.filter(|p| p.id != self.ring.id()) {
+                    self.push(kind, key, &peer, None, now);
+                }
+            }
+            LookupFor::Store(kind, key, block, done) => match found {
+                None => {
+                    let _ = done.send(Err(StoreError::NoRoute));
+                }
+                Some(p) if p.id == self.ring.id() => {
+                    let r = self
+                        .store
+                        .put(kind, &key, &block)
+                        .map(|_| ())
+                        .map_err(|e| match e {
+                            store::Error::BadBlock => StoreError::BadBlock,
+                            _ => StoreError::Rejected,
+                        });
+                    if r.is_ok() {
+                        self.replicate_soon();
+                    }
+                    let _ = done.send(r);
+                }
+                Some(p) => {
+                    self.push_block(kind, key, block, &p, Some(done), now);
+                }
+            },
+        }
+    }
+
+    fn store_through_ring(
+        &mut self,
+        kind: KeyKind,
+        key: RoutingKey,
+        block: Vec<u8>,
+        done: oneshot::Sender<Result<(), StoreError>>,
+    ) {
+        if !crate::keys::verify_block(kind, &key, &block) {
+            let _ = done.send(Err(StoreError::BadBlock));
+            return;
+        }
+        let token = rand::rngs::OsRng.next_u64();
+        self.lookups
+            .insert(token, LookupFor::Store(kind, key, block, done));
+        self.ring.lookup(key.0, token, Instant::now());
+    }
+
+    // ---- leaving ----
+
+    fn start_leave(&mut self, done: oneshot::Sender<()>) {
+        tracing::info!("leaving the ring");
+        let now = Instant::now();
+        let mut handing_over = Vec::new();
+        if let Some(succ) = self.ring.successors().first().cloned() {
+            // Hand every block to the successor, which takes over our range;
+            // wait for its acknowledgements (or the deadline) before going.
+            match self.store.primary_keys() {
+                Ok(keys) => {
+                    for (kind, key) in keys {
+                        if let Ok(Some((block, _))) = self.store.get(kind, &key) {
+                            handing_over.push(self.push_block(kind, key, block, &succ, None, now));
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("cannot list blocks to hand over: {e}"),
+            }
+        }
+        self.leaving = Some(Leaving {
+            done,
+            deadline: now + LEAVE_TIMEOUT,
+            handing_over,
+        });
+    }
+
+    async fn finish_leave(&mut self) {
+        self.ring.leave();
+        self.flush();
+        if let Some(l) = self.leaving.take() {
+            self.stop().await;
+            let _ = l.done.send(());
+        }
+    }
+
+    async fn stop(&mut self) {
+        let _ = self.shutdown.send(true);
+        // Dropping the handles lets each writer send what is queued, finish
+        // its stream and close its link; wait for that, briefly, before
+        // closing the endpoint (which would cut off unsent frames).
+        let links: Vec<link::Handle> = self.links.drain().map(|(_, h)| h).collect();
+        let closing: Vec<_> = links.iter().map(link::Handle::closed).collect();
+        drop(links);
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            for c in closing {
+                c.await;
+            }
+        })
+        .await;
+        self.endpoint.close().await;
+    }
+
+    fn status(&self) -> Status {
+        let hex = NodeId::to_hex;
+        let stats = self.store.stats().unwrap_or_default();
+        Status {
+            id: hex(&self.ring.id()),
+            listen: self
+                .endpoint
+                .local_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+            joined: self.ring.is_joined(),
+            predecessor: self.ring.predecessor().map(|p| hex(&p.id)),
+            successors: self.ring.successors().iter().map(|p| hex(&p.id)).collect(),
+            fingers: self.ring.distinct_fingers(),
+            links: self.links.len(),
+            blocks_stored: stats.blocks_stored,
+            bytes_stored: stats.bytes_stored,
+            blocks_cached: stats.blocks_cached,
+            bytes_cached: stats.bytes_cached,
+            misbehaving_peers: u64::try_from(
+                self.misbehaving.load(Ordering::Relaxed) + self.endpoint.rejected_certificates(),
+            )
+            .unwrap_or(u64::MAX),
+        }
+    }
+}

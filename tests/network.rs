@@ -1,0 +1,433 @@
+//! Real nodes over real QUIC on 127.0.0.1, several in one test process,
+//! each with its own endpoint and data directory: the ring forms, blocks
+//! land where they belong and stay there through joins, leaves and crashes,
+//! and misbehaving peers are cut off.
+
+mod common;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, RngCore};
+use tempfile::TempDir;
+use umbra::crypto::Identity;
+use umbra::keys::chk_routing_key;
+use umbra::link::{self, Endpoint};
+use umbra::node::{self, Bootstrap, Config, NodeHandle, Status};
+use umbra::ring::in_half_open;
+use umbra::wire::{KeyKind, NodeId, RoutingKey};
+
+const REPLICAS: usize = 3;
+
+fn config(dir: &Path, bootstrap: Option<SocketAddr>) -> Config {
+    Config {
+        data_dir: dir.to_path_buf(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        bootstrap: bootstrap
+            .map(|addr| Bootstrap { addr, id: None })
+            .into_iter()
+            .collect(),
+        replicas: REPLICAS,
+        stabilize_ms: 100,
+        link_timeout_ms: 1500,
+        ..Config::default()
+    }
+}
+
+/// Poll `check` until it passes or `limit` runs out; returns how long it
+/// took, or panics with the last complaint.
+async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let start = Instant::now();
+    loop {
+        match check().await {
+            Ok(()) => return start.elapsed(),
+            Err(e) if start.elapsed() > limit => panic!("{what}: not within {limit:?}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+struct Net {
+    nodes: Vec<(NodeHandle, TempDir)>,
+}
+
+impl Net {
+    /// `n` nodes, each joining through the first once the one before it has
+    /// joined.
+    async fn grow(n: usize) -> Net {
+        let mut net = Net { nodes: Vec::new() };
+        net.add(None).await;
+        let first = net.nodes[0].0.listen;
+        for _ in 1..n {
+            net.add(Some(first)).await;
+            let h = &net.nodes.last().expect("just added").0;
+            eventually("joined", Duration::from_secs(10), || async {
+                match h.status().await {
+                    Ok(s) if s.joined => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            })
+            .await;
+        }
+        net
+    }
+
+    async fn add(&mut self, bootstrap: Option<SocketAddr>) -> usize {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let h = node::start(config(dir.path(), bootstrap))
+            .await
+            .expect("node starts");
+        self.nodes.push((h, dir));
+        self.nodes.len() - 1
+    }
+
+    async fn statuses(&self) -> Result<Vec<Status>, String> {
+        let mut out = Vec::new();
+        for (h, _) in &self.nodes {
+            out.push(h.status().await.map_err(|e| e.to_string())?);
+        }
+        Ok(out)
+    }
+
+    /// Node ids in ring order.
+    fn sorted_ids(&self) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = self.nodes.iter().map(|(h, _)| h.id).collect();
+        ids.sort();
+        ids
+    }
+
+    /// Every predecessor and successor pointer against the sorted ids, and
+    /// the successor lists as far as they go.
+    async fn ring_correct(&self) -> Result<(), String> {
+        let ids: Vec<String> = self.sorted_ids().iter().map(NodeId::to_hex).collect();
+        let n = ids.len();
+        for s in self.statuses().await? {
+            let i = ids.iter().position(|x| *x == s.id).ok_or("unknown node")?;
+            let want_list: Vec<&String> = (1..n.min(9)).map(|k| &ids[(i + k) % n]).collect();
+            if s.successors.iter().collect::<Vec<_>>() != want_list {
+                return Err(format!("node {i}: successor list wrong"));
+            }
+            if s.predecessor.as_ref() != Some(&ids[(i + n - 1) % n]) {
+                return Err(format!("node {i}: predecessor wrong"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The nodes that should hold `key`: its successor and the next ones.
+    fn expected_holders(&self, key: &RoutingKey) -> Vec<NodeId> {
+        let ids = self.sorted_ids();
+        let n = ids.len();
+        let first = (0..n)
+            .find(|&i| in_half_open(&key.0, &ids[(i + n - 1) % n].0, &ids[i].0))
+            .expect("some node succeeds every key");
+        (0..REPLICAS.min(n)).map(|k| ids[(first + k) % n]).collect()
+    }
+
+    async fn holders(&self, key: &RoutingKey) -> Result<Vec<NodeId>, String> {
+        let mut out = Vec::new();
+        for (h, _) in &self.nodes {
+            if h.holds(KeyKind::CHK, *key)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                out.push(h.id);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every block on exactly its successor and replicas.
+    async fn placed(&self, keys: &[RoutingKey]) -> Result<(), String> {
+        for key in keys {
+            let mut want = self.expected_holders(key);
+            want.sort();
+            let have = self.holders(key).await?;
+            if have != want {
+                return Err(format!(
+                    "block held by {} nodes, {} of them the right ones",
+                    have.len(),
+                    have.iter().filter(|h| want.contains(h)).count()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every block at least on its successor and replicas.
+    async fn at_least_placed(&self, keys: &[RoutingKey]) -> Result<(), String> {
+        for key in keys {
+            let have = self.holders(key).await?;
+            let missing = self
+                .expected_holders(key)
+                .into_iter()
+                .filter(|w| !have.contains(w))
+                .count();
+            if missing > 0 {
+                return Err(format!("a block lacks {missing} of its {REPLICAS} copies"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Store `count` random blocks, each through a random node.
+    async fn store_blocks(&self, count: usize) -> Vec<RoutingKey> {
+        let mut rng = common::seeded_rng("blocks");
+        let mut keys = Vec::new();
+        for _ in 0..count {
+            let mut block = vec![0u8; 1024];
+            rng.fill_bytes(&mut block);
+            let key = chk_routing_key(&block);
+            let via = &self.nodes[rng.gen_range(0..self.nodes.len())].0;
+            via.store_block(KeyKind::CHK, key, block)
+                .await
+                .expect("stored through the ring");
+            keys.push(key);
+        }
+        keys
+    }
+
+    fn take(&mut self, id: NodeId) -> (NodeHandle, TempDir) {
+        let i = self
+            .nodes
+            .iter()
+            .position(|(h, _)| h.id == id)
+            .expect("node present");
+        self.nodes.remove(i)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_nodes_joining_one_by_one_form_a_correct_ring() {
+    let start = Instant::now();
+    let net = Net::grow(16).await;
+    let joined = start.elapsed();
+    let took = eventually("ring correct", Duration::from_secs(30), || {
+        net.ring_correct()
+    })
+    .await;
+    eprintln!(
+        "16 nodes: all joined after {joined:?}, ring correct {took:?} later ({:?} from the first start)",
+        start.elapsed()
+    );
+    for s in net.statuses().await.unwrap() {
+        assert!(s.fingers >= 1);
+        assert_eq!(s.misbehaving_peers, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_land_on_their_successor_and_its_replicas() {
+    let net = Net::grow(8).await;
+    eventually("ring correct", Duration::from_secs(30), || {
+        net.ring_correct()
+    })
+    .await;
+    let keys = net.store_blocks(24).await;
+    eventually("blocks placed", Duration::from_secs(20), || {
+        net.placed(&keys)
+    })
+    .await;
+    let stored: u64 = net
+        .statuses()
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.blocks_stored)
+        .sum();
+    assert_eq!(stored, 24 * REPLICAS as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_leaves_gracefully_hands_its_blocks_over() {
+    let mut net = Net::grow(6).await;
+    eventually("ring correct", Duration::from_secs(30), || {
+        net.ring_correct()
+    })
+    .await;
+    let keys = net.store_blocks(20).await;
+    eventually("blocks placed", Duration::from_secs(20), || {
+        net.placed(&keys)
+    })
+    .await;
+    // The node holding the most blocks leaves.
+    let mut most = (0, net.nodes[0].0.id);
+    for s in net.statuses().await.unwrap() {
+        if s.blocks_stored > most.0 {
+            most = (s.blocks_stored, NodeId::from_hex(&s.id).unwrap());
+        }
+    }
+    let (leaver, _dir) = net.take(most.1);
+    leaver.leave().await;
+    eventually("ring mended", Duration::from_secs(10), || {
+        net.ring_correct()
+    })
+    .await;
+    eventually(
+        "every block back to 3 copies",
+        Duration::from_secs(20),
+        || net.at_least_placed(&keys),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarter_of_the_nodes_crashing_at_once_is_repaired() {
+    let mut net = Net::grow(16).await;
+    eventually("ring correct", Duration::from_secs(30), || {
+        net.ring_correct()
+    })
+    .await;
+    let keys = net.store_blocks(32).await;
+    eventually("blocks placed", Duration::from_secs(30), || {
+        net.placed(&keys)
+    })
+    .await;
+    // Every fourth node in ring order: never two neighbours, so each block
+    // keeps at least two of its three copies.
+    let victims: Vec<NodeId> = net.sorted_ids().into_iter().skip(1).step_by(4).collect();
+    assert_eq!(victims.len(), 4);
+    let mut dead = Vec::new();
+    for id in victims {
+        dead.push(net.take(id));
+    }
+    // The survivors still point at the victims: the check can tell.
+    assert!(net.ring_correct().await.is_err());
+    for (h, _) in dead.drain(..) {
+        h.crash().await;
+    }
+    let took = eventually("ring repaired", Duration::from_secs(30), || {
+        net.ring_correct()
+    })
+    .await;
+    let copies = eventually(
+        "every block back to 3 copies",
+        Duration::from_secs(30),
+        || net.at_least_placed(&keys),
+    )
+    .await;
+    eprintln!("4 of 16 crashed: ring repaired in {took:?}, copies restored {copies:?} later");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_on_its_data_dir_keeps_its_id_and_blocks() {
+    let mut net = Net::grow(3).await;
+    eventually("ring correct", Duration::from_secs(20), || {
+        net.ring_correct()
+    })
+    .await;
+    let keys = net.store_blocks(12).await;
+    eventually("blocks placed", Duration::from_secs(20), || {
+        net.placed(&keys)
+    })
+    .await;
+    let id = net.nodes[1].0.id;
+    let (h, dir) = net.take(id);
+    let held = h.status().await.unwrap().blocks_stored;
+    assert_eq!(
+        held, 12,
+        "in a ring of 3 with 3 copies, every node holds all"
+    );
+    h.crash().await;
+
+    let bootstrap = net.nodes[0].0.listen;
+    let again = node::start(config(dir.path(), Some(bootstrap)))
+        .await
+        .expect("restarts");
+    assert_eq!(again.id, id);
+    for key in &keys {
+        assert!(again.holds(KeyKind::CHK, *key).await.unwrap());
+    }
+    net.nodes.push((again, dir));
+    eventually("ring correct again", Duration::from_secs(20), || {
+        net.ring_correct()
+    })
+    .await;
+}
+
+/// A peer that dials `addr` with a key of its own and then writes `bytes`
+/// raw on the link's stream. Returns how the node closed the link.
+async fn raw_peer(addr: SocketAddr, bytes: &[u8]) -> Option<quinn::ConnectionError> {
+    let identity = Identity::generate(&mut rand::rngs::OsRng);
+    let ep = Endpoint::bind(
+        &identity,
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        false,
+        link::Config::default(),
+    )
+    .expect("binds");
+    let link = ep.dial(addr, None).await.expect("dials");
+    let (conn, mut send, _recv) = link.into_parts();
+    send.write_all(bytes).await.ok()?;
+    let reason = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+        .await
+        .ok();
+    ep.close().await;
+    reason
+}
+
+async fn misbehaving(h: &NodeHandle) -> u64 {
+    h.status().await.unwrap().misbehaving_peers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_peers_are_disconnected_and_counted() {
+    let mut net = Net::grow(2).await;
+    eventually("ring correct", Duration::from_secs(20), || {
+        net.ring_correct()
+    })
+    .await;
+    let target = net.nodes[0].0.listen;
+    let protocol = quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+        error_code: link::close::PROTOCOL,
+        reason: b"malformed frame".to_vec().into(),
+    });
+
+    // Garbage: an unknown frame kind.
+    let closed = raw_peer(target, b"\x07 this is not a frame").await;
+    assert_eq!(closed, Some(protocol.clone()));
+    assert_eq!(misbehaving(&net.nodes[0].0).await, 1);
+
+    // An oversized frame: a message length far over the bound. The node
+    // must refuse it on the length alone, without waiting for the bytes.
+    let closed = raw_peer(target, &[0x02, 0xff, 0xff, 0xff, 0xff]).await;
+    assert_eq!(closed, Some(protocol));
+    assert_eq!(misbehaving(&net.nodes[0].0).await, 2);
+
+    // A certificate for the wrong id: a node told to join through the first
+    // node under another id refuses the link and counts it.
+    let wrong = NodeId([0x5a; 32]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), None);
+    cfg.bootstrap = vec![Bootstrap {
+        addr: target,
+        id: Some(wrong),
+    }];
+    let confused = node::start(cfg).await.unwrap();
+    eventually("wrong id counted", Duration::from_secs(10), || async {
+        let s = confused.status().await.map_err(|e| e.to_string())?;
+        if s.misbehaving_peers >= 1 && !s.joined {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
+    })
+    .await;
+    confused.crash().await;
+
+    // And the node keeps serving everyone else: a newcomer joins.
+    net.add(Some(target)).await;
+    eventually(
+        "ring correct with a newcomer",
+        Duration::from_secs(20),
+        || net.ring_correct(),
+    )
+    .await;
+}
