@@ -24,7 +24,7 @@ use quinn::{RecvStream, SendStream, VarInt};
 use tokio::sync::mpsc;
 
 use crate::crypto::Identity;
-use crate::wire::{self, decode_frame, encode_frame, Frame, NodeId, MAX_FRAME_LEN};
+use crate::wire::{self, decode_frame, encode_frame, Frame, NodeId, PeerMessage, MAX_FRAME_LEN};
 
 mod tls;
 
@@ -53,8 +53,12 @@ pub struct Config {
     pub stream_window: u32,
     /// Bytes a peer may have in flight per link.
     pub link_window: u32,
-    /// Frames queued for sending on one link.
+    /// Control frames (ring messages, acknowledgements) queued for sending
+    /// on one link.
     pub send_queue: usize,
+    /// Bulk frames (blocks) queued for sending on one link. Kept apart so
+    /// that a burst of blocks never crowds out the ring's messages.
+    pub bulk_queue: usize,
     /// How long a dial or an accept may take.
     pub handshake_timeout: Duration,
 }
@@ -69,6 +73,7 @@ impl Default for Config {
             stream_window: 256 * 1024,
             link_window: 512 * 1024,
             send_queue: 256,
+            bulk_queue: 64,
             handshake_timeout: Duration::from_secs(5),
         }
     }
@@ -306,8 +311,20 @@ pub struct Handle {
     pub peer: NodeId,
     pub remote: SocketAddr,
     pub inbound: bool,
-    tx: mpsc::Sender<Frame>,
+    control: mpsc::Sender<Frame>,
+    bulk: mpsc::Sender<Frame>,
     conn: quinn::Connection,
+}
+
+/// Frames that carry blocks go on the bulk queue; everything else is
+/// control and is sent first.
+fn is_bulk(frame: &Frame) -> bool {
+    matches!(
+        frame,
+        Frame::Message(
+            PeerMessage::StoreReplica { .. } | PeerMessage::Put { .. } | PeerMessage::Data { .. }
+        )
+    )
 }
 
 impl Handle {
@@ -315,7 +332,12 @@ impl Handle {
     /// frame is dropped and the protocol above times out and retries,
     /// rather than this node buffering without bound.
     pub fn send(&self, frame: Frame) -> Result<(), Error> {
-        self.tx.try_send(frame).map_err(|_| Error::Closed)
+        let queue = if is_bulk(&frame) {
+            &self.bulk
+        } else {
+            &self.control
+        };
+        queue.try_send(frame).map_err(|_| Error::Closed)
     }
 
     pub fn close(&self, code: VarInt, reason: &[u8]) {
@@ -363,17 +385,24 @@ impl Link {
 
     /// Start the reader and writer tasks; frames and the link's end are
     /// reported on `events`.
-    pub fn spawn(self, send_queue: usize, events: mpsc::Sender<Event>) -> Handle {
-        let (tx, rx) = mpsc::channel(send_queue.max(1));
+    pub fn spawn(self, cfg: &Config, events: mpsc::Sender<Event>) -> Handle {
+        let (control, control_rx) = mpsc::channel(cfg.send_queue.max(1));
+        let (bulk, bulk_rx) = mpsc::channel(cfg.bulk_queue.max(1));
         let handle = Handle {
             serial: self.serial,
             peer: self.peer,
             remote: self.remote,
             inbound: self.inbound,
-            tx,
+            control,
+            bulk,
             conn: self.conn.clone(),
         };
-        tokio::spawn(write_loop(self.send, rx, self.conn.clone()));
+        tokio::spawn(write_loop(
+            self.send,
+            control_rx,
+            bulk_rx,
+            self.conn.clone(),
+        ));
         tokio::spawn(read_loop(
             self.recv,
             self.conn,
@@ -385,8 +414,20 @@ impl Link {
     }
 }
 
-async fn write_loop(mut send: SendStream, mut rx: mpsc::Receiver<Frame>, conn: quinn::Connection) {
-    while let Some(frame) = rx.recv().await {
+async fn write_loop(
+    mut send: SendStream,
+    mut control: mpsc::Receiver<Frame>,
+    mut bulk: mpsc::Receiver<Frame>,
+    conn: quinn::Connection,
+) {
+    loop {
+        // Control first; bulk only when no control frame waits.
+        let frame = tokio::select! {
+            biased;
+            Some(f) = control.recv() => f,
+            Some(f) = bulk.recv() => f,
+            else => break,
+        };
         let bytes = match encode_frame(&frame) {
             Ok(b) => b,
             Err(e) => {

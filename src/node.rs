@@ -8,7 +8,7 @@
 //! ring sees it, and keeps each block on its key's successor and the next
 //! `replicas - 1` nodes as membership changes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,6 +46,12 @@ const REPLICATE_DELAY: Duration = Duration::from_millis(300);
 const RECHECK_EVERY: Duration = Duration::from_secs(30);
 /// Verified descriptor signatures kept to skip re-verification.
 const VERIFIED_CACHE: usize = 4096;
+/// Replica pushes awaiting acknowledgement at once; the rest wait their
+/// turn, so replication after a membership change is a stream, not a flood.
+const PUSHES_IN_FLIGHT: usize = 16;
+
+/// Where the outcome of a store goes: the id of the node that acknowledged.
+type StoreDone = oneshot::Sender<Result<NodeId, StoreError>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -106,7 +112,7 @@ pub(crate) enum Command {
         kind: KeyKind,
         key: RoutingKey,
         block: Vec<u8>,
-        done: oneshot::Sender<Result<(), StoreError>>,
+        done: StoreDone,
     },
     Holds(KeyKind, RoutingKey, oneshot::Sender<bool>),
     Leave(oneshot::Sender<()>),
@@ -133,13 +139,14 @@ impl NodeHandle {
     }
 
     /// Store a block on its key's successor (which replicates it), found
-    /// through the ring. Returns once the successor has it on disk.
+    /// through the ring. Returns, once the successor has it on disk, the id
+    /// of that successor.
     pub async fn store_block(
         &self,
         kind: KeyKind,
         key: RoutingKey,
         block: Vec<u8>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<NodeId, StoreError> {
         let (done, rx) = oneshot::channel();
         self.cmd
             .send(Command::Store {
@@ -322,6 +329,7 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, Error> {
         confirmed: HashSet::new(),
         recheck_at: now + RECHECK_EVERY,
         pushes: HashMap::new(),
+        push_queue: VecDeque::new(),
         lookups: HashMap::new(),
         leaving: None,
         shutdown: shutdown_tx,
@@ -377,7 +385,7 @@ struct Push {
     key: RoutingKey,
     to: NodeId,
     deadline: Instant,
-    done: Option<oneshot::Sender<Result<(), StoreError>>>,
+    done: Option<StoreDone>,
 }
 
 /// Why a ring lookup was started.
@@ -385,12 +393,7 @@ enum LookupFor {
     /// Move a block we hold to the node that should have it.
     Place(KeyKind, RoutingKey),
     /// A block a local user asked to store.
-    Store(
-        KeyKind,
-        RoutingKey,
-        Vec<u8>,
-        oneshot::Sender<Result<(), StoreError>>,
-    ),
+    Store(KeyKind, RoutingKey, Vec<u8>, StoreDone),
 }
 
 struct Leaving {
@@ -419,6 +422,8 @@ struct Node {
     confirmed: HashSet<(RoutingKey, NodeId)>,
     recheck_at: Instant,
     pushes: HashMap<u64, Push>,
+    /// Replica pushes waiting for a free slot.
+    push_queue: VecDeque<(KeyKind, RoutingKey, Peer)>,
     lookups: HashMap<u64, LookupFor>,
     leaving: Option<Leaving>,
     shutdown: watch::Sender<bool>,
@@ -458,6 +463,7 @@ impl Node {
                 _ = tokio::time::sleep_until(deadline.into()) => self.on_timer(),
             }
             self.flush();
+            self.pump_pushes();
             if self.leaving.as_ref().is_some_and(|l| {
                 Instant::now() >= l.deadline
                     || l.handing_over
@@ -538,7 +544,7 @@ impl Node {
         }
         let remote = link.remote;
         let inbound = link.inbound;
-        let handle = link.spawn(self.endpoint.config().send_queue, self.link_tx.clone());
+        let handle = link.spawn(self.endpoint.config(), self.link_tx.clone());
         let _ = handle.send(Frame::Message(PeerMessage::Hello {
             node: self.ring.me().desc.clone(),
         }));
@@ -569,6 +575,7 @@ impl Node {
                 if let Some(id) = want {
                     self.dialing.remove(&id);
                     self.ring.handle_failure(id, Instant::now());
+                    self.pushes_failed(id);
                 }
             }
         }
@@ -601,6 +608,7 @@ impl Node {
                     self.links.remove(&peer);
                     self.link_count.store(self.links.len(), Ordering::Relaxed);
                     self.ring.handle_failure(peer, Instant::now());
+                    self.pushes_failed(peer);
                 }
             }
         }
@@ -696,7 +704,7 @@ impl Node {
                     if let Some(p) = self.pushes.remove(&id.0) {
                         self.confirmed.insert((p.key, peer));
                         if let Some(done) = p.done {
-                            let _ = done.send(Ok(()));
+                            let _ = done.send(Ok(peer));
                         }
                     }
                 }
@@ -808,7 +816,7 @@ impl Node {
                     .cloned()
                     .collect();
                 for peer in replicas {
-                    self.push(kind, key, &peer, None, now);
+                    self.push(kind, key, &peer);
                 }
             } else if !placing.contains(&key) {
                 let token = rand::rngs::OsRng.next_u64();
@@ -818,35 +826,57 @@ impl Node {
         }
     }
 
-    /// Send a stored block to `peer`, unless it already acknowledged it or
-    /// a push is in flight.
-    fn push(
-        &mut self,
-        kind: KeyKind,
-        key: RoutingKey,
-        peer: &Peer,
-        done: Option<oneshot::Sender<Result<(), StoreError>>>,
-        now: Instant,
-    ) {
-        if done.is_none()
-            && (self.confirmed.contains(&(key, peer.id))
-                || self
-                    .pushes
-                    .values()
-                    .any(|p| p.key == key && p.to == peer.id))
+    /// Queue a stored block for `peer`, unless it already acknowledged it
+    /// or a push to it is in flight or queued.
+    fn push(&mut self, kind: KeyKind, key: RoutingKey, peer: &Peer) {
+        if self.confirmed.contains(&(key, peer.id))
+            || self
+                .pushes
+                .values()
+                .any(|p| p.key == key && p.to == peer.id)
+            || self
+                .push_queue
+                .iter()
+                .any(|(_, k, p)| *k == key && p.id == peer.id)
         {
             return;
         }
-        let block = match self.store.get(kind, &key) {
-            Ok(Some((b, _))) => b,
-            _ => {
-                if let Some(done) = done {
-                    let _ = done.send(Err(StoreError::BadBlock));
+        self.push_queue.push_back((kind, key, peer.clone()));
+    }
+
+    /// The link to `peer` is gone: its pushes will not be acknowledged.
+    /// A store waiting on one fails now rather than at its deadline; a
+    /// replica goes back into the next replication pass.
+    fn pushes_failed(&mut self, peer: NodeId) {
+        let lost: Vec<u64> = self
+            .pushes
+            .iter()
+            .filter(|(_, p)| p.to == peer)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in lost {
+            if let Some(p) = self.pushes.remove(&id) {
+                match p.done {
+                    Some(done) => {
+                        let _ = done.send(Err(StoreError::NoRoute));
+                    }
+                    None => self.replicate_soon(),
                 }
-                return;
             }
-        };
-        self.push_block(kind, key, block, peer, done, now);
+        }
+    }
+
+    /// Start queued pushes while there is room in flight.
+    fn pump_pushes(&mut self) {
+        let now = Instant::now();
+        while self.pushes.len() < PUSHES_IN_FLIGHT {
+            let Some((kind, key, peer)) = self.push_queue.pop_front() else {
+                return;
+            };
+            if let Ok(Some((block, _))) = self.store.get(kind, &key) {
+                self.push_block(kind, key, block, &peer, None, now);
+            }
+        }
     }
 
     /// Returns the push's id.
@@ -856,7 +886,7 @@ impl Node {
         key: RoutingKey,
         block: Vec<u8>,
         peer: &Peer,
-        done: Option<oneshot::Sender<Result<(), StoreError>>>,
+        done: Option<StoreDone>,
         now: Instant,
     ) -> u64 {
         let id = rand::rngs::OsRng.next_u64();
@@ -896,7 +926,7 @@ impl Node {
         match why {
             LookupFor::Place(kind, key) => {
                 if let Some(peer) = found.filter(|p| p.id != self.ring.id()) {
-                    self.push(kind, key, &peer, None, now);
+                    self.push(kind, key, &peer);
                 }
             }
             LookupFor::Store(kind, key, block, done) => match found {
@@ -904,10 +934,11 @@ impl Node {
                     let _ = done.send(Err(StoreError::NoRoute));
                 }
                 Some(p) if p.id == self.ring.id() => {
+                    let me = p.id;
                     let r = self
                         .store
                         .put(kind, &key, &block)
-                        .map(|_| ())
+                        .map(|_| me)
                         .map_err(|e| match e {
                             store::Error::BadBlock => StoreError::BadBlock,
                             _ => StoreError::Rejected,
@@ -929,7 +960,7 @@ impl Node {
         kind: KeyKind,
         key: RoutingKey,
         block: Vec<u8>,
-        done: oneshot::Sender<Result<(), StoreError>>,
+        done: StoreDone,
     ) {
         if !crate::keys::verify_block(kind, &key, &block) {
             let _ = done.send(Err(StoreError::BadBlock));
