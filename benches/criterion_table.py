@@ -6,7 +6,7 @@ import glob
 import json
 import os
 
-for path in sorted(glob.glob("target/criterion/*/*/new/benchmark.json")):
+for path in sorted(glob.glob("target/criterion/**/new/benchmark.json", recursive=True)):
     bench = json.load(open(path))
     est = json.load(open(os.path.join(os.path.dirname(path), "estimates.json")))
     ns = est["median"]["point_estimate"]
