@@ -246,6 +246,49 @@ async fn blocks_land_on_their_successor_and_its_replicas() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_nodes_take_over_the_blocks_they_now_own() {
+    let mut net = Net::grow(6).await;
+    eventually("ring correct", Duration::from_secs(30), || {
+        net.ring_correct()
+    })
+    .await;
+    let keys = net.store_blocks(40).await;
+    eventually("blocks placed", Duration::from_secs(20), || {
+        net.placed(&keys)
+    })
+    .await;
+    let first = net.nodes[0].0.listen;
+    let a = net.add(Some(first)).await;
+    let b = net.add(Some(first)).await;
+    let newcomers = [net.nodes[a].0.id, net.nodes[b].0.id];
+    eventually(
+        "ring correct with newcomers",
+        Duration::from_secs(30),
+        || net.ring_correct(),
+    )
+    .await;
+    // Each block is on its new successor and replicas, newcomers included.
+    eventually(
+        "blocks follow the new ring",
+        Duration::from_secs(30),
+        || net.at_least_placed(&keys),
+    )
+    .await;
+    let mut taken_over = 0;
+    for key in &keys {
+        taken_over += net
+            .expected_holders(key)
+            .iter()
+            .filter(|h| newcomers.contains(h))
+            .count();
+    }
+    assert!(
+        taken_over > 0,
+        "the newcomers own no block: the test proves nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_leaves_gracefully_hands_its_blocks_over() {
     let mut net = Net::grow(6).await;
     eventually("ring correct", Duration::from_secs(30), || {
