@@ -495,23 +495,7 @@ impl Node {
         if self.ring.poll_timeout() <= now {
             self.ring.handle_timeout(now);
         }
-        let expired: Vec<u64> = self
-            .pushes
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in expired {
-            if let Some(p) = self.pushes.remove(&id) {
-                match p.done {
-                    Some(done) => {
-                        let _ = done.send(Err(StoreError::Timeout));
-                    }
-                    // A replica that did not arrive: try again.
-                    None => self.replicate_soon(),
-                }
-            }
-        }
+        self.fail_pushes(|p| p.deadline <= now, StoreError::Timeout);
         if now >= self.recheck_at {
             self.recheck_at = now + RECHECK_EVERY;
             self.confirmed.clear();
@@ -844,21 +828,26 @@ impl Node {
         self.push_queue.push_back((kind, key, peer.clone()));
     }
 
-    /// The link to `peer` is gone: its pushes will not be acknowledged.
-    /// A store waiting on one fails now rather than at its deadline; a
-    /// replica goes back into the next replication pass.
+    /// The link to `peer` is gone: its pushes will not be acknowledged, so
+    /// fail them now rather than at their deadline.
     fn pushes_failed(&mut self, peer: NodeId) {
-        let lost: Vec<u64> = self
+        self.fail_pushes(|p| p.to == peer, StoreError::NoRoute);
+    }
+
+    /// Give up on the pushes `which` selects: a store waiting on one gets
+    /// `err`; a replica goes back into the next replication pass.
+    fn fail_pushes(&mut self, which: impl Fn(&Push) -> bool, err: StoreError) {
+        let failed: Vec<u64> = self
             .pushes
             .iter()
-            .filter(|(_, p)| p.to == peer)
+            .filter(|(_, p)| which(p))
             .map(|(&id, _)| id)
             .collect();
-        for id in lost {
+        for id in failed {
             if let Some(p) = self.pushes.remove(&id) {
                 match p.done {
                     Some(done) => {
-                        let _ = done.send(Err(StoreError::NoRoute));
+                        let _ = done.send(Err(err.clone()));
                     }
                     None => self.replicate_soon(),
                 }
