@@ -41,9 +41,6 @@ const LEAVE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Replication waits this long after a membership change, so that a burst
 /// of changes causes one pass.
 const REPLICATE_DELAY: Duration = Duration::from_millis(300);
-/// Confirmed replicas are forgotten this often, so every block is checked
-/// against its replica holders again (anti-entropy).
-const RECHECK_EVERY: Duration = Duration::from_secs(30);
 /// Verified descriptor signatures kept to skip re-verification.
 const VERIFIED_CACHE: usize = 4096;
 /// Replica pushes awaiting acknowledgement at once; the rest wait their
@@ -327,7 +324,6 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, Error> {
         dial_tx,
         replicate_at: None,
         confirmed: HashSet::new(),
-        recheck_at: now + RECHECK_EVERY,
         pushes: HashMap::new(),
         push_queue: VecDeque::new(),
         lookups: HashMap::new(),
@@ -418,9 +414,9 @@ struct Node {
     link_tx: mpsc::Sender<link::Event>,
     dial_tx: mpsc::Sender<(Option<NodeId>, SocketAddr, Result<Link, link::Error>)>,
     replicate_at: Option<Instant>,
-    /// Replica holders that acknowledged a block since the last recheck.
+    /// Nodes that acknowledged a block over their current link. Forgotten
+    /// when the link closes: a node that comes back may have lost its disk.
     confirmed: HashSet<(RoutingKey, NodeId)>,
-    recheck_at: Instant,
     pushes: HashMap<u64, Push>,
     /// Replica pushes waiting for a free slot.
     push_queue: VecDeque<(KeyKind, RoutingKey, Peer)>,
@@ -477,7 +473,7 @@ impl Node {
     }
 
     fn next_deadline(&self) -> Instant {
-        let mut d = self.ring.poll_timeout().min(self.recheck_at);
+        let mut d = self.ring.poll_timeout();
         if let Some(r) = self.replicate_at {
             d = d.min(r);
         }
@@ -496,11 +492,6 @@ impl Node {
             self.ring.handle_timeout(now);
         }
         self.fail_pushes(|p| p.deadline <= now, StoreError::Timeout);
-        if now >= self.recheck_at {
-            self.recheck_at = now + RECHECK_EVERY;
-            self.confirmed.clear();
-            self.replicate_at = Some(now);
-        }
         if self.replicate_at.is_some_and(|t| t <= now) && self.leaving.is_none() {
             self.replicate_at = None;
             self.replicate();
@@ -593,6 +584,7 @@ impl Node {
                     self.link_count.store(self.links.len(), Ordering::Relaxed);
                     self.ring.handle_failure(peer, Instant::now());
                     self.pushes_failed(peer);
+                    self.confirmed.retain(|(_, n)| *n != peer);
                 }
             }
         }
