@@ -24,6 +24,7 @@ fn open() -> (tempfile::TempDir, Store) {
             cache_bytes: u64::MAX,
         },
         verify_block,
+        umbra::keys::supersedes,
     )
     .unwrap();
     (dir, store)

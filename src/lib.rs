@@ -7,10 +7,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod crypto;
 pub mod keys;
 pub mod link;
 pub mod node;
 pub mod ring;
+pub mod route;
 pub mod store;
 pub mod wire;

@@ -23,7 +23,8 @@ use tokio::task::JoinHandle;
 use crate::crypto::{verify_descriptor, Identity};
 use crate::link::{self, close, Endpoint, Link};
 use crate::ring::{Dest, Event as RingEvent, Peer, Ring};
-use crate::store::{self, Store};
+use crate::route::{self, Outcome, Request, Router};
+use crate::store::{self, Found, Store};
 use crate::wire::{
     Frame, KeyKind, NodeAddr, NodeDescriptor, NodeId, PeerMessage, RequestId, RoutingKey,
 };
@@ -81,6 +82,24 @@ pub enum StoreError {
     Stopped,
 }
 
+/// Why a routed request failed, as the user sees it. Each is distinct, and
+/// none says where in the network the failure happened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("data not found: the key's successor does not hold it")]
+    DataNotFound,
+    #[error("route not found: every path toward the key failed")]
+    RouteNotFound,
+    #[error("timed out")]
+    Timeout,
+    #[error("rejected: the network is overloaded, try again later")]
+    Rejected,
+    #[error("the block does not match its key")]
+    BadBlock,
+    #[error("the node has stopped")]
+    Stopped,
+}
+
 /// What `GET /status` and `umbra status --json` report. Stable for
 /// scripts; documented in README.md.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -99,8 +118,12 @@ pub struct Status {
     pub bytes_stored: u64,
     pub blocks_cached: u64,
     pub bytes_cached: u64,
-    /// Peers disconnected for breaking the protocol.
+    /// Peers disconnected or penalised for breaking the protocol.
     pub misbehaving_peers: u64,
+    /// Routed requests (get, put) this node has sent on, its own included.
+    pub requests_forwarded: u64,
+    /// Loop answers this node has received.
+    pub loops_received: u64,
 }
 
 pub(crate) enum Command {
@@ -112,6 +135,14 @@ pub(crate) enum Command {
         done: StoreDone,
     },
     Holds(KeyKind, RoutingKey, oneshot::Sender<bool>),
+    Route {
+        kind: KeyKind,
+        key: RoutingKey,
+        request: Request,
+        id: Option<RequestId>,
+        done: oneshot::Sender<Outcome>,
+    },
+    Forget(KeyKind, RoutingKey, oneshot::Sender<bool>),
     Leave(oneshot::Sender<()>),
     Crash(oneshot::Sender<()>),
 }
@@ -125,7 +156,99 @@ pub struct NodeHandle {
     task: JoinHandle<()>,
 }
 
+/// A cheap, cloneable way to make routed requests through a node.
+#[derive(Clone)]
+pub struct NodeClient {
+    cmd: mpsc::Sender<Command>,
+}
+
+impl NodeClient {
+    async fn route(
+        &self,
+        kind: KeyKind,
+        key: RoutingKey,
+        request: Request,
+        id: Option<RequestId>,
+    ) -> Result<Outcome, RequestError> {
+        let (done, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Route {
+                kind,
+                key,
+                request,
+                id,
+                done,
+            })
+            .await
+            .map_err(|_| RequestError::Stopped)?;
+        rx.await.map_err(|_| RequestError::Stopped)
+    }
+
+    /// Fetch a block by routing a get toward its key. The block is verified
+    /// against the key before it is returned.
+    pub async fn get_block(&self, kind: KeyKind, key: RoutingKey) -> Result<Vec<u8>, RequestError> {
+        self.get_block_as(kind, key, None).await
+    }
+
+    /// [`NodeClient::get_block`] with a chosen request id (diagnostics and
+    /// tests of loop detection).
+    pub async fn get_block_as(
+        &self,
+        kind: KeyKind,
+        key: RoutingKey,
+        id: Option<RequestId>,
+    ) -> Result<Vec<u8>, RequestError> {
+        match self.route(kind, key, Request::Get, id).await? {
+            Outcome::Found(block) if crate::keys::verify_block(kind, &key, &block) => Ok(block),
+            Outcome::Found(_) => Err(RequestError::BadBlock),
+            other => Err(failure(other)),
+        }
+    }
+
+    /// Insert a block by routing a put to its key's successor, which stores
+    /// and replicates it.
+    pub async fn put_block(
+        &self,
+        kind: KeyKind,
+        key: RoutingKey,
+        block: Vec<u8>,
+    ) -> Result<(), RequestError> {
+        if !crate::keys::verify_block(kind, &key, &block) {
+            return Err(RequestError::BadBlock);
+        }
+        match self.route(kind, key, Request::Put(block), None).await? {
+            Outcome::Stored => Ok(()),
+            other => Err(failure(other)),
+        }
+    }
+}
+
+fn failure(o: Outcome) -> RequestError {
+    match o {
+        Outcome::DataNotFound => RequestError::DataNotFound,
+        Outcome::Timeout => RequestError::Timeout,
+        Outcome::Rejected => RequestError::Rejected,
+        Outcome::RouteNotFound | Outcome::Found(_) | Outcome::Stored => RequestError::RouteNotFound,
+    }
+}
+
 impl NodeHandle {
+    pub fn client(&self) -> NodeClient {
+        NodeClient {
+            cmd: self.cmd.clone(),
+        }
+    }
+
+    /// Drop a block from this node's store and cache.
+    pub async fn forget_block(&self, kind: KeyKind, key: RoutingKey) -> Result<bool, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Forget(kind, key, tx))
+            .await
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
     pub async fn status(&self) -> Result<Status, Error> {
         let (tx, rx) = oneshot::channel();
         self.cmd
@@ -259,6 +382,7 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, Error> {
             cache_bytes: cfg.cache_bytes,
         },
         crate::keys::verify_block,
+        crate::keys::supersedes,
     )?;
     let endpoint = Arc::new(Endpoint::bind(&identity, cfg.listen, true, cfg.link())?);
     let listen = endpoint.local_addr()?;
@@ -329,6 +453,10 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, Error> {
         lookups: HashMap::new(),
         leaving: None,
         shutdown: shutdown_tx,
+        router: Router::new(route::Config::default(), rand::rngs::OsRng.next_u64()),
+        routed: HashMap::new(),
+        forwarded: 0,
+        loops: 0,
     };
     let task = tokio::spawn(node.run(cmd_rx, link_rx, accept_rx, dial_rx));
     Ok(NodeHandle {
@@ -423,9 +551,90 @@ struct Node {
     lookups: HashMap<u64, LookupFor>,
     leaving: Option<Leaving>,
     shutdown: watch::Sender<bool>,
+    router: Router,
+    /// Local routed requests waiting for their outcome, by token.
+    routed: HashMap<u64, oneshot::Sender<Outcome>>,
+    forwarded: u64,
+    loops: u64,
+}
+
+/// The router's view of this node: its store and its ring.
+struct RouteCtx<'a> {
+    store: &'a Store,
+    ring: &'a Ring,
+    replicas: usize,
+    /// Keys this node stored as their successor: replicate them.
+    stored: Vec<RoutingKey>,
+}
+
+impl route::Context for RouteCtx<'_> {
+    fn lookup(&mut self, kind: KeyKind, key: &RoutingKey) -> Option<Vec<u8>> {
+        match self.store.get(kind, key) {
+            // A signed block may have a newer version than a cached copy:
+            // only the copies kept up to date by replication answer.
+            Ok(Some((_, Found::Cache))) if kind == KeyKind::SSK => None,
+            Ok(Some((block, _))) => Some(block),
+            _ => None,
+        }
+    }
+
+    fn owns(&self, key: &RoutingKey) -> bool {
+        self.ring.owns(&key.0)
+    }
+
+    fn candidates(&self, key: &RoutingKey) -> Vec<NodeId> {
+        self.ring
+            .next_hops(&key.0, self.replicas)
+            .into_iter()
+            .map(|p| p.id)
+            .collect()
+    }
+
+    fn verify(&self, kind: KeyKind, key: &RoutingKey, block: &[u8]) -> bool {
+        crate::keys::verify_block(kind, key, block)
+    }
+
+    fn store(&mut self, kind: KeyKind, key: &RoutingKey, block: &[u8]) -> bool {
+        match self.store.put(kind, key, block) {
+            Ok(store::Put::Stored | store::Put::Replaced) => {
+                self.stored.push(*key);
+                true
+            }
+            Ok(store::Put::AlreadyHad) => true,
+            Err(e) => {
+                tracing::warn!("cannot store an inserted block: {e}");
+                false
+            }
+        }
+    }
+
+    fn cache(&mut self, kind: KeyKind, key: &RoutingKey, block: &[u8]) {
+        if kind == KeyKind::CHK {
+            let _ = self.store.cache(kind, key, block);
+        }
+    }
 }
 
 impl Node {
+    /// Run `f` on the router with this node as its context, then act on
+    /// what it stored.
+    fn with_router<T>(&mut self, f: impl FnOnce(&mut Router, &mut RouteCtx<'_>) -> T) -> T {
+        let mut ctx = RouteCtx {
+            store: &self.store,
+            ring: &self.ring,
+            replicas: self.cfg.replicas,
+            stored: Vec::new(),
+        };
+        let out = f(&mut self.router, &mut ctx);
+        let stored = ctx.stored;
+        for key in stored {
+            // A new block or a newer version: its replicas must get it.
+            self.confirmed.retain(|(k, _)| *k != key);
+            self.replicate_soon();
+        }
+        out
+    }
+
     async fn run(
         mut self,
         mut cmds: mpsc::Receiver<Command>,
@@ -444,6 +653,20 @@ impl Node {
                     Some(Command::Store { kind, key, block, done }) => self.store_through_ring(kind, key, block, done),
                     Some(Command::Holds(kind, key, tx)) => {
                         let _ = tx.send(self.store.has(kind, &key).unwrap_or(false));
+                    }
+                    Some(Command::Route { kind, key, request, id, done }) => {
+                        let token = rand::rngs::OsRng.next_u64();
+                        self.routed.insert(token, done);
+                        let now = Instant::now();
+                        self.with_router(|r, ctx| match id {
+                            Some(id) => r.start_with_id(id, token, kind, key, request, now, ctx),
+                            None => {
+                                r.start(token, kind, key, request, now, ctx);
+                            }
+                        });
+                    }
+                    Some(Command::Forget(kind, key, tx)) => {
+                        let _ = tx.send(self.store.forget(kind, &key).is_ok());
                     }
                     Some(Command::Leave(done)) => self.start_leave(done),
                     Some(Command::Crash(done)) => {
@@ -474,6 +697,9 @@ impl Node {
 
     fn next_deadline(&self) -> Instant {
         let mut d = self.ring.poll_timeout();
+        if let Some(r) = self.router.poll_timeout() {
+            d = d.min(r);
+        }
         if let Some(r) = self.replicate_at {
             d = d.min(r);
         }
@@ -492,6 +718,9 @@ impl Node {
             self.ring.handle_timeout(now);
         }
         self.fail_pushes(|p| p.deadline <= now, StoreError::Timeout);
+        if self.router.poll_timeout().is_some_and(|t| t <= now) {
+            self.with_router(|r, ctx| r.handle_timeout(now, ctx));
+        }
         if self.replicate_at.is_some_and(|t| t <= now) && self.leaving.is_none() {
             self.replicate_at = None;
             self.replicate();
@@ -585,6 +814,8 @@ impl Node {
                     self.ring.handle_failure(peer, Instant::now());
                     self.pushes_failed(peer);
                     self.confirmed.retain(|(_, n)| *n != peer);
+                    let now = Instant::now();
+                    self.with_router(|r, ctx| r.handle_link_down(peer, now, ctx));
                 }
             }
         }
@@ -675,6 +906,16 @@ impl Node {
                 };
                 self.send_on_link(peer, reply);
             }
+            PeerMessage::Stored { id } if !self.pushes.contains_key(&id.0) => {
+                self.with_router(|r, ctx| {
+                    r.handle_reply(peer, PeerMessage::Stored { id }, now, ctx)
+                });
+            }
+            PeerMessage::Rejected { id } if !self.pushes.contains_key(&id.0) => {
+                self.with_router(|r, ctx| {
+                    r.handle_reply(peer, PeerMessage::Rejected { id }, now, ctx)
+                });
+            }
             PeerMessage::Stored { id } => {
                 if self.pushes.get(&id.0).is_some_and(|p| p.to == peer) {
                     if let Some(p) = self.pushes.remove(&id.0) {
@@ -696,13 +937,18 @@ impl Node {
                 }
             }
             PeerMessage::Unrecognized { .. } => {}
-            // Routed requests are served by a later layer.
-            PeerMessage::Get { .. }
-            | PeerMessage::Put { .. }
-            | PeerMessage::Data { .. }
+            msg @ (PeerMessage::Get { .. } | PeerMessage::Put { .. }) => {
+                self.with_router(|r, ctx| r.handle_request(peer, msg, now, ctx));
+            }
+            msg @ (PeerMessage::Data { .. }
             | PeerMessage::DataNotFound { .. }
             | PeerMessage::RouteNotFound { .. }
-            | PeerMessage::Loop { .. } => {}
+            | PeerMessage::Loop { .. }) => {
+                if matches!(msg, PeerMessage::Loop { .. }) {
+                    self.loops += 1;
+                }
+                self.with_router(|r, ctx| r.handle_reply(peer, msg, now, ctx));
+            }
             ring_msg => self.ring.handle_message(peer, ring_msg, now),
         }
     }
@@ -737,6 +983,35 @@ impl Node {
                         self.dialing_addr.insert(addr, vec![t.msg]);
                         self.dial(addr, expect);
                     }
+                }
+            }
+        }
+        while let Some(action) = self.router.poll_action() {
+            match action {
+                route::Action::Send { to, mut msg } => {
+                    if matches!(msg, PeerMessage::Get { .. } | PeerMessage::Put { .. }) {
+                        self.forwarded += 1;
+                    }
+                    if let (PeerMessage::Data { block, .. }, true) =
+                        (&mut msg, self.cfg.fault_corrupt_blocks)
+                    {
+                        if let Some(b) = block.first_mut() {
+                            *b ^= 1;
+                        }
+                    }
+                    if self.links.contains_key(&to) {
+                        self.send_on_link(to, msg);
+                    } else if let Some(p) = self.ring.known().into_iter().find(|p| p.id == to) {
+                        self.send_to_peer(&p, msg);
+                    }
+                }
+                route::Action::Deliver { token, outcome } => {
+                    if let Some(done) = self.routed.remove(&token) {
+                        let _ = done.send(outcome);
+                    }
+                }
+                route::Action::Misbehaved(_) => {
+                    self.misbehaving.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -1028,6 +1303,8 @@ impl Node {
                 self.misbehaving.load(Ordering::Relaxed) + self.endpoint.rejected_certificates(),
             )
             .unwrap_or(u64::MAX),
+            requests_forwarded: self.forwarded,
+            loops_received: self.loops,
         }
     }
 }

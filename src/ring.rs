@@ -253,13 +253,50 @@ impl Ring {
     }
 
     /// Whether this node is the successor of `key`: `key` in
-    /// (predecessor, me]. Alone, it is everyone's successor. Without a
-    /// predecessor yet, it cannot say no.
+    /// (predecessor, me]. Alone, it is everyone's successor. A node with
+    /// neighbours but no predecessor (it just died, or none has notified
+    /// yet) cannot tell, and says no rather than claim keys it may not own.
     pub fn owns(&self, key: &[u8; 32]) -> bool {
         match &self.predecessor {
             Some(p) => in_half_open(key, &p.id.0, &self.me.id.0),
-            None => true,
+            None => self.successors.is_empty(),
         }
+    }
+
+    /// Known nodes ranked as next hops for a request toward `key`: the
+    /// key's successor and the replicas after it, when the successor list
+    /// reaches that far; then the nodes that precede the key, closest
+    /// first; then the rest, nearest after the key first.
+    pub fn next_hops(&self, key: &[u8; 32], replicas: usize) -> Vec<Peer> {
+        let me = &self.me.id.0;
+        let mut out: Vec<Peer> = Vec::new();
+        if let Some(i) = self.successors.iter().enumerate().position(|(i, s)| {
+            let prev = if i == 0 {
+                me
+            } else {
+                &self.successors[i - 1].id.0
+            };
+            in_half_open(key, prev, &s.id.0)
+        }) {
+            out.extend(self.successors[i..].iter().take(replicas).cloned());
+        }
+        let mut before = Vec::new();
+        let mut after = Vec::new();
+        for p in self.known() {
+            if out.contains(&p) || self.dead.contains_key(&p.id) {
+                continue;
+            }
+            if in_open(&p.id.0, me, key) {
+                before.push(p);
+            } else {
+                after.push(p);
+            }
+        }
+        before.sort_by_key(|p| distance(&p.id.0, key));
+        after.sort_by_key(|p| distance(key, &p.id.0));
+        out.extend(before);
+        out.extend(after);
+        out
     }
 
     /// Join the ring that `bootstrap` belongs to: addresses, each with the

@@ -36,6 +36,10 @@ const CLOCK: &str = "cache_clock";
 /// the store depends on nothing above it.
 pub type Verifier = fn(KeyKind, &RoutingKey, &[u8]) -> bool;
 
+/// Whether a new block replaces the one held under the same key (a higher
+/// version of a signed block); see `keys::supersedes`.
+pub type Supersedes = fn(KeyKind, &[u8], &[u8]) -> bool;
+
 /// Size limits, from configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -85,6 +89,8 @@ db_err!(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Put {
     Stored,
+    /// A newer version replaced the one held.
+    Replaced,
     AlreadyHad,
 }
 
@@ -107,6 +113,7 @@ pub struct Store {
     db: Database,
     limits: Limits,
     verify: Verifier,
+    supersedes: Supersedes,
 }
 
 fn store_key(kind: KeyKind, key: &RoutingKey) -> StoreKey {
@@ -127,7 +134,12 @@ fn len64(b: &[u8]) -> u64 {
 }
 
 impl Store {
-    pub fn open(path: &Path, limits: Limits, verify: Verifier) -> Result<Store, Error> {
+    pub fn open(
+        path: &Path,
+        limits: Limits,
+        verify: Verifier,
+        supersedes: Supersedes,
+    ) -> Result<Store, Error> {
         let db = Database::create(path)?;
         let txn = db.begin_write()?;
         {
@@ -138,7 +150,12 @@ impl Store {
             txn.open_table(META)?;
         }
         txn.commit()?;
-        Ok(Store { db, limits, verify })
+        Ok(Store {
+            db,
+            limits,
+            verify,
+            supersedes,
+        })
     }
 
     /// Store a block this node is responsible for. Durable on return.
@@ -148,14 +165,20 @@ impl Store {
         }
         let k = store_key(kind, key);
         let txn = self.db.begin_write()?;
-        {
+        let outcome = {
             let mut primary = txn.open_table(PRIMARY)?;
-            if primary.get(k)?.is_some() {
-                return Ok(Put::AlreadyHad);
+            let mut old_len = None;
+            if let Some(old) = primary.get(k)? {
+                if !(self.supersedes)(kind, old.value(), block) {
+                    return Ok(Put::AlreadyHad);
+                }
+                old_len = Some(len64(old.value()));
             }
             let mut meta = txn.open_table(META)?;
             let used = meta.get(PRIMARY_BYTES)?.map_or(0, |v| v.value());
-            let after = used.saturating_add(len64(block));
+            let after = used
+                .saturating_sub(old_len.unwrap_or(0))
+                .saturating_add(len64(block));
             if after > self.limits.primary_bytes {
                 return Err(Error::Full {
                     used,
@@ -164,9 +187,14 @@ impl Store {
             }
             primary.insert(k, block)?;
             meta.insert(PRIMARY_BYTES, after)?;
-        }
+            if old_len.is_some() {
+                Put::Replaced
+            } else {
+                Put::Stored
+            }
+        };
         txn.commit()?;
-        Ok(Put::Stored)
+        Ok(outcome)
     }
 
     /// Keep a block that passed through this node, evicting the least
@@ -245,6 +273,13 @@ impl Store {
             .open_table(PRIMARY)?
             .get(store_key(kind, key))?
             .is_some())
+    }
+
+    /// Drop a block from the primary store and the cache (an operator
+    /// removing content, or a test deleting blocks).
+    pub fn forget(&self, kind: KeyKind, key: &RoutingKey) -> Result<(), Error> {
+        self.remove(kind, key)?;
+        self.uncache(kind, key)
     }
 
     /// Drop a block from the primary store.
@@ -349,8 +384,12 @@ mod tests {
         (RoutingKey(Sha256::digest(&b).into()), b)
     }
 
+    fn never_newer(_: KeyKind, _: &[u8], _: &[u8]) -> bool {
+        false
+    }
+
     fn open(dir: &tempfile::TempDir, limits: Limits) -> Store {
-        Store::open(&dir.path().join("store.redb"), limits, chk).unwrap()
+        Store::open(&dir.path().join("store.redb"), limits, chk, never_newer).unwrap()
     }
 
     #[test]
@@ -439,11 +478,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.redb");
         let (k, b) = block(9, 64);
-        Store::open(&path, Limits::default(), chk)
+        Store::open(&path, Limits::default(), chk, never_newer)
             .unwrap()
             .put(KeyKind::CHK, &k, &b)
             .unwrap();
-        let s = Store::open(&path, Limits::default(), never).unwrap();
+        let s = Store::open(&path, Limits::default(), never, never_newer).unwrap();
         assert_eq!(s.get(KeyKind::CHK, &k).unwrap(), None);
         assert!(!s.has(KeyKind::CHK, &k).unwrap());
     }

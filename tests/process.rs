@@ -237,6 +237,7 @@ async fn kill_9_under_write_load_loses_no_acknowledged_block() {
         &pdir.path().join("data/store.redb"),
         Limits::default(),
         umbra::keys::verify_block,
+        umbra::keys::supersedes,
     )
     .expect("the store survives SIGKILL");
     for key in &acked_by_p {

@@ -80,6 +80,10 @@ pub struct Config {
     pub stabilize_ms: u64,
     /// A link silent this long is dead, in milliseconds.
     pub link_timeout_ms: u64,
+    /// Fault injection for tests: this node flips a bit in every block it
+    /// serves. Not settable from a file.
+    #[serde(skip)]
+    pub fault_corrupt_blocks: bool,
 }
 
 impl Default for Config {
@@ -96,6 +100,7 @@ impl Default for Config {
             max_links: 256,
             stabilize_ms: 500,
             link_timeout_ms: 6000,
+            fault_corrupt_blocks: false,
         }
     }
 }

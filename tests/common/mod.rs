@@ -1,6 +1,7 @@
 //! Helpers shared by the black-box tests.
 #![allow(dead_code)]
 
+pub mod net;
 pub mod samples;
 
 use rand::{RngCore, SeedableRng};

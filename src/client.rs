@@ -1,0 +1,250 @@
+//! Documents from a user's point of view: insert a document and get its
+//! URI, fetch a URI and get the document, retract a signed document.
+//!
+//! Everything here runs over [`Blocks`], the ability to get and put single
+//! blocks. Today that is the local node's routed requests; the circuit
+//! layer will provide the same through a circuit, so that the requests
+//! leave through an exit and not from the requester. Blocks of a large
+//! document move with at most [`WINDOW`] requests in flight.
+
+use std::future::Future;
+
+use tokio::task::JoinSet;
+
+use crate::keys::{
+    self, chk_decode, chk_encode, decode_root, encode_document, fill_keys, split_key_list, ChkKey,
+    DocError, Manifest, Root, SskContent, SskInsertKey, SskRequestKey, Uri,
+};
+use crate::node::{NodeClient, RequestError};
+use crate::wire::{KeyKind, RoutingKey};
+
+/// Block requests in flight at once for one document.
+pub const WINDOW: usize = 16;
+
+/// Getting and putting single blocks, wherever they go.
+pub trait Blocks: Clone + Send + Sync + 'static {
+    fn get(
+        &self,
+        kind: KeyKind,
+        key: RoutingKey,
+    ) -> impl Future<Output = Result<Vec<u8>, RequestError>> + Send;
+    fn put(
+        &self,
+        kind: KeyKind,
+        key: RoutingKey,
+        block: Vec<u8>,
+    ) -> impl Future<Output = Result<(), RequestError>> + Send;
+}
+
+impl Blocks for NodeClient {
+    fn get(
+        &self,
+        kind: KeyKind,
+        key: RoutingKey,
+    ) -> impl Future<Output = Result<Vec<u8>, RequestError>> + Send {
+        let c = self.clone();
+        async move { c.get_block(kind, key).await }
+    }
+
+    fn put(
+        &self,
+        kind: KeyKind,
+        key: RoutingKey,
+        block: Vec<u8>,
+    ) -> impl Future<Output = Result<(), RequestError>> + Send {
+        let c = self.clone();
+        async move { c.put_block(kind, key, block).await }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    #[error("{0}")]
+    Request(#[from] RequestError),
+    #[error("the document was retracted by its publisher (version {version})")]
+    Retracted { version: u64 },
+    #[error("{0}")]
+    Document(#[from] DocError),
+    #[error("this URI inserts; fetch with its request URI")]
+    InsertUri,
+}
+
+/// A fetched document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    pub content_type: String,
+    pub data: Vec<u8>,
+    /// For signed documents, the version fetched.
+    pub version: Option<u64>,
+}
+
+/// Where an insert goes.
+pub enum Target<'a> {
+    /// A content-hash key: the URI follows from the content.
+    Chk,
+    /// A signed subspace (or a keyword key's subspace), at a version.
+    Signed(&'a SskInsertKey, u64),
+}
+
+/// Put many blocks, [`WINDOW`] at a time; the first failure ends it.
+async fn put_all<B: Blocks>(b: &B, blocks: Vec<(ChkKey, Vec<u8>)>) -> Result<(), RequestError> {
+    let mut set = JoinSet::new();
+    let mut queue = blocks.into_iter();
+    loop {
+        while set.len() < WINDOW {
+            let Some((key, block)) = queue.next() else {
+                break;
+            };
+            let b = b.clone();
+            set.spawn(async move { b.put(KeyKind::CHK, key.routing, block).await });
+        }
+        match set.join_next().await {
+            Some(Ok(Ok(()))) => {}
+            Some(Ok(Err(e))) => return Err(e),
+            Some(Err(_)) => return Err(RequestError::Stopped),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Insert a document; returns the URI to fetch it with.
+pub async fn insert<B: Blocks>(
+    b: &B,
+    content_type: &str,
+    data: &[u8],
+    target: Target<'_>,
+) -> Result<Uri, ClientError> {
+    let doc = encode_document(content_type, data)?;
+    put_all(b, doc.blocks).await?;
+    match target {
+        Target::Chk => {
+            let (key, block) = chk_encode(&doc.root).map_err(DocError::from)?;
+            b.put(KeyKind::CHK, key.routing, block).await?;
+            Ok(Uri::Chk(key))
+        }
+        Target::Signed(insert, version) => {
+            let (routing, block) = insert
+                .encode(version, Some(&doc.root))
+                .map_err(DocError::from)?;
+            b.put(KeyKind::SSK, routing, block).await?;
+            Ok(Uri::Ssk(insert.request_key()))
+        }
+    }
+}
+
+/// Retract a signed document: a tombstone at a higher version.
+pub async fn retract<B: Blocks>(
+    b: &B,
+    insert: &SskInsertKey,
+    version: u64,
+) -> Result<(), ClientError> {
+    let (routing, block) = insert.encode(version, None).map_err(DocError::from)?;
+    b.put(KeyKind::SSK, routing, block).await?;
+    Ok(())
+}
+
+async fn get_chk<B: Blocks>(b: &B, key: ChkKey) -> Result<Vec<u8>, ClientError> {
+    let block = b.get(KeyKind::CHK, key.routing).await?;
+    Ok(chk_decode(&key, &block).map_err(DocError::from)?)
+}
+
+async fn get_signed<B: Blocks>(b: &B, key: &SskRequestKey) -> Result<(Vec<u8>, u64), ClientError> {
+    let block = b.get(KeyKind::SSK, key.routing()).await?;
+    match key.decode(&block).map_err(DocError::from)? {
+        SskContent::Data { version, data } => Ok((data, version)),
+        SskContent::Retracted { version } => Err(ClientError::Retracted { version }),
+    }
+}
+
+/// Fetch the document a URI names.
+pub async fn fetch<B: Blocks>(b: &B, uri: &Uri) -> Result<Document, ClientError> {
+    let (root, version) = match uri {
+        Uri::Chk(key) => (get_chk(b, *key).await?, None),
+        Uri::Ssk(key) => {
+            let (root, v) = get_signed(b, key).await?;
+            (root, Some(v))
+        }
+        Uri::Ksk(word) => {
+            let (root, v) = get_signed(b, &keys::ksk(word).request_key()).await?;
+            (root, Some(v))
+        }
+        Uri::SskInsert(_) => return Err(ClientError::InsertUri),
+    };
+    let (content_type, data) = fetch_root(b, &root).await?;
+    Ok(Document {
+        content_type,
+        data,
+        version,
+    })
+}
+
+/// Everything under a root: inline data, or a manifest's segments.
+async fn fetch_root<B: Blocks>(b: &B, root: &[u8]) -> Result<(String, Vec<u8>), ClientError> {
+    let manifest = match decode_root(root)? {
+        Root::Inline { content_type, data } => return Ok((content_type, data)),
+        Root::Manifest(m) => m,
+        Root::Nested { manifest, list, .. } => {
+            // The key list is a document of its own.
+            let list_root = get_chk(b, list).await?;
+            let (_, list_bytes) = Box::pin(fetch_root(b, &list_root)).await?;
+            fill_keys(manifest, split_key_list(&list_bytes)?)?
+        }
+    };
+    let data = fetch_segments(b, &manifest).await?;
+    Ok((manifest.content_type, data))
+}
+
+/// Fetch each segment's data blocks, and parity blocks only for those that
+/// fail; rebuild; cut to the document's length.
+async fn fetch_segments<B: Blocks>(b: &B, m: &Manifest) -> Result<Vec<u8>, ClientError> {
+    let mut found: Vec<Vec<Option<Vec<u8>>>> = m
+        .segments
+        .iter()
+        .map(|s| vec![None; s.data + s.parity])
+        .collect();
+    // First round: every data block. Then, per segment, as many parity
+    // blocks as data blocks were missing, until none are left to try.
+    let mut wanted: Vec<(usize, usize)> = m
+        .segments
+        .iter()
+        .enumerate()
+        .flat_map(|(si, s)| (0..s.data).map(move |i| (si, i)))
+        .collect();
+    let mut next_parity: Vec<usize> = m.segments.iter().map(|s| s.data).collect();
+    while !wanted.is_empty() {
+        let mut set = JoinSet::new();
+        let mut queue = wanted.drain(..);
+        loop {
+            while set.len() < WINDOW {
+                let Some((si, i)) = queue.next() else {
+                    break;
+                };
+                let key = m.segments[si].keys[i];
+                let b = b.clone();
+                set.spawn(async move { (si, i, get_chk(&b, key).await) });
+            }
+            match set.join_next().await {
+                Some(Ok((si, i, Ok(plain)))) => found[si][i] = Some(plain),
+                Some(Ok((_, _, Err(_)))) => {}
+                Some(Err(_)) => return Err(RequestError::Stopped.into()),
+                None => break,
+            }
+        }
+        drop(queue);
+        for (si, s) in m.segments.iter().enumerate() {
+            let have = found[si].iter().filter(|f| f.is_some()).count();
+            let short = s.data.saturating_sub(have);
+            let end = (next_parity[si] + short).min(s.data + s.parity);
+            wanted.extend((next_parity[si]..end).map(|i| (si, i)));
+            next_parity[si] = end;
+        }
+    }
+    let mut out = Vec::new();
+    for (si, s) in m.segments.iter().enumerate() {
+        for chunk in s.rebuild(si, &found[si])? {
+            out.extend_from_slice(&chunk);
+        }
+    }
+    out.truncate(usize::try_from(m.total_len).unwrap_or(usize::MAX));
+    Ok(out)
+}

@@ -1,0 +1,269 @@
+//! URIs: the one text form of every key a user handles.
+//!
+//! ```text
+//! umbra:chk:<base32: routing key 32 | decryption key 32 | checksum 4>
+//! umbra:ssk:<base32: public key 32 | checksum 4>/<document name>
+//! umbra:ssk-insert:<base32: private key 32 | checksum 4>/<document name>
+//! umbra:ksk:<keyword>
+//! ```
+//!
+//! Base32 is RFC 4648 without padding, written in lower case and read in
+//! either case. The checksum is the first 4 bytes of SHA-256 over a context
+//! string, the kind, the key bytes and the name, so a mistyped URI is
+//! reported as such (with odds of 1 in 4 billion of slipping through) and
+//! never sent into the network. Keyword URIs carry no checksum: the keyword
+//! *is* the key, and any keyword is valid.
+
+use sha2::{Digest, Sha256};
+
+use super::{ksk, ChkKey, SskInsertKey, SskRequestKey};
+use crate::wire::RoutingKey;
+
+const SCHEME: &str = "umbra:";
+const CHECKSUM_CONTEXT: &[u8] = b"umbra uri v1\0";
+/// Longest document name or keyword, in bytes.
+pub const MAX_NAME: usize = 255;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UriError {
+    #[error("not an umbra URI (it must start with \"umbra:\")")]
+    NotUmbra,
+    #[error("unknown key kind {0:?} (expected chk, ssk, ssk-insert or ksk)")]
+    UnknownKind(String),
+    #[error("the key is not valid base32")]
+    BadEncoding,
+    #[error("the key has the wrong length")]
+    WrongLength,
+    #[error("the checksum does not match: the URI is mistyped or damaged")]
+    Checksum,
+    #[error("a signed-subspace URI needs a document name after '/'")]
+    MissingName,
+    #[error("the name or keyword is empty, too long or contains control characters")]
+    BadName,
+}
+
+/// A parsed URI.
+#[derive(Debug, Clone)]
+pub enum Uri {
+    Chk(ChkKey),
+    Ssk(SskRequestKey),
+    SskInsert(SskInsertKey),
+    Ksk(String),
+}
+
+fn checksum(kind: &str, key: &[u8], name: &str) -> [u8; 4] {
+    let mut h = Sha256::new();
+    h.update(CHECKSUM_CONTEXT);
+    h.update(kind.as_bytes());
+    h.update([0]);
+    h.update(key);
+    h.update([0]);
+    h.update(name.as_bytes());
+    let d = h.finalize();
+    [d[0], d[1], d[2], d[3]]
+}
+
+fn encode(kind: &str, key: &[u8], name: &str) -> String {
+    let mut bytes = key.to_vec();
+    bytes.extend_from_slice(&checksum(kind, key, name));
+    data_encoding::BASE32_NOPAD
+        .encode(&bytes)
+        .to_ascii_lowercase()
+}
+
+fn decode<const N: usize>(kind: &str, text: &str, name: &str) -> Result<[u8; N], UriError> {
+    let bytes = data_encoding::BASE32_NOPAD
+        .decode(text.to_ascii_uppercase().as_bytes())
+        .map_err(|_| UriError::BadEncoding)?;
+    if bytes.len() != N + 4 {
+        return Err(UriError::WrongLength);
+    }
+    let (key, sum) = bytes.split_at(N);
+    if sum != checksum(kind, key, name) {
+        return Err(UriError::Checksum);
+    }
+    key.try_into().map_err(|_| UriError::WrongLength)
+}
+
+fn check_name(name: &str, allow_empty: bool) -> Result<(), UriError> {
+    if (name.is_empty() && !allow_empty)
+        || name.len() > MAX_NAME
+        || name.chars().any(char::is_control)
+    {
+        return Err(UriError::BadName);
+    }
+    Ok(())
+}
+
+impl Uri {
+    /// The routing key of the block the URI names first.
+    pub fn routing_key(&self) -> RoutingKey {
+        match self {
+            Uri::Chk(k) => k.routing,
+            Uri::Ssk(k) => k.routing(),
+            Uri::SskInsert(k) => k.request_key().routing(),
+            Uri::Ksk(w) => ksk(w).request_key().routing(),
+        }
+    }
+
+    /// The URI someone needs to fetch what this one names (an insert URI
+    /// gives its request URI; the others are their own).
+    pub fn request_uri(&self) -> Uri {
+        match self {
+            Uri::SskInsert(k) => Uri::Ssk(k.request_key()),
+            other => other.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for Uri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Uri::Chk(k) => {
+                let mut key = k.routing.0.to_vec();
+                key.extend_from_slice(&k.decrypt);
+                write!(f, "{SCHEME}chk:{}", encode("chk", &key, ""))
+            }
+            Uri::Ssk(k) => write!(
+                f,
+                "{SCHEME}ssk:{}/{}",
+                encode("ssk", &k.public, &k.name),
+                k.name
+            ),
+            Uri::SskInsert(k) => write!(
+                f,
+                "{SCHEME}ssk-insert:{}/{}",
+                encode("ssk-insert", &k.seed()[..], &k.name),
+                k.name
+            ),
+            Uri::Ksk(w) => write!(f, "{SCHEME}ksk:{w}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Uri {
+    type Err = UriError;
+
+    fn from_str(s: &str) -> Result<Uri, UriError> {
+        let rest = s.trim().strip_prefix(SCHEME).ok_or(UriError::NotUmbra)?;
+        let (kind, body) = rest
+            .split_once(':')
+            .ok_or(UriError::UnknownKind(rest.into()))?;
+        match kind {
+            "chk" => {
+                let key: [u8; 64] = decode("chk", body, "")?;
+                let mut routing = [0u8; 32];
+                let mut decrypt = [0u8; 32];
+                routing.copy_from_slice(&key[..32]);
+                decrypt.copy_from_slice(&key[32..]);
+                Ok(Uri::Chk(ChkKey {
+                    routing: RoutingKey(routing),
+                    decrypt,
+                }))
+            }
+            "ssk" | "ssk-insert" => {
+                let (key, name) = body.split_once('/').ok_or(UriError::MissingName)?;
+                check_name(name, false)?;
+                let key: [u8; 32] = decode(kind, key, name)?;
+                if kind == "ssk" {
+                    Ok(Uri::Ssk(SskRequestKey {
+                        public: key,
+                        name: name.to_string(),
+                    }))
+                } else {
+                    Ok(Uri::SskInsert(SskInsertKey::from_seed(&key, name)))
+                }
+            }
+            "ksk" => {
+                check_name(body, false)?;
+                Ok(Uri::Ksk(body.to_string()))
+            }
+            other => Err(UriError::UnknownKind(other.into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::chk_encode;
+    use rand::SeedableRng;
+
+    #[test]
+    fn every_kind_round_trips() {
+        let (chk, _) = chk_encode(b"doc").unwrap();
+        let insert = SskInsertKey::generate(&mut rand::rngs::StdRng::seed_from_u64(1), "blog");
+        for uri in [
+            Uri::Chk(chk),
+            Uri::Ssk(insert.request_key()),
+            Uri::SskInsert(insert.clone()),
+            Uri::Ksk("umbra news".into()),
+        ] {
+            let text = uri.to_string();
+            let back: Uri = text.parse().unwrap();
+            assert_eq!(back.to_string(), text);
+            assert_eq!(back.routing_key(), uri.routing_key());
+            // Case does not matter in the key part.
+            if let Uri::Chk(_) = uri {
+                assert_eq!(
+                    text.to_uppercase()
+                        .replace("UMBRA:CHK:", "umbra:chk:")
+                        .parse::<Uri>()
+                        .unwrap()
+                        .to_string(),
+                    text
+                );
+            }
+        }
+        assert_eq!(
+            Uri::SskInsert(insert.clone()).request_uri().to_string(),
+            Uri::Ssk(insert.request_key()).to_string()
+        );
+    }
+
+    #[test]
+    fn a_mistyped_uri_is_reported_as_such() {
+        let (chk, _) = chk_encode(b"doc").unwrap();
+        let text = Uri::Chk(chk).to_string();
+        // Change one character of the key.
+        let i = text.len() - 20;
+        let c = if &text[i..=i] == "a" { "b" } else { "a" };
+        let typo = format!("{}{}{}", &text[..i], c, &text[i + 1..]);
+        assert_eq!(typo.parse::<Uri>().unwrap_err(), UriError::Checksum);
+        assert_eq!(
+            text[..text.len() - 1].parse::<Uri>().unwrap_err(),
+            UriError::BadEncoding
+        );
+        // Eight characters are five whole bytes: valid base32, short key.
+        assert_eq!(
+            text[..text.len() - 8].parse::<Uri>().unwrap_err(),
+            UriError::WrongLength
+        );
+        assert_eq!("http://x".parse::<Uri>().unwrap_err(), UriError::NotUmbra);
+        assert_eq!(
+            "umbra:xyz:abc".parse::<Uri>().unwrap_err(),
+            UriError::UnknownKind("xyz".into())
+        );
+        assert_eq!(
+            "umbra:chk:!!".parse::<Uri>().unwrap_err(),
+            UriError::BadEncoding
+        );
+        let insert = SskInsertKey::generate(&mut rand::rngs::StdRng::seed_from_u64(2), "a");
+        let ssk = Uri::Ssk(insert.request_key()).to_string();
+        // The name is covered by the checksum too.
+        assert_eq!(
+            format!("{}b", &ssk[..ssk.len() - 1])
+                .parse::<Uri>()
+                .unwrap_err(),
+            UriError::Checksum
+        );
+        assert_eq!(
+            ssk[..ssk.len() - 1].parse::<Uri>().unwrap_err(),
+            UriError::BadName
+        );
+        assert_eq!(
+            ssk[..ssk.len() - 2].parse::<Uri>().unwrap_err(),
+            UriError::MissingName
+        );
+    }
+}

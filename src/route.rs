@@ -1,0 +1,565 @@
+//! Routed requests: Freenet-style depth-first search toward a key, over the
+//! nodes the ring knows (Clarke et al., "Freenet: A Distributed Anonymous
+//! Information Storage and Retrieval System", 2001, section 3; HTL handling
+//! after Freenet's "decrement at max" rule).
+//!
+//! A sans-IO state machine: requests and replies come in with the time, and
+//! the node's store and ring are reached through [`Context`]; messages to
+//! send and results to deliver come out of [`Router::poll_action`].
+//!
+//! For each request a node keeps only where it came from, which next hops
+//! it has tried, and a deadline. It asks the best untried candidate (the
+//! known node closest to the key without passing it), and on route not
+//! found, loop, rejection, a timeout, a dead link or a bad block asks the
+//! next; when all are spent it answers route not found. The key's successor
+//! answers data not found when it lacks the block. Every block is verified
+//! before it is cached, stored, forwarded or delivered.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::wire::{KeyKind, NodeId, PeerMessage, RequestId, RoutingKey};
+
+/// Hops-to-live a request starts with.
+pub const MAX_HTL: u8 = 18;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Wait for one next hop: `hop_base + htl × hop_per_htl`, so a node
+    /// always waits longer than the hop it asked.
+    pub hop_base: Duration,
+    pub hop_per_htl: Duration,
+    /// How long request ids are remembered for loop detection, and at most
+    /// how many.
+    pub seen_for: Duration,
+    pub max_seen: usize,
+    /// Requests in progress at once; more are rejected (overload).
+    pub max_pending: usize,
+    /// How long a neighbour that sent a bad block is tried last.
+    pub penalty_for: Duration,
+    /// Chance that this node decrements HTL at the maximum for a given
+    /// neighbour (decided once per neighbour).
+    pub decrement_at_max: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hop_base: Duration::from_millis(1000),
+            hop_per_htl: Duration::from_millis(400),
+            seen_for: Duration::from_secs(120),
+            max_seen: 1 << 16,
+            max_pending: 1024,
+            penalty_for: Duration::from_secs(300),
+            decrement_at_max: 0.5,
+        }
+    }
+}
+
+/// What a routed request is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Get,
+    Put(Vec<u8>),
+}
+
+/// How a request ended, for the local user. Each failure is distinct.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Found(Vec<u8>),
+    Stored,
+    DataNotFound,
+    RouteNotFound,
+    Timeout,
+    Rejected,
+}
+
+/// What the node must do.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Send {
+        to: NodeId,
+        msg: PeerMessage,
+    },
+    /// A local request finished.
+    Deliver {
+        token: u64,
+        outcome: Outcome,
+    },
+    /// A neighbour sent a block that does not match its key.
+    Misbehaved(NodeId),
+}
+
+/// What the router needs from the node.
+pub trait Context {
+    /// The block, from the store or the cache.
+    fn lookup(&mut self, kind: KeyKind, key: &RoutingKey) -> Option<Vec<u8>>;
+    /// Whether this node is the key's successor.
+    fn owns(&self, key: &RoutingKey) -> bool;
+    /// Known nodes ranked as next hops toward the key, best first.
+    fn candidates(&self, key: &RoutingKey) -> Vec<NodeId>;
+    fn verify(&self, kind: KeyKind, key: &RoutingKey, block: &[u8]) -> bool;
+    /// Store a block this node owns (a put reached its successor); true if
+    /// stored (or already held).
+    fn store(&mut self, kind: KeyKind, key: &RoutingKey, block: &[u8]) -> bool;
+    /// Cache a block passing by.
+    fn cache(&mut self, kind: KeyKind, key: &RoutingKey, block: &[u8]);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Local(u64),
+    Peer(NodeId),
+}
+
+#[derive(Debug)]
+struct Pending {
+    origin: Origin,
+    kind: KeyKind,
+    key: RoutingKey,
+    request: Request,
+    /// HTL as this node received it (the origin: as if received at max).
+    htl: u8,
+    tried: HashSet<NodeId>,
+    current: Option<NodeId>,
+    /// When the current hop's answer is overdue.
+    hop_deadline: Instant,
+    /// When this node stops trying altogether.
+    expires: Instant,
+}
+
+pub struct Router {
+    cfg: Config,
+    seen: HashMap<RequestId, Instant>,
+    seen_order: VecDeque<(Instant, RequestId)>,
+    pending: HashMap<RequestId, Pending>,
+    decrement_at_max: HashMap<NodeId, bool>,
+    penalised: HashMap<NodeId, Instant>,
+    actions: VecDeque<Action>,
+    rng: StdRng,
+}
+
+impl Router {
+    pub fn new(cfg: Config, seed: u64) -> Router {
+        Router {
+            cfg,
+            seen: HashMap::new(),
+            seen_order: VecDeque::new(),
+            pending: HashMap::new(),
+            decrement_at_max: HashMap::new(),
+            penalised: HashMap::new(),
+            actions: VecDeque::new(),
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.pending
+            .values()
+            .map(|p| p.hop_deadline.min(p.expires))
+            .min()
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn hop_timeout(&self, htl: u8) -> Duration {
+        self.cfg.hop_base + self.cfg.hop_per_htl * u32::from(htl)
+    }
+
+    /// Start a request from this node. The answer comes as
+    /// [`Action::Deliver`] with `token`. Returns the request id.
+    pub fn start(
+        &mut self,
+        token: u64,
+        kind: KeyKind,
+        key: RoutingKey,
+        request: Request,
+        now: Instant,
+        ctx: &mut impl Context,
+    ) -> RequestId {
+        let mut id = RequestId(self.rng.gen());
+        while self.seen.contains_key(&id) {
+            id = RequestId(self.rng.gen());
+        }
+        self.start_with_id(id, token, kind, key, request, now, ctx);
+        id
+    }
+
+    /// [`Router::start`] with a chosen request id (tests and diagnostics).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_with_id(
+        &mut self,
+        id: RequestId,
+        token: u64,
+        kind: KeyKind,
+        key: RoutingKey,
+        request: Request,
+        now: Instant,
+        ctx: &mut impl Context,
+    ) {
+        self.begin(
+            id,
+            Origin::Local(token),
+            MAX_HTL,
+            kind,
+            key,
+            request,
+            now,
+            ctx,
+        );
+    }
+
+    /// A routed request from a neighbour.
+    pub fn handle_request(
+        &mut self,
+        from: NodeId,
+        msg: PeerMessage,
+        now: Instant,
+        ctx: &mut impl Context,
+    ) {
+        let (id, htl, kind, key, request) = match msg {
+            PeerMessage::Get { id, htl, kind, key } => (id, htl, kind, key, Request::Get),
+            PeerMessage::Put {
+                id,
+                htl,
+                kind,
+                key,
+                block,
+            } => (id, htl, kind, key, Request::Put(block)),
+            _ => return,
+        };
+        if self.seen.contains_key(&id) {
+            self.send(from, PeerMessage::Loop { id });
+            return;
+        }
+        if self.pending.len() >= self.cfg.max_pending {
+            self.send(from, PeerMessage::Rejected { id });
+            return;
+        }
+        self.begin(
+            id,
+            Origin::Peer(from),
+            htl.min(MAX_HTL),
+            kind,
+            key,
+            request,
+            now,
+            ctx,
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn begin(
+        &mut self,
+        id: RequestId,
+        origin: Origin,
+        htl: u8,
+        kind: KeyKind,
+        key: RoutingKey,
+        request: Request,
+        now: Instant,
+        ctx: &mut impl Context,
+    ) {
+        self.remember(id, now);
+        match &request {
+            Request::Get => {
+                if let Some(block) = ctx.lookup(kind, &key) {
+                    self.answer(origin, id, Answer::Data(block));
+                    return;
+                }
+                if ctx.owns(&key) || htl == 0 {
+                    self.answer(origin, id, Answer::DataNotFound);
+                    return;
+                }
+            }
+            Request::Put(block) => {
+                if !ctx.verify(kind, &key, block) {
+                    if let Origin::Peer(p) = origin {
+                        self.actions.push_back(Action::Misbehaved(p));
+                    }
+                    self.answer(origin, id, Answer::Rejected);
+                    return;
+                }
+                if ctx.owns(&key) {
+                    let ok = ctx.store(kind, &key, block);
+                    let a = if ok { Answer::Stored } else { Answer::Rejected };
+                    self.answer(origin, id, a);
+                    return;
+                }
+                if htl == 0 {
+                    self.answer(origin, id, Answer::RouteNotFound);
+                    return;
+                }
+            }
+        }
+        let budget = match origin {
+            // The origin gives the whole search the time its first hop
+            // would get, and some slack for backtracking.
+            Origin::Local(_) => self.hop_timeout(MAX_HTL) * 3,
+            Origin::Peer(_) => self.hop_timeout(htl),
+        };
+        let mut tried = HashSet::new();
+        if let Origin::Peer(p) = origin {
+            tried.insert(p);
+        }
+        self.pending.insert(
+            id,
+            Pending {
+                origin,
+                kind,
+                key,
+                request,
+                htl,
+                tried,
+                current: None,
+                hop_deadline: now,
+                expires: now + budget,
+            },
+        );
+        self.try_next(id, now, ctx);
+    }
+
+    /// Ask the best untried candidate, or give up with route not found.
+    fn try_next(&mut self, id: RequestId, now: Instant, ctx: &mut impl Context) {
+        let Some(p) = self.pending.get(&id) else {
+            return;
+        };
+        if now >= p.expires {
+            self.finish(id, Answer::RouteNotFound);
+            return;
+        }
+        let mut candidates: Vec<NodeId> = ctx
+            .candidates(&p.key)
+            .into_iter()
+            .filter(|n| !p.tried.contains(n))
+            .collect();
+        // Penalised neighbours last, keeping the ranking otherwise.
+        self.penalised.retain(|_, until| *until > now);
+        candidates.sort_by_key(|n| self.penalised.contains_key(n));
+        let Some(next) = candidates.first().copied() else {
+            self.finish(id, Answer::RouteNotFound);
+            return;
+        };
+        let htl = self.next_htl(p.htl, next);
+        let wait = self.hop_timeout(htl);
+        let Some(p) = self.pending.get_mut(&id) else {
+            return;
+        };
+        p.tried.insert(next);
+        p.current = Some(next);
+        p.hop_deadline = (now + wait).min(p.expires);
+        let msg = match &p.request {
+            Request::Get => PeerMessage::Get {
+                id,
+                htl,
+                kind: p.kind,
+                key: p.key,
+            },
+            Request::Put(block) => PeerMessage::Put {
+                id,
+                htl,
+                kind: p.kind,
+                key: p.key,
+                block: block.clone(),
+            },
+        };
+        self.send(next, msg);
+    }
+
+    /// HTL for the next hop. At the maximum it stays there for some
+    /// neighbours (decided once each), so whoever receives a request at
+    /// maximum HTL cannot tell whether the sender started it.
+    fn next_htl(&mut self, htl: u8, to: NodeId) -> u8 {
+        if htl >= MAX_HTL {
+            let p = self.cfg.decrement_at_max;
+            let dec = *self
+                .decrement_at_max
+                .entry(to)
+                .or_insert_with(|| self.rng.gen_bool(p.clamp(0.0, 1.0)));
+            if dec {
+                MAX_HTL - 1
+            } else {
+                MAX_HTL
+            }
+        } else {
+            htl.saturating_sub(1)
+        }
+    }
+
+    /// A reply to a request this node forwarded.
+    pub fn handle_reply(
+        &mut self,
+        from: NodeId,
+        msg: PeerMessage,
+        now: Instant,
+        ctx: &mut impl Context,
+    ) {
+        let id = match &msg {
+            PeerMessage::Data { id, .. }
+            | PeerMessage::DataNotFound { id }
+            | PeerMessage::RouteNotFound { id }
+            | PeerMessage::Loop { id }
+            | PeerMessage::Stored { id }
+            | PeerMessage::Rejected { id } => *id,
+            _ => return,
+        };
+        let Some(p) = self.pending.get(&id) else {
+            return;
+        };
+        if p.current != Some(from) {
+            // A late answer from a hop we gave up on.
+            return;
+        }
+        match msg {
+            PeerMessage::Data { block, .. } => {
+                if !ctx.verify(p.kind, &p.key, &block) {
+                    self.penalised.insert(from, now + self.cfg.penalty_for);
+                    self.actions.push_back(Action::Misbehaved(from));
+                    self.try_next(id, now, ctx);
+                    return;
+                }
+                // Cache on the way back, except at the first hops after the
+                // origin (maximum HTL): caching there would let a neighbour
+                // read the origin's own requests off its cache.
+                if p.htl < MAX_HTL && matches!(p.origin, Origin::Peer(_)) {
+                    ctx.cache(p.kind, &p.key, &block);
+                }
+                self.finish(id, Answer::Data(block));
+            }
+            PeerMessage::DataNotFound { .. } => self.finish(id, Answer::DataNotFound),
+            PeerMessage::Stored { .. } => self.finish(id, Answer::Stored),
+            // This branch failed: backtrack.
+            _ => self.try_next(id, now, ctx),
+        }
+    }
+
+    /// The link to `peer` is gone: every request waiting on it moves on.
+    pub fn handle_link_down(&mut self, peer: NodeId, now: Instant, ctx: &mut impl Context) {
+        let waiting: Vec<RequestId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.current == Some(peer))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in waiting {
+            self.try_next(id, now, ctx);
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant, ctx: &mut impl Context) {
+        let due: Vec<(RequestId, bool)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.hop_deadline <= now || p.expires <= now)
+            .map(|(&id, p)| (id, p.expires <= now))
+            .collect();
+        for (id, expired) in due {
+            if expired {
+                let local = self
+                    .pending
+                    .get(&id)
+                    .is_some_and(|p| matches!(p.origin, Origin::Local(_)));
+                let a = if local {
+                    Answer::Timeout
+                } else {
+                    Answer::RouteNotFound
+                };
+                self.finish(id, a);
+            } else {
+                self.try_next(id, now, ctx);
+            }
+        }
+        self.forget_old(now);
+    }
+
+    fn remember(&mut self, id: RequestId, now: Instant) {
+        self.forget_old(now);
+        while self.seen.len() >= self.cfg.max_seen {
+            match self.seen_order.pop_front() {
+                Some((_, old)) => {
+                    self.seen.remove(&old);
+                }
+                None => break,
+            }
+        }
+        self.seen.insert(id, now);
+        self.seen_order.push_back((now, id));
+    }
+
+    fn forget_old(&mut self, now: Instant) {
+        while let Some(&(t, id)) = self.seen_order.front() {
+            if now.duration_since(t) < self.cfg.seen_for {
+                break;
+            }
+            self.seen_order.pop_front();
+            if self.seen.get(&id) == Some(&t) {
+                self.seen.remove(&id);
+            }
+        }
+    }
+
+    fn finish(&mut self, id: RequestId, answer: Answer) {
+        if let Some(p) = self.pending.remove(&id) {
+            self.answer(p.origin, id, answer);
+        }
+    }
+
+    fn answer(&mut self, origin: Origin, id: RequestId, answer: Answer) {
+        match origin {
+            Origin::Local(token) => self.actions.push_back(Action::Deliver {
+                token,
+                outcome: answer.outcome(),
+            }),
+            Origin::Peer(to) => self.send(to, answer.message(id)),
+        }
+    }
+
+    fn send(&mut self, to: NodeId, msg: PeerMessage) {
+        self.actions.push_back(Action::Send { to, msg });
+    }
+}
+
+/// An answer travelling back toward the origin.
+enum Answer {
+    Data(Vec<u8>),
+    DataNotFound,
+    RouteNotFound,
+    Stored,
+    Rejected,
+    Timeout,
+}
+
+impl Answer {
+    fn outcome(self) -> Outcome {
+        match self {
+            Answer::Data(b) => Outcome::Found(b),
+            Answer::DataNotFound => Outcome::DataNotFound,
+            Answer::RouteNotFound => Outcome::RouteNotFound,
+            Answer::Stored => Outcome::Stored,
+            Answer::Rejected => Outcome::Rejected,
+            Answer::Timeout => Outcome::Timeout,
+        }
+    }
+
+    fn message(self, id: RequestId) -> PeerMessage {
+        match self {
+            Answer::Data(block) => PeerMessage::Data { id, block },
+            Answer::DataNotFound => PeerMessage::DataNotFound { id },
+            Answer::Stored => PeerMessage::Stored { id },
+            Answer::Rejected => PeerMessage::Rejected { id },
+            Answer::RouteNotFound | Answer::Timeout => PeerMessage::RouteNotFound { id },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

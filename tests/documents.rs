@@ -1,0 +1,409 @@
+//! Documents over a network of 20 real nodes on 127.0.0.1: routed inserts
+//! and fetches of content-hash and signed documents, large documents under
+//! erasure coding, and searches that must route around corrupting, looping
+//! and dead nodes.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::net::{config, eventually, Net, REPLICAS};
+use rand::RngCore;
+use umbra::client::{self, ClientError, Target};
+use umbra::keys::{chk_encode, decode_root, encode_document, SskInsertKey, Uri};
+use umbra::node::{self, RequestError};
+use umbra::ring::in_half_open;
+use umbra::wire::{KeyKind, NodeId, RequestId, RoutingKey};
+
+/// One 20-node network at a time: two cores do not carry three.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn twenty() -> Net {
+    let net = Net::grow(20).await;
+    eventually("ring correct", Duration::from_secs(30), || {
+        net.ring_correct()
+    })
+    .await;
+    net
+}
+
+fn random(len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rand::thread_rng().fill_bytes(&mut v);
+    v
+}
+
+/// Total routed requests sent by all nodes.
+async fn forwarded(net: &Net) -> u64 {
+    net.statuses()
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.requests_forwarded)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_inserted_at_one_node_are_fetched_from_every_other() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let net = twenty().await;
+    let (inserter, _) = &net.nodes[3];
+    let small = b"<html><title>hello umbra</title></html>".to_vec();
+    let medium = random(200_000);
+    let t = Instant::now();
+    let small_uri = client::insert(&inserter.client(), "text/html", &small, Target::Chk)
+        .await
+        .unwrap();
+    let medium_uri = client::insert(
+        &inserter.client(),
+        "application/octet-stream",
+        &medium,
+        Target::Chk,
+    )
+    .await
+    .unwrap();
+    eprintln!("insert of 40 B and 200 kB: {:?}", t.elapsed());
+
+    let before = forwarded(&net).await;
+    let mut fetches = 0u64;
+    for (i, (h, _)) in net.nodes.iter().enumerate() {
+        if i == 3 {
+            continue;
+        }
+        let doc = client::fetch(&h.client(), &small_uri).await.unwrap();
+        assert_eq!(doc.data, small);
+        assert_eq!(doc.content_type, "text/html");
+        let doc = client::fetch(&h.client(), &medium_uri).await.unwrap();
+        assert_eq!(doc.data, medium);
+        // 1 root block + 7 data blocks for the medium one.
+        fetches += 1 + 8;
+    }
+    let hops = forwarded(&net).await - before;
+    eprintln!(
+        "mean routed hops per block fetch: {:.2} ({hops} requests for {fetches} blocks)",
+        hops as f64 / fetches as f64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_documents_update_and_retract() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let net = twenty().await;
+    let publisher = net.nodes[0].0.client();
+    let insert = SskInsertKey::generate(&mut rand::rngs::OsRng, "news");
+    let uri = client::insert(
+        &publisher,
+        "text/plain",
+        b"version one",
+        Target::Signed(&insert, 1),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(uri, Uri::Ssk(_)));
+    for (h, _) in &net.nodes {
+        let doc = client::fetch(&h.client(), &uri).await.unwrap();
+        assert_eq!(
+            (doc.data.as_slice(), doc.version),
+            (&b"version one"[..], Some(1))
+        );
+    }
+    // Version two, larger than a block, from another node.
+    let v2 = random(100_000);
+    client::insert(
+        &net.nodes[7].0.client(),
+        "text/plain",
+        &v2,
+        Target::Signed(&insert, 2),
+    )
+    .await
+    .unwrap();
+    for (h, _) in &net.nodes {
+        let doc = client::fetch(&h.client(), &uri).await.unwrap();
+        assert_eq!((doc.data.as_slice(), doc.version), (v2.as_slice(), Some(2)));
+    }
+    // An older version does not come back.
+    client::insert(
+        &publisher,
+        "text/plain",
+        b"stale",
+        Target::Signed(&insert, 1),
+    )
+    .await
+    .unwrap();
+    let doc = client::fetch(&net.nodes[5].0.client(), &uri).await.unwrap();
+    assert_eq!(doc.version, Some(2));
+    // A tombstone retracts it everywhere.
+    client::retract(&publisher, &insert, 3).await.unwrap();
+    for (h, _) in &net.nodes {
+        assert_eq!(
+            client::fetch(&h.client(), &uri).await.unwrap_err(),
+            ClientError::Retracted { version: 3 }
+        );
+    }
+    // Keyword keys: anyone can write one, anyone can read it.
+    let word = Uri::Ksk("umbra test keyword".into());
+    let Uri::Ksk(w) = &word else { unreachable!() };
+    client::insert(
+        &net.nodes[9].0.client(),
+        "text/plain",
+        b"by keyword",
+        Target::Signed(&umbra::keys::ksk(w), 1),
+    )
+    .await
+    .unwrap();
+    let doc = client::fetch(&net.nodes[15].0.client(), &word)
+        .await
+        .unwrap();
+    assert_eq!(doc.data, b"by keyword");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_route_around_corruption_and_loops_and_miss_fast() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut net = Net::grow(19).await;
+    // A twentieth node that corrupts every block it serves.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), Some(net.nodes[0].0.listen));
+    cfg.fault_corrupt_blocks = true;
+    let bad = node::start(cfg).await.unwrap();
+    let bad_id = bad.id;
+    net.nodes.push((bad, dir));
+    eventually("ring correct", Duration::from_secs(30), || {
+        net.ring_correct()
+    })
+    .await;
+
+    // A block whose successor is the corrupting node.
+    let ids = net.sorted_ids();
+    let i = ids.iter().position(|n| *n == bad_id).unwrap();
+    let pred = ids[(i + ids.len() - 1) % ids.len()];
+    let (key, block) = loop {
+        let (k, b) = chk_encode(&random(1000)).unwrap();
+        if in_half_open(&k.routing.0, &pred.0, &bad_id.0) {
+            break (k, b);
+        }
+    };
+    net.nodes[1]
+        .0
+        .client()
+        .put_block(KeyKind::CHK, key.routing, block.clone())
+        .await
+        .unwrap();
+    let one = [key.routing];
+    eventually("replicated", Duration::from_secs(10), || {
+        net.at_least_placed(&one)
+    })
+    .await;
+    // Every other node fetches it: each search meets the corrupter first
+    // when it goes straight to the successor, and must go on to a replica.
+    for (h, _) in &net.nodes {
+        if h.id == bad_id {
+            continue;
+        }
+        assert_eq!(
+            h.client()
+                .get_block(KeyKind::CHK, key.routing)
+                .await
+                .unwrap(),
+            block
+        );
+    }
+    let penalised: u64 = net
+        .statuses()
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.misbehaving_peers)
+        .sum();
+    assert!(penalised > 0, "nobody met the corrupting node");
+
+    // A loop: the key's successor has already seen the request id, answers
+    // loop, and the search goes on to a replica.
+    let (key2, block2) = chk_encode(&random(800)).unwrap();
+    net.nodes[2]
+        .0
+        .client()
+        .put_block(KeyKind::CHK, key2.routing, block2.clone())
+        .await
+        .unwrap();
+    let two = [key2.routing];
+    eventually("replicated", Duration::from_secs(10), || {
+        net.at_least_placed(&two)
+    })
+    .await;
+    let holders = net.expected_holders(&key2.routing);
+    let owner = holders[0];
+    let pos = |id: NodeId| net.nodes.iter().position(|(h, _)| h.id == id).unwrap();
+    let id = RequestId(0x1007);
+    // The owner sees the id first, answering its own request locally.
+    net.nodes[pos(owner)]
+        .0
+        .client()
+        .get_block_as(KeyKind::CHK, key2.routing, Some(id))
+        .await
+        .unwrap();
+    // A node two places before the owner goes to the owner first.
+    let ids = net.sorted_ids();
+    let o = ids.iter().position(|n| *n == owner).unwrap();
+    let asker = ids[(o + ids.len() - 2) % ids.len()];
+    let asker = &net.nodes[pos(asker)].0;
+    let loops_before = asker.status().await.unwrap().loops_received;
+    assert_eq!(
+        asker
+            .client()
+            .get_block_as(KeyKind::CHK, key2.routing, Some(id))
+            .await
+            .unwrap(),
+        block2
+    );
+    assert!(
+        asker.status().await.unwrap().loops_received > loops_before,
+        "no loop was met"
+    );
+
+    // A key never inserted: data not found, from the key's successor, fast.
+    let never = RoutingKey([0x77; 32]);
+    let t = Instant::now();
+    assert_eq!(
+        net.nodes[4].0.client().get_block(KeyKind::CHK, never).await,
+        Err(RequestError::DataNotFound)
+    );
+    let took = t.elapsed();
+    eprintln!("data not found answered in {took:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_of_the_nodes_dying_does_not_stop_fetches() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut net = twenty().await;
+    let inserter = net.nodes[0].0.client();
+    let mut uris = Vec::new();
+    for _ in 0..8 {
+        let data = random(50_000);
+        uris.push((
+            client::insert(&inserter, "application/octet-stream", &data, Target::Chk)
+                .await
+                .unwrap(),
+            data,
+        ));
+    }
+    // Wait for every block to be on its 3 nodes. Encryption is convergent,
+    // so the keys can be computed here without fetching anything (a fetch
+    // would leave copies in caches and hide what backtracking does).
+    let mut keys = Vec::new();
+    for (uri, data) in &uris {
+        let Uri::Chk(root) = uri else { unreachable!() };
+        keys.push(root.routing);
+        let doc = encode_document("application/octet-stream", data).unwrap();
+        assert_eq!(chk_encode(&doc.root).unwrap().0, *root);
+        keys.extend(doc.blocks.iter().map(|(k, _)| k.routing));
+    }
+    eventually("placed", Duration::from_secs(20), || {
+        net.at_least_placed(&keys)
+    })
+    .await;
+    let cached: u64 = net
+        .statuses()
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.blocks_cached)
+        .sum();
+    assert_eq!(cached, 0);
+    // Every third node in ring order dies at once: each run of three
+    // holders loses one, never all.
+    let victims: Vec<NodeId> = net.sorted_ids().into_iter().step_by(3).collect();
+    let mut dead = Vec::new();
+    for id in &victims {
+        dead.push(net.take(*id));
+    }
+    for (h, _) in dead {
+        h.crash().await;
+    }
+    // No waiting for the ring to repair.
+    let t = Instant::now();
+    for (i, (uri, data)) in uris.iter().enumerate() {
+        let (h, _) = &net.nodes[i % net.nodes.len()];
+        assert_eq!(&client::fetch(&h.client(), uri).await.unwrap().data, data);
+    }
+    eprintln!(
+        "{} documents fetched right after {} of 20 nodes died, in {:?}",
+        uris.len(),
+        victims.len(),
+        t.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_mib_document_survives_the_losses_its_code_allows() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let net = twenty().await;
+    let data = random(10 * 1024 * 1024);
+    let t = Instant::now();
+    let uri = client::insert(
+        &net.nodes[0].0.client(),
+        "application/octet-stream",
+        &data,
+        Target::Chk,
+    )
+    .await
+    .unwrap();
+    eprintln!("insert of 10 MiB: {:?}", t.elapsed());
+    let t = Instant::now();
+    let doc = client::fetch(&net.nodes[11].0.client(), &uri)
+        .await
+        .unwrap();
+    eprintln!("fetch of 10 MiB: {:?}", t.elapsed());
+    assert_eq!(doc.data, data);
+
+    // Read the manifest ourselves to know which blocks to delete.
+    let Uri::Chk(root_key) = &uri else {
+        unreachable!()
+    };
+    let root_block = net.nodes[5]
+        .0
+        .client()
+        .get_block(KeyKind::CHK, root_key.routing)
+        .await
+        .unwrap();
+    let root = umbra::keys::chk_decode(root_key, &root_block).unwrap();
+    let umbra::keys::Root::Manifest(m) = decode_root(&root).unwrap() else {
+        panic!("a 10 MiB document has a direct manifest");
+    };
+    let forget = |key: RoutingKey| {
+        let net = &net;
+        async move {
+            for (h, _) in &net.nodes {
+                h.forget_block(KeyKind::CHK, key).await.unwrap();
+            }
+        }
+    };
+    // Delete, everywhere, as many blocks of every segment as it has parity
+    // blocks: data blocks, so the code has to work.
+    for s in &m.segments {
+        for k in &s.keys[..s.parity] {
+            forget(k.routing).await;
+        }
+    }
+    let doc = client::fetch(&net.nodes[17].0.client(), &uri)
+        .await
+        .unwrap();
+    assert_eq!(doc.data, data, "rebuilt from parity");
+    // One more in segment 0 and it cannot be rebuilt, and says so.
+    let s0 = &m.segments[0];
+    forget(s0.keys[s0.parity].routing).await;
+    let err = client::fetch(&net.nodes[17].0.client(), &uri)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ClientError::Document(umbra::keys::DocError::Unrecoverable {
+            segment: 0,
+            have: s0.data - 1,
+            need: s0.data,
+            total: s0.data + s0.parity,
+        })
+    );
+    assert_eq!(REPLICAS, 3);
+}
