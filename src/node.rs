@@ -658,11 +658,8 @@ impl Node {
                         let token = rand::rngs::OsRng.next_u64();
                         self.routed.insert(token, done);
                         let now = Instant::now();
-                        self.with_router(|r, ctx| match id {
-                            Some(id) => r.start_with_id(id, token, kind, key, request, now, ctx),
-                            None => {
-                                r.start(token, kind, key, request, now, ctx);
-                            }
+                        self.with_router(|r, ctx| {
+                            r.start(id, token, kind, key, request, now, ctx);
                         });
                     }
                     Some(Command::Forget(kind, key, tx)) => {

@@ -175,10 +175,13 @@ impl Router {
         self.cfg.hop_base + self.cfg.hop_per_htl * u32::from(htl)
     }
 
-    /// Start a request from this node. The answer comes as
+    /// Start a request from this node, with a fresh random id unless one is
+    /// given (tests and diagnostics). The answer comes as
     /// [`Action::Deliver`] with `token`. Returns the request id.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         &mut self,
+        id: Option<RequestId>,
         token: u64,
         kind: KeyKind,
         key: RoutingKey,
@@ -186,26 +189,13 @@ impl Router {
         now: Instant,
         ctx: &mut impl Context,
     ) -> RequestId {
-        let mut id = RequestId(self.rng.gen());
-        while self.seen.contains_key(&id) {
-            id = RequestId(self.rng.gen());
-        }
-        self.start_with_id(id, token, kind, key, request, now, ctx);
-        id
-    }
-
-    /// [`Router::start`] with a chosen request id (tests and diagnostics).
-    #[allow(clippy::too_many_arguments)]
-    pub fn start_with_id(
-        &mut self,
-        id: RequestId,
-        token: u64,
-        kind: KeyKind,
-        key: RoutingKey,
-        request: Request,
-        now: Instant,
-        ctx: &mut impl Context,
-    ) {
+        let id = id.unwrap_or_else(|| {
+            let mut id = RequestId(self.rng.gen());
+            while self.seen.contains_key(&id) {
+                id = RequestId(self.rng.gen());
+            }
+            id
+        });
         self.begin(
             id,
             Origin::Local(token),
@@ -216,6 +206,7 @@ impl Router {
             now,
             ctx,
         );
+        id
     }
 
     /// A routed request from a neighbour.

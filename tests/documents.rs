@@ -357,6 +357,15 @@ async fn a_ten_mib_document_survives_the_losses_its_code_allows() {
     eprintln!("fetch of 10 MiB: {:?}", t.elapsed());
     assert_eq!(doc.data, data);
 
+    // Let replication finish first: a replica still in flight would bring a
+    // deleted block back. The keys follow from the content (convergent).
+    let encoded = encode_document("application/octet-stream", &data).unwrap();
+    let all: Vec<RoutingKey> = encoded.blocks.iter().map(|(k, _)| k.routing).collect();
+    eventually("all blocks on 3 nodes", Duration::from_secs(60), || {
+        net.at_least_placed(&all)
+    })
+    .await;
+
     // Read the manifest ourselves to know which blocks to delete.
     let Uri::Chk(root_key) = &uri else {
         unreachable!()

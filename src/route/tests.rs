@@ -143,7 +143,7 @@ impl Net {
     fn get(&mut self, from: NodeId, key: RoutingKey, token: u64) -> Outcome {
         let now = self.now;
         let (router, node) = self.nodes.get_mut(&from).unwrap();
-        router.start(token, KeyKind::CHK, key, Request::Get, now, node);
+        router.start(None, token, KeyKind::CHK, key, Request::Get, now, node);
         self.pump();
         for _ in 0..200 {
             if let Some(i) = self.delivered.iter().position(|d| d.1 == token) {
