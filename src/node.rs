@@ -569,9 +569,14 @@ struct RouteCtx<'a> {
 
 impl route::Context for RouteCtx<'_> {
     fn lookup(&mut self, kind: KeyKind, key: &RoutingKey) -> Option<Vec<u8>> {
+        // A signed block can be updated, and only its successor is sure to
+        // hold the newest version it acknowledged (replicas lag by a
+        // replication pass, caches indefinitely): only the successor
+        // answers for it.
+        if kind == KeyKind::SSK && !self.ring.owns(&key.0) {
+            return None;
+        }
         match self.store.get(kind, key) {
-            // A signed block may have a newer version than a cached copy:
-            // only the copies kept up to date by replication answer.
             Ok(Some((_, Found::Cache))) if kind == KeyKind::SSK => None,
             Ok(Some((block, _))) => Some(block),
             _ => None,
