@@ -156,6 +156,17 @@ pub struct NodeHandle {
     task: JoinHandle<()>,
 }
 
+/// Send the node task a command carrying a reply channel, and wait for the
+/// reply; `None` if the node has stopped.
+async fn ask<T>(
+    cmd: &mpsc::Sender<Command>,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Option<T> {
+    let (tx, rx) = oneshot::channel();
+    cmd.send(make(tx)).await.ok()?;
+    rx.await.ok()
+}
+
 /// A cheap, cloneable way to make routed requests through a node.
 #[derive(Clone)]
 pub struct NodeClient {
@@ -170,18 +181,15 @@ impl NodeClient {
         request: Request,
         id: Option<RequestId>,
     ) -> Result<Outcome, RequestError> {
-        let (done, rx) = oneshot::channel();
-        self.cmd
-            .send(Command::Route {
-                kind,
-                key,
-                request,
-                id,
-                done,
-            })
-            .await
-            .map_err(|_| RequestError::Stopped)?;
-        rx.await.map_err(|_| RequestError::Stopped)
+        ask(&self.cmd, |done| Command::Route {
+            kind,
+            key,
+            request,
+            id,
+            done,
+        })
+        .await
+        .ok_or(RequestError::Stopped)
     }
 
     /// Fetch a block by routing a get toward its key. The block is verified
@@ -241,21 +249,13 @@ impl NodeHandle {
 
     /// Drop a block from this node's store and cache.
     pub async fn forget_block(&self, kind: KeyKind, key: RoutingKey) -> Result<bool, Error> {
-        let (tx, rx) = oneshot::channel();
-        self.cmd
-            .send(Command::Forget(kind, key, tx))
+        ask(&self.cmd, |tx| Command::Forget(kind, key, tx))
             .await
-            .map_err(|_| Error::Stopped)?;
-        rx.await.map_err(|_| Error::Stopped)
+            .ok_or(Error::Stopped)
     }
 
     pub async fn status(&self) -> Result<Status, Error> {
-        let (tx, rx) = oneshot::channel();
-        self.cmd
-            .send(Command::Status(tx))
-            .await
-            .map_err(|_| Error::Stopped)?;
-        rx.await.map_err(|_| Error::Stopped)
+        ask(&self.cmd, Command::Status).await.ok_or(Error::Stopped)
     }
 
     /// Store a block on its key's successor (which replicates it), found
@@ -267,40 +267,30 @@ impl NodeHandle {
         key: RoutingKey,
         block: Vec<u8>,
     ) -> Result<NodeId, StoreError> {
-        let (done, rx) = oneshot::channel();
-        self.cmd
-            .send(Command::Store {
-                kind,
-                key,
-                block,
-                done,
-            })
-            .await
-            .map_err(|_| StoreError::Stopped)?;
-        match tokio::time::timeout(PUSH_TIMEOUT * 2, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(StoreError::Stopped),
+        let reply = ask(&self.cmd, |done| Command::Store {
+            kind,
+            key,
+            block,
+            done,
+        });
+        match tokio::time::timeout(PUSH_TIMEOUT * 2, reply).await {
+            Ok(Some(r)) => r,
+            Ok(None) => Err(StoreError::Stopped),
             Err(_) => Err(StoreError::Timeout),
         }
     }
 
     /// Whether this node's primary store holds the block.
     pub async fn holds(&self, kind: KeyKind, key: RoutingKey) -> Result<bool, Error> {
-        let (tx, rx) = oneshot::channel();
-        self.cmd
-            .send(Command::Holds(kind, key, tx))
+        ask(&self.cmd, |tx| Command::Holds(kind, key, tx))
             .await
-            .map_err(|_| Error::Stopped)?;
-        rx.await.map_err(|_| Error::Stopped)
+            .ok_or(Error::Stopped)
     }
 
     /// Leave the ring gracefully: hand blocks to the successor, tell the
     /// neighbours, close the links.
     pub async fn leave(self) {
-        let (tx, rx) = oneshot::channel();
-        if self.cmd.send(Command::Leave(tx)).await.is_ok() {
-            let _ = rx.await;
-        }
+        ask(&self.cmd, Command::Leave).await;
         let _ = self.task.await;
     }
 
@@ -308,10 +298,7 @@ impl NodeHandle {
     /// ring. (Links still close, so peers notice at once rather than after
     /// the idle timeout; a test that needs silence kills a process.)
     pub async fn crash(self) {
-        let (tx, rx) = oneshot::channel();
-        if self.cmd.send(Command::Crash(tx)).await.is_ok() {
-            let _ = rx.await;
-        }
+        ask(&self.cmd, Command::Crash).await;
         let _ = self.task.await;
     }
 
