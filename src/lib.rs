@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod circuit;
 pub mod client;
 pub mod crypto;
 pub mod keys;

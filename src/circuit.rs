@@ -1,0 +1,416 @@
+//! Circuits: building them, relaying their cells, and the exit that starts
+//! routed requests on the requester's behalf.
+//!
+//! The design follows Tor's (Dingledine, Mathewson and Syverson, "Tor: The
+//! Second-Generation Onion Router", 2004, sections 4.2-4.4): a client builds
+//! a circuit one hop at a time (telescoping), running the handshake of
+//! `crypto::handshake` with each relay through the hops already built; a
+//! relay knows only the link and circuit id before it and after it; the last
+//! hop, the exit, reads relay messages and starts the request. Flow control
+//! is a window per circuit and direction, opened by SENDME messages, as in
+//! Tor's circuit-level windows.
+//!
+//! A sans-IO state machine, like `ring` and `route`: cells, link events and
+//! routed-request outcomes come in with the time; cells to send, links to
+//! open and routed requests to start come out of [`Circuits::poll_action`].
+//! One value holds both roles a node plays: relay (and exit) for circuits
+//! others built, and client for its own.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use crate::crypto::Identity;
+use crate::ring::Peer;
+use crate::route::{Outcome, Request};
+use crate::wire::{Cell, CircId, DestroyReason, KeyKind, NodeAddr, NodeId, RoutingKey, MAX_HOPS};
+
+mod client;
+mod relay;
+#[cfg(test)]
+mod tests;
+
+use client::ClientCirc;
+use relay::RelayCirc;
+
+/// Data cells one side may send on a circuit before the other side's
+/// SENDME: 128 cells, about 500 KiB, bounds what one circuit can queue at a
+/// relay whatever the reader does.
+pub const CIRCUIT_WINDOW: u32 = 128;
+/// A SENDME acknowledges this many data cells.
+pub const SENDME_EVERY: u16 = 32;
+/// Request streams open at once on one circuit, at the exit.
+pub const MAX_STREAMS: usize = 32;
+/// Circuits a relay carries at once, and on one link.
+pub const MAX_RELAY_CIRCUITS: usize = 4096;
+pub const MAX_CIRCUITS_PER_LINK: usize = 512;
+/// Relay descriptors a node keeps to choose circuits from.
+pub const SAMPLE_SIZE: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Relays in each circuit the node builds, 1 to [`MAX_HOPS`].
+    pub hops: usize,
+    /// Whether this node relays circuits for others.
+    pub relay: bool,
+    /// A circuit takes new requests for this long, then is replaced.
+    pub lifetime: Duration,
+    /// ... or for this many requests, whichever comes first.
+    pub requests: u32,
+    /// How long a create or an extend may take.
+    pub hop_timeout: Duration,
+    /// Builds tried for one circuit, each with fresh relays in place of the
+    /// ones that failed.
+    pub build_attempts: u32,
+    /// How long a request on a circuit may take, end to end.
+    pub request_timeout: Duration,
+    /// Fault injection for tests: flip a bit in every cell this node relays
+    /// away from the client.
+    pub fault_flip_cells: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            hops: 3,
+            relay: true,
+            lifetime: Duration::from_secs(600),
+            requests: 2048,
+            hop_timeout: Duration::from_secs(5),
+            build_attempts: 3,
+            request_timeout: Duration::from_secs(45),
+            fault_flip_cells: false,
+        }
+    }
+}
+
+/// Which requests may share a circuit. Requests with different isolation
+/// never share one, so that the exit cannot link them (as Tor isolates
+/// streams by SOCKS credentials).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Isolation(pub u64);
+
+/// Why a request through a circuit failed. None of these names a hop.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CircuitError {
+    #[error("not enough relays known to build a circuit: have {have}, need {need}")]
+    NotEnoughRelays { have: usize, need: usize },
+    #[error("could not build a circuit after {attempts} attempts")]
+    BuildFailed { attempts: u32 },
+    #[error("the circuit closed before the answer came back")]
+    Closed,
+    #[error("the request timed out on its circuit")]
+    Timeout,
+    #[error("the exit refused the request as malformed")]
+    BadRequest,
+}
+
+/// What the node must do.
+#[derive(Debug)]
+pub enum Action {
+    /// Send a cell on the link to `to`.
+    Send { to: NodeId, cell: Cell },
+    /// Open a link to `to`; answer with [`Circuits::link_up`] or
+    /// [`Circuits::link_failed`].
+    Connect { to: NodeId, addrs: Vec<NodeAddr> },
+    /// As an exit: start a routed request and report its outcome with
+    /// [`Circuits::route_done`].
+    Route {
+        token: u64,
+        kind: KeyKind,
+        key: RoutingKey,
+        request: Request,
+    },
+    /// A request made with [`Circuits::request`] ended.
+    Done {
+        token: u64,
+        result: Result<Outcome, CircuitError>,
+    },
+    /// A circuit asked for with [`Circuits::build`] is ready (its relays,
+    /// first hop first) or could not be built.
+    Built {
+        token: u64,
+        result: Result<Vec<NodeId>, CircuitError>,
+    },
+    /// The peer broke the circuit protocol.
+    Misbehaved { peer: NodeId, why: &'static str },
+}
+
+/// Counters for the status report.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stats {
+    /// Circuits this node relays (or exits) for others.
+    pub relaying: usize,
+    /// Circuits of this node's own, built or being built.
+    pub own: usize,
+    /// Own circuits completed since start.
+    pub built: u64,
+    /// Cells whose layer did not authenticate here.
+    pub bad_cells: u64,
+    /// Relay descriptors in the sample.
+    pub sample: usize,
+}
+
+/// The relays a node chooses circuits from: descriptors found by lookups of
+/// random ring points, newest kept.
+#[derive(Default)]
+pub struct Sample {
+    relays: VecDeque<Peer>,
+}
+
+impl Sample {
+    /// Add or refresh a relay; the oldest entry goes when the sample is
+    /// full.
+    pub fn insert(&mut self, peer: Peer) {
+        self.relays.retain(|p| p.id != peer.id);
+        if self.relays.len() == SAMPLE_SIZE {
+            self.relays.pop_front();
+        }
+        self.relays.push_back(peer);
+    }
+
+    pub fn remove(&mut self, id: NodeId) {
+        self.relays.retain(|p| p.id != id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.relays.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.relays.is_empty()
+    }
+
+    pub fn get(&self, id: NodeId) -> Option<&Peer> {
+        self.relays.iter().find(|p| p.id == id)
+    }
+
+    /// `n` distinct relays, none of them in `exclude`, in random order.
+    fn choose(
+        &self,
+        rng: &mut StdRng,
+        n: usize,
+        exclude: &HashSet<NodeId>,
+    ) -> Result<Vec<Peer>, CircuitError> {
+        let mut pool: Vec<&Peer> = self
+            .relays
+            .iter()
+            .filter(|p| !exclude.contains(&p.id))
+            .collect();
+        if pool.len() < n {
+            return Err(CircuitError::NotEnoughRelays {
+                have: pool.len(),
+                need: n,
+            });
+        }
+        pool.shuffle(rng);
+        Ok(pool.into_iter().take(n).cloned().collect())
+    }
+}
+
+/// A circuit on one link: the peer and the id on that link.
+type LinkCirc = (NodeId, CircId);
+
+pub struct Circuits {
+    settings: Settings,
+    identity: Identity,
+    me: NodeId,
+    rng: StdRng,
+    /// Open links, and whether this node dialled each (which half of the
+    /// circuit id space is ours on it).
+    links: HashMap<NodeId, bool>,
+    sample: Sample,
+    /// Relayed circuits, by a local number, and the two indexes into them.
+    relayed: HashMap<u64, RelayCirc>,
+    by_prev: HashMap<LinkCirc, u64>,
+    by_next: HashMap<LinkCirc, u64>,
+    next_local: u64,
+    /// Exit streams waiting for a routed request: token to (circuit, stream).
+    routes: HashMap<u64, (u64, crate::wire::StreamId)>,
+    /// The node's own circuits, by a local number, and by their first
+    /// hop's link and id once they have one.
+    own: HashMap<u64, ClientCirc>,
+    own_links: HashMap<LinkCirc, u64>,
+    /// The circuit that takes new requests, per isolation key.
+    current: HashMap<Isolation, u64>,
+    /// Paths pinned by hand for an isolation key (diagnostics and tests).
+    pinned: HashMap<Isolation, Vec<NodeId>>,
+    actions: VecDeque<Action>,
+    stats: Stats,
+}
+
+impl Circuits {
+    pub fn new(identity: Identity, settings: Settings, seed: u64) -> Circuits {
+        let settings = Settings {
+            hops: settings.hops.clamp(1, MAX_HOPS),
+            ..settings
+        };
+        Circuits {
+            me: identity.id(),
+            identity,
+            settings,
+            rng: StdRng::seed_from_u64(seed),
+            links: HashMap::new(),
+            sample: Sample::default(),
+            relayed: HashMap::new(),
+            by_prev: HashMap::new(),
+            by_next: HashMap::new(),
+            next_local: 0,
+            routes: HashMap::new(),
+            own: HashMap::new(),
+            own_links: HashMap::new(),
+            current: HashMap::new(),
+            pinned: HashMap::new(),
+            actions: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn sample(&self) -> &Sample {
+        &self.sample
+    }
+
+    /// Add a relay found by a lookup. Only relays, and never this node.
+    pub fn add_relay(&mut self, peer: Peer) {
+        if peer.id != self.me && peer.desc.flags & crate::wire::NodeDescriptor::FLAG_RELAY != 0 {
+            self.sample.insert(peer);
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            relaying: self.relayed.len(),
+            own: self.own.len(),
+            sample: self.sample.len(),
+            ..self.stats
+        }
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Circuits::handle_timeout`] next has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let relay = self.relayed.values().filter_map(RelayCirc::deadline);
+        let own = self.own.values().filter_map(|c| c.deadline(&self.settings));
+        relay.chain(own).min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.relay_timeouts(now);
+        self.client_timeouts(now);
+    }
+
+    // ---- links ----
+
+    /// A link to `peer` is up; `we_dialed` says which half of the circuit
+    /// ids is ours on it.
+    pub fn link_up(&mut self, peer: NodeId, we_dialed: bool, now: Instant) {
+        self.links.insert(peer, we_dialed);
+        self.relay_link_up(peer, now);
+        self.client_link_up(peer, now);
+    }
+
+    /// A link this module asked for could not be opened.
+    pub fn link_failed(&mut self, peer: NodeId, now: Instant) {
+        if self.links.contains_key(&peer) {
+            return;
+        }
+        self.relay_link_failed(peer);
+        self.client_link_failed(peer, now);
+    }
+
+    /// The link to `peer` closed: every circuit through it is gone.
+    pub fn link_down(&mut self, peer: NodeId, now: Instant) {
+        self.links.remove(&peer);
+        self.relay_link_down(peer);
+        self.client_link_down(peer, now);
+    }
+
+    /// A fresh circuit id on the link to `peer`, from our half.
+    fn alloc_circ(&mut self, peer: NodeId) -> Option<CircId> {
+        let we_dialed = *self.links.get(&peer)?;
+        loop {
+            let raw: u32 = self.rng.gen();
+            let id = if we_dialed {
+                raw | CircId::DIALER_BIT
+            } else {
+                raw & !CircId::DIALER_BIT
+            };
+            let c = CircId(id);
+            if c != CircId::NONE
+                && !self.by_next.contains_key(&(peer, c))
+                && !self.own_links.contains_key(&(peer, c))
+            {
+                return Some(c);
+            }
+        }
+    }
+
+    /// Whether `circ` is from the half of the id space `peer` allocates.
+    fn theirs(&self, peer: NodeId, circ: CircId) -> bool {
+        match self.links.get(&peer) {
+            Some(&we_dialed) => (circ.0 & CircId::DIALER_BIT != 0) != we_dialed,
+            None => false,
+        }
+    }
+
+    fn circuits_on(&self, peer: NodeId) -> usize {
+        self.by_prev.keys().filter(|(p, _)| *p == peer).count()
+            + self.by_next.keys().filter(|(p, _)| *p == peer).count()
+    }
+
+    fn send(&mut self, to: NodeId, cell: Cell) {
+        self.actions.push_back(Action::Send { to, cell });
+    }
+
+    fn destroy(&mut self, to: NodeId, circ: CircId, reason: DestroyReason) {
+        self.send(to, Cell::Destroy { circ, reason });
+    }
+
+    // ---- cells ----
+
+    /// A cell from `peer`, whose link authenticated it.
+    pub fn handle_cell(&mut self, peer: NodeId, cell: Cell, now: Instant) {
+        let circ = cell.circ();
+        match cell {
+            Cell::Padding { .. } | Cell::Unrecognized { .. } => {}
+            Cell::Create { circ, body } => self.relay_create(peer, circ, body, now),
+            Cell::Created { circ, body } => {
+                if let Some(&local) = self.by_next.get(&(peer, circ)) {
+                    self.relay_created(local, body);
+                } else if let Some(&local) = self.own_links.get(&(peer, circ)) {
+                    self.client_created(local, body, now);
+                }
+            }
+            Cell::Relay { circ, onion } => {
+                if let Some(&local) = self.by_prev.get(&(peer, circ)) {
+                    self.relay_forward(local, onion, now);
+                } else if let Some(&local) = self.by_next.get(&(peer, circ)) {
+                    self.relay_backward(local, onion);
+                } else if let Some(&local) = self.own_links.get(&(peer, circ)) {
+                    self.client_cell(local, onion, now);
+                }
+                // Otherwise the circuit is gone and a destroy crossed this
+                // cell on the way: drop it.
+            }
+            Cell::Destroy { reason, .. } => {
+                if let Some(&local) = self.by_prev.get(&(peer, circ)) {
+                    self.relay_teardown(local, Some(relay::Side::Prev), reason);
+                } else if let Some(&local) = self.by_next.get(&(peer, circ)) {
+                    self.relay_teardown(local, Some(relay::Side::Next), reason);
+                } else if let Some(&local) = self.own_links.get(&(peer, circ)) {
+                    self.client_failed(local, now);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,846 @@
+//! The client's side: choose relays, build circuits hop by hop, open a
+//! stream per request, and replace circuits when they are spent.
+//!
+//! A build that fails (a create or extend times out, a link cannot be
+//! opened, a hop destroys the circuit) is retried from the start with a
+//! fresh relay in place of the one being added, up to
+//! [`Settings::build_attempts`](super::Settings) times. Requests wait on
+//! the circuit while it is built. A circuit that fails once it is built
+//! fails the requests on it; nothing tells the client where it broke.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Instant;
+
+use super::{Action, CircuitError, Circuits, Isolation, CIRCUIT_WINDOW, MAX_STREAMS, SENDME_EVERY};
+use crate::crypto::{ClientCircuit, ClientHandshake};
+use crate::ring::Peer;
+use crate::route::{Outcome, Request};
+use crate::wire::{
+    Cell, CircId, CreateBody, CreatedBody, DestroyReason, EndStatus, HandshakeType, KeyKind,
+    NodeId, RelayMessage, RoutingKey, StreamId, MAX_BLOCK_LEN, ONION_LEN, RELAY_BODY_MAX,
+};
+
+pub(super) struct ClientCirc {
+    iso: Isolation,
+    path: Vec<Peer>,
+    /// The id on the link to the first hop, once that link is up.
+    circ: Option<CircId>,
+    layers: ClientCircuit,
+    state: State,
+    born: Instant,
+    /// Requests given to this circuit so far.
+    used: u32,
+    /// Takes no new requests; destroyed once its last request ends.
+    retired: bool,
+    streams: HashMap<StreamId, Stream>,
+    next_stream: u16,
+    waiting: VecDeque<Pending>,
+    /// Data cells we may still send.
+    package: u32,
+    queued: VecDeque<RelayMessage>,
+    /// Data cells received since our last SENDME.
+    received: u16,
+    attempt: u32,
+    /// Relays that failed earlier attempts of this build.
+    failed: HashSet<NodeId>,
+    /// [`Circuits::build`] callers waiting for this circuit.
+    build_tokens: Vec<u64>,
+}
+
+enum State {
+    /// Waiting for the link to the first hop.
+    Connecting {
+        deadline: Instant,
+    },
+    /// Waiting for the created (first hop) or extended (later hops).
+    Handshaking {
+        hs: ClientHandshake,
+        deadline: Instant,
+    },
+    Ready,
+}
+
+struct Pending {
+    token: u64,
+    kind: KeyKind,
+    key: RoutingKey,
+    request: Request,
+    deadline: Instant,
+}
+
+enum Stream {
+    Get {
+        token: u64,
+        block: Vec<u8>,
+        deadline: Instant,
+    },
+    Put {
+        token: u64,
+        deadline: Instant,
+    },
+}
+
+impl Stream {
+    fn token(&self) -> u64 {
+        match self {
+            Stream::Get { token, .. } | Stream::Put { token, .. } => *token,
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        match self {
+            Stream::Get { deadline, .. } | Stream::Put { deadline, .. } => *deadline,
+        }
+    }
+}
+
+impl ClientCirc {
+    pub(super) fn deadline(&self, settings: &super::Settings) -> Option<Instant> {
+        let build = match &self.state {
+            State::Connecting { deadline } | State::Handshaking { deadline, .. } => Some(*deadline),
+            State::Ready => None,
+        };
+        let requests = self
+            .streams
+            .values()
+            .map(Stream::deadline)
+            .chain(self.waiting.iter().map(|p| p.deadline));
+        let expiry = (!self.retired).then_some(self.born + settings.lifetime);
+        build.into_iter().chain(requests).chain(expiry).min()
+    }
+
+    fn first(&self) -> NodeId {
+        self.path[0].id
+    }
+
+    fn is_idle(&self) -> bool {
+        self.streams.is_empty() && self.waiting.is_empty()
+    }
+}
+
+impl Circuits {
+    /// Pin the relays of circuits for `iso` (first hop first); diagnostics
+    /// and tests. The relays must be in the sample.
+    pub fn pin_path(&mut self, iso: Isolation, path: Vec<NodeId>) {
+        self.pinned.insert(iso, path);
+    }
+
+    /// Build a fresh circuit for `iso`, replacing the one in use; answered
+    /// with [`Action::Built`].
+    pub fn build(&mut self, token: u64, iso: Isolation, now: Instant) {
+        self.retire_current(iso);
+        self.start_build(iso, VecDeque::new(), vec![token], 1, HashSet::new(), now);
+    }
+
+    /// Get or put a block through a circuit for `iso`; answered with
+    /// [`Action::Done`].
+    pub fn request(
+        &mut self,
+        token: u64,
+        iso: Isolation,
+        kind: KeyKind,
+        key: RoutingKey,
+        request: Request,
+        now: Instant,
+    ) {
+        let pending = Pending {
+            token,
+            kind,
+            key,
+            request,
+            deadline: now + self.settings.request_timeout,
+        };
+        let usable = self.current.get(&iso).copied().filter(|l| {
+            self.own
+                .get(l)
+                .is_some_and(|c| !c.retired && c.born + self.settings.lifetime > now)
+        });
+        let local = match usable {
+            Some(l) => l,
+            None => {
+                self.retire_current(iso);
+                let waiting = VecDeque::from([pending]);
+                if let Some(l) = self.start_build(iso, waiting, Vec::new(), 1, HashSet::new(), now)
+                {
+                    self.count_use(l);
+                }
+                return;
+            }
+        };
+        if let Some(c) = self.own.get_mut(&local) {
+            c.waiting.push_back(pending);
+        }
+        self.count_use(local);
+        self.start_streams(local, now);
+    }
+
+    fn count_use(&mut self, local: u64) {
+        let budget = self.settings.requests;
+        if let Some(c) = self.own.get_mut(&local) {
+            c.used += 1;
+            if c.used >= budget {
+                let iso = c.iso;
+                self.retire_current(iso);
+            }
+        }
+    }
+
+    /// The circuit in use for `iso` takes no new requests from now on.
+    fn retire_current(&mut self, iso: Isolation) {
+        let Some(local) = self.current.remove(&iso) else {
+            return;
+        };
+        let idle = match self.own.get_mut(&local) {
+            Some(c) => {
+                c.retired = true;
+                c.is_idle() && matches!(c.state, State::Ready)
+            }
+            None => false,
+        };
+        if idle {
+            self.close_own(local, DestroyReason::FINISHED, CircuitError::Closed);
+        }
+    }
+
+    /// Start building a circuit for `iso` that will carry `waiting`. If no
+    /// path can be chosen, the requests and build callers are told and
+    /// `None` comes back.
+    fn start_build(
+        &mut self,
+        iso: Isolation,
+        waiting: VecDeque<Pending>,
+        build_tokens: Vec<u64>,
+        attempt: u32,
+        failed: HashSet<NodeId>,
+        now: Instant,
+    ) -> Option<u64> {
+        match self.choose_path(iso, &failed) {
+            Ok(path) => Some(self.build_on(iso, path, waiting, build_tokens, attempt, failed, now)),
+            Err(e) => {
+                self.fail_waiting(waiting, build_tokens, &e);
+                None
+            }
+        }
+    }
+
+    fn choose_path(
+        &mut self,
+        iso: Isolation,
+        failed: &HashSet<NodeId>,
+    ) -> Result<Vec<Peer>, CircuitError> {
+        Ok(match self.pinned.get(&iso) {
+            Some(ids) => ids
+                .iter()
+                .map(|id| self.sample.get(*id).cloned())
+                .collect::<Option<Vec<Peer>>>()
+                .ok_or(CircuitError::NotEnoughRelays {
+                    have: self.sample.len(),
+                    need: ids.len(),
+                })?,
+            None => {
+                let mut exclude = failed.clone();
+                exclude.insert(self.me);
+                self.sample
+                    .choose(&mut self.rng, self.settings.hops, &exclude)?
+            }
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build_on(
+        &mut self,
+        iso: Isolation,
+        path: Vec<Peer>,
+        waiting: VecDeque<Pending>,
+        build_tokens: Vec<u64>,
+        attempt: u32,
+        failed: HashSet<NodeId>,
+        now: Instant,
+    ) -> u64 {
+        let local = self.next_local;
+        self.next_local += 1;
+        let first = path[0].clone();
+        self.own.insert(
+            local,
+            ClientCirc {
+                iso,
+                path,
+                circ: None,
+                layers: ClientCircuit::new(),
+                state: State::Connecting {
+                    deadline: now + self.settings.hop_timeout,
+                },
+                born: now,
+                used: 0,
+                retired: false,
+                streams: HashMap::new(),
+                next_stream: 1,
+                waiting,
+                package: CIRCUIT_WINDOW,
+                queued: VecDeque::new(),
+                received: 0,
+                attempt,
+                failed,
+                build_tokens,
+            },
+        );
+        self.current.insert(iso, local);
+        if self.links.contains_key(&first.id) {
+            self.send_create(local, now);
+        } else {
+            self.actions.push_back(Action::Connect {
+                to: first.id,
+                addrs: first.desc.addrs.clone(),
+            });
+        }
+        local
+    }
+
+    fn send_create(&mut self, local: u64, now: Instant) {
+        let Some(first) = self.own.get(&local).map(ClientCirc::first) else {
+            return;
+        };
+        let Some(circ) = self.alloc_circ(first) else {
+            return;
+        };
+        let Some(c) = self.own.get_mut(&local) else {
+            return;
+        };
+        let relay = &c.path[0];
+        let (hs, msg) = ClientHandshake::start(&mut self.rng, relay.id, relay.desc.onion_key);
+        c.circ = Some(circ);
+        c.state = State::Handshaking {
+            hs,
+            deadline: now + self.settings.hop_timeout,
+        };
+        self.own_links.insert((first, circ), local);
+        self.send(
+            first,
+            Cell::Create {
+                circ,
+                body: CreateBody {
+                    handshake: HandshakeType::NTOR_X25519,
+                    data: msg.to_vec(),
+                },
+            },
+        );
+    }
+
+    pub(super) fn client_link_up(&mut self, peer: NodeId, now: Instant) {
+        let waiting: Vec<u64> = self
+            .own
+            .iter()
+            .filter(|(_, c)| matches!(c.state, State::Connecting { .. }) && c.first() == peer)
+            .map(|(&l, _)| l)
+            .collect();
+        for local in waiting {
+            self.send_create(local, now);
+        }
+    }
+
+    pub(super) fn client_link_failed(&mut self, peer: NodeId, now: Instant) {
+        let failed: Vec<u64> = self
+            .own
+            .iter()
+            .filter(|(_, c)| matches!(c.state, State::Connecting { .. }) && c.first() == peer)
+            .map(|(&l, _)| l)
+            .collect();
+        if !failed.is_empty() {
+            // Unreachable: choose others until a lookup finds it again.
+            self.sample.remove(peer);
+        }
+        for local in failed {
+            self.client_failed(local, now);
+        }
+    }
+
+    pub(super) fn client_link_down(&mut self, peer: NodeId, now: Instant) {
+        let gone: Vec<u64> = self
+            .own
+            .iter()
+            .filter(|(_, c)| c.circ.is_some() && c.first() == peer)
+            .map(|(&l, _)| l)
+            .collect();
+        for local in gone {
+            // The link is gone, and the circuit id with it.
+            if let Some(c) = self.own.get_mut(&local) {
+                if let Some(circ) = c.circ.take() {
+                    self.own_links.remove(&(peer, circ));
+                }
+            }
+            self.client_failed(local, now);
+        }
+    }
+
+    /// The circuit died (destroyed by a hop, its link closed, or a build
+    /// step failed or timed out). A circuit being built is rebuilt with a
+    /// fresh relay in place of the one being added; a built one fails its
+    /// requests.
+    pub(super) fn client_failed(&mut self, local: u64, now: Instant) {
+        let Some(c) = self.own.get(&local) else {
+            return;
+        };
+        if matches!(c.state, State::Ready) {
+            self.close_own(local, DestroyReason::NONE, CircuitError::Closed);
+            return;
+        }
+        // Whatever part of it was built is released along its length.
+        let Some(mut c) = self.remove_own(local, DestroyReason::REQUESTED) else {
+            return;
+        };
+        let was_current = self.current.get(&c.iso) == Some(&local);
+        if was_current {
+            self.current.remove(&c.iso);
+        }
+        let pinned = self.pinned.contains_key(&c.iso);
+        if let Some(bad) = c.path.get(c.layers.len()) {
+            c.failed.insert(bad.id);
+        }
+        if c.attempt < self.settings.build_attempts && !pinned {
+            let waiting = std::mem::take(&mut c.waiting);
+            let tokens = std::mem::take(&mut c.build_tokens);
+            if let Some(new) =
+                self.start_build(c.iso, waiting, tokens, c.attempt + 1, c.failed, now)
+            {
+                {
+                    if !was_current {
+                        // It was retired: the new one serves its requests
+                        // only.
+                        self.current.remove(&c.iso);
+                        if let Some(n) = self.own.get_mut(&new) {
+                            n.retired = true;
+                        }
+                    }
+                    // A replacement keeps the request count of the
+                    // circuit it replaces.
+                    if let Some(n) = self.own.get_mut(&new) {
+                        n.used = c.used;
+                    }
+                }
+            }
+            return;
+        }
+        let err = CircuitError::BuildFailed {
+            attempts: c.attempt,
+        };
+        self.fail_all(c, err);
+    }
+
+    /// Take a circuit out of every table, telling its first hop.
+    fn remove_own(&mut self, local: u64, reason: DestroyReason) -> Option<ClientCirc> {
+        let c = self.own.remove(&local)?;
+        if let Some(circ) = c.circ {
+            let first = c.first();
+            if self.own_links.remove(&(first, circ)).is_some() && reason != DestroyReason::NONE {
+                self.destroy(first, circ, reason);
+            }
+        }
+        if self.current.get(&c.iso) == Some(&local) {
+            self.current.remove(&c.iso);
+        }
+        Some(c)
+    }
+
+    /// Destroy a circuit and fail whatever still waits on it with `err`.
+    fn close_own(&mut self, local: u64, reason: DestroyReason, err: CircuitError) {
+        if let Some(c) = self.remove_own(local, reason) {
+            self.fail_all(c, err);
+        }
+    }
+
+    fn fail_all(&mut self, c: ClientCirc, err: CircuitError) {
+        for s in c.streams.into_values() {
+            self.actions.push_back(Action::Done {
+                token: s.token(),
+                result: Err(err.clone()),
+            });
+        }
+        self.fail_waiting(c.waiting, c.build_tokens, &err);
+    }
+
+    fn fail_waiting(
+        &mut self,
+        waiting: VecDeque<Pending>,
+        build_tokens: Vec<u64>,
+        err: &CircuitError,
+    ) {
+        for p in waiting {
+            self.actions.push_back(Action::Done {
+                token: p.token,
+                result: Err(err.clone()),
+            });
+        }
+        for token in build_tokens {
+            self.actions.push_back(Action::Built {
+                token,
+                result: Err(err.clone()),
+            });
+        }
+    }
+
+    pub(super) fn client_created(&mut self, local: u64, body: CreatedBody, now: Instant) {
+        let Some(c) = self.own.get_mut(&local) else {
+            return;
+        };
+        if !c.layers.is_empty() || !matches!(c.state, State::Handshaking { .. }) {
+            self.client_violation(local, "created for a circuit not waiting for one");
+            return;
+        }
+        self.hop_done(local, &body.data, now);
+    }
+
+    /// The hop being added answered: check its reply, add its layer, and
+    /// go on to the next hop or start the waiting requests.
+    fn hop_done(&mut self, local: u64, reply: &[u8], now: Instant) {
+        let Some(c) = self.own.get_mut(&local) else {
+            return;
+        };
+        let State::Handshaking { hs, .. } = std::mem::replace(&mut c.state, State::Ready) else {
+            return;
+        };
+        let added = hs
+            .finish(reply)
+            .map_err(|_| ())
+            .and_then(|keys| c.layers.add_hop(&keys).map_err(|_| ()));
+        if added.is_err() {
+            // Whoever answered does not hold the relay's onion key.
+            c.state = State::Connecting { deadline: now };
+            self.client_failed(local, now);
+            return;
+        }
+        let k = c.layers.len();
+        if k < c.path.len() {
+            let relay = c.path[k].clone();
+            let (hs, msg) = ClientHandshake::start(&mut self.rng, relay.id, relay.desc.onion_key);
+            c.state = State::Handshaking {
+                hs,
+                deadline: now + self.settings.hop_timeout,
+            };
+            self.send_forward(
+                local,
+                &RelayMessage::Extend {
+                    next: relay.id,
+                    addrs: relay.desc.addrs.clone(),
+                    handshake: HandshakeType::NTOR_X25519,
+                    data: msg.to_vec(),
+                },
+            );
+            return;
+        }
+        self.stats.built += 1;
+        tracing::debug!("circuit built");
+        let hops: Vec<NodeId> = c.path.iter().map(|p| p.id).collect();
+        for token in std::mem::take(&mut c.build_tokens) {
+            self.actions.push_back(Action::Built {
+                token,
+                result: Ok(hops.clone()),
+            });
+        }
+        self.start_streams(local, now);
+        self.maybe_finish(local);
+    }
+
+    /// Open streams for waiting requests, up to [`MAX_STREAMS`].
+    fn start_streams(&mut self, local: u64, _now: Instant) {
+        loop {
+            let Some(c) = self.own.get_mut(&local) else {
+                return;
+            };
+            if !matches!(c.state, State::Ready) || c.streams.len() >= MAX_STREAMS {
+                return;
+            }
+            let Some(p) = c.waiting.pop_front() else {
+                return;
+            };
+            let mut stream = StreamId(c.next_stream);
+            while stream == StreamId::CIRCUIT || c.streams.contains_key(&stream) {
+                c.next_stream = c.next_stream.wrapping_add(1);
+                stream = StreamId(c.next_stream);
+            }
+            c.next_stream = c.next_stream.wrapping_add(1);
+            match p.request {
+                Request::Get => {
+                    c.streams.insert(
+                        stream,
+                        Stream::Get {
+                            token: p.token,
+                            block: Vec::new(),
+                            deadline: p.deadline,
+                        },
+                    );
+                    self.send_forward(
+                        local,
+                        &RelayMessage::Get {
+                            stream,
+                            kind: p.kind,
+                            key: p.key,
+                        },
+                    );
+                }
+                Request::Put(block) => {
+                    let Ok(len) = u32::try_from(block.len()) else {
+                        continue;
+                    };
+                    if block.len() > MAX_BLOCK_LEN {
+                        self.actions.push_back(Action::Done {
+                            token: p.token,
+                            result: Err(CircuitError::BadRequest),
+                        });
+                        continue;
+                    }
+                    c.streams.insert(
+                        stream,
+                        Stream::Put {
+                            token: p.token,
+                            deadline: p.deadline,
+                        },
+                    );
+                    for chunk in block.chunks(RELAY_BODY_MAX) {
+                        c.queued.push_back(RelayMessage::Data {
+                            stream,
+                            data: chunk.to_vec(),
+                        });
+                    }
+                    self.send_forward(
+                        local,
+                        &RelayMessage::Put {
+                            stream,
+                            kind: p.kind,
+                            key: p.key,
+                            len,
+                        },
+                    );
+                    self.client_flush(local);
+                }
+            }
+        }
+    }
+
+    /// Send queued data as far as the window allows.
+    fn client_flush(&mut self, local: u64) {
+        let mut out = Vec::new();
+        if let Some(c) = self.own.get_mut(&local) {
+            while c.package > 0 {
+                let Some(m) = c.queued.pop_front() else {
+                    break;
+                };
+                c.package -= 1;
+                out.push(m);
+            }
+        }
+        for m in out {
+            self.send_forward(local, &m);
+        }
+    }
+
+    /// Wrap a message in every layer and send it to the first hop.
+    fn send_forward(&mut self, local: u64, msg: &RelayMessage) {
+        let Some(c) = self.own.get_mut(&local) else {
+            return;
+        };
+        let Some(circ) = c.circ else {
+            return;
+        };
+        let first = c.first();
+        let onion = msg
+            .encode_payload()
+            .map_err(|_| ())
+            .and_then(|p| c.layers.wrap_forward(&mut self.rng, &p).map_err(|_| ()));
+        match onion {
+            Ok(onion) => self.send(first, Cell::Relay { circ, onion }),
+            Err(()) => self.close_own(local, DestroyReason::INTERNAL, CircuitError::Closed),
+        }
+    }
+
+    /// A cell from the first hop on one of our circuits.
+    pub(super) fn client_cell(
+        &mut self,
+        local: u64,
+        mut onion: Box<[u8; ONION_LEN]>,
+        now: Instant,
+    ) {
+        let Some(c) = self.own.get_mut(&local) else {
+            return;
+        };
+        let payload = match c.layers.unwrap_backward(&mut onion) {
+            Ok(p) => p,
+            Err(_) => {
+                self.stats.bad_cells += 1;
+                tracing::debug!("a cell on our circuit failed its layers");
+                self.close_own(local, DestroyReason::BAD_LAYER, CircuitError::Closed);
+                return;
+            }
+        };
+        let msg = match RelayMessage::decode(&payload[..]) {
+            Ok(m) => m,
+            Err(_) => {
+                self.client_violation(local, "malformed relay message from the exit");
+                return;
+            }
+        };
+        let building = !matches!(c.state, State::Ready);
+        match msg {
+            RelayMessage::Extended { data } if building && !c.layers.is_empty() => {
+                self.hop_done(local, &data, now);
+            }
+            _ if building => self.client_violation(local, "relay message during the build"),
+            RelayMessage::Data { stream, data } => self.client_data(local, stream, data),
+            RelayMessage::End { stream, status } => self.client_end(local, stream, status),
+            RelayMessage::Sendme { stream, cells } => {
+                let package = c.package.saturating_add(u32::from(cells));
+                if stream != StreamId::CIRCUIT || package > CIRCUIT_WINDOW {
+                    self.client_violation(local, "sendme beyond the window");
+                    return;
+                }
+                c.package = package;
+                self.client_flush(local);
+            }
+            RelayMessage::Drop | RelayMessage::Unrecognized { .. } => {}
+            _ => self.client_violation(local, "unexpected relay message"),
+        }
+    }
+
+    fn client_data(&mut self, local: u64, stream: StreamId, data: Vec<u8>) {
+        let Some(c) = self.own.get_mut(&local) else {
+            return;
+        };
+        c.received += 1;
+        let sendme = c.received >= SENDME_EVERY;
+        if sendme {
+            c.received -= SENDME_EVERY;
+        }
+        let bad = match c.streams.get_mut(&stream) {
+            Some(Stream::Get { block, .. }) => {
+                if block.len() + data.len() > MAX_BLOCK_LEN {
+                    true
+                } else {
+                    block.extend_from_slice(&data);
+                    false
+                }
+            }
+            Some(Stream::Put { .. }) => true,
+            // A stream we gave up on: counted for the window, dropped.
+            None => false,
+        };
+        if bad {
+            self.client_violation(local, "data beyond a block, or for a put");
+            return;
+        }
+        if sendme {
+            self.send_forward(
+                local,
+                &RelayMessage::Sendme {
+                    stream: StreamId::CIRCUIT,
+                    cells: SENDME_EVERY,
+                },
+            );
+        }
+    }
+
+    fn client_end(&mut self, local: u64, stream: StreamId, status: EndStatus) {
+        let Some(c) = self.own.get_mut(&local) else {
+            return;
+        };
+        let Some(s) = c.streams.remove(&stream) else {
+            return;
+        };
+        let result = match (s, status) {
+            (Stream::Get { token, block, .. }, EndStatus::OK) => (token, Ok(Outcome::Found(block))),
+            (Stream::Put { token, .. }, EndStatus::OK) => (token, Ok(Outcome::Stored)),
+            (s, status) => (
+                s.token(),
+                match status {
+                    EndStatus::DATA_NOT_FOUND => Ok(Outcome::DataNotFound),
+                    EndStatus::TIMEOUT => Ok(Outcome::Timeout),
+                    EndStatus::REJECTED => Ok(Outcome::Rejected),
+                    EndStatus::BAD_REQUEST => Err(CircuitError::BadRequest),
+                    _ => Ok(Outcome::RouteNotFound),
+                },
+            ),
+        };
+        self.actions.push_back(Action::Done {
+            token: result.0,
+            result: result.1,
+        });
+        self.start_streams(local, Instant::now());
+        self.maybe_finish(local);
+    }
+
+    /// A retired circuit with nothing left to do is destroyed.
+    fn maybe_finish(&mut self, local: u64) {
+        if self
+            .own
+            .get(&local)
+            .is_some_and(|c| c.retired && c.is_idle() && matches!(c.state, State::Ready))
+        {
+            self.close_own(local, DestroyReason::FINISHED, CircuitError::Closed);
+        }
+    }
+
+    fn client_violation(&mut self, local: u64, why: &'static str) {
+        tracing::debug!("circuit protocol violation: {why}");
+        self.close_own(local, DestroyReason::PROTOCOL, CircuitError::Closed);
+    }
+
+    pub(super) fn client_timeouts(&mut self, now: Instant) {
+        let locals: Vec<u64> = self.own.keys().copied().collect();
+        for local in locals {
+            let Some(c) = self.own.get_mut(&local) else {
+                continue;
+            };
+            let build_late = match &c.state {
+                State::Connecting { deadline } | State::Handshaking { deadline, .. } => {
+                    *deadline <= now
+                }
+                State::Ready => false,
+            };
+            if build_late {
+                self.client_failed(local, now);
+                continue;
+            }
+            let late: Vec<StreamId> = c
+                .streams
+                .iter()
+                .filter(|(_, s)| s.deadline() <= now)
+                .map(|(&id, _)| id)
+                .collect();
+            let mut out = Vec::new();
+            for &stream in &late {
+                if let Some(s) = c.streams.remove(&stream) {
+                    out.push(s.token());
+                    c.queued.retain(|m| m.stream() != stream);
+                }
+            }
+            let (expired, rest): (Vec<Pending>, Vec<Pending>) =
+                c.waiting.drain(..).partition(|p| p.deadline <= now);
+            c.waiting = rest.into();
+            out.extend(expired.into_iter().map(|p| p.token));
+            if !c.retired && c.born + self.settings.lifetime <= now {
+                let iso = c.iso;
+                if self.current.get(&iso) == Some(&local) {
+                    self.retire_current(iso);
+                } else if let Some(c) = self.own.get_mut(&local) {
+                    c.retired = true;
+                }
+            }
+            for token in out {
+                self.actions.push_back(Action::Done {
+                    token,
+                    result: Err(CircuitError::Timeout),
+                });
+            }
+            // Tell the exit to drop the streams; what it already sent still
+            // counts for the window.
+            for stream in late {
+                self.send_forward(
+                    local,
+                    &RelayMessage::End {
+                        stream,
+                        status: EndStatus::TIMEOUT,
+                    },
+                );
+            }
+            self.maybe_finish(local);
+        }
+    }
+}

@@ -1,0 +1,642 @@
+//! The relay's side: answer creates, carry cells both ways, extend on the
+//! client's request, and, as the exit, turn relay messages into routed
+//! requests.
+//!
+//! A relay never looks into a cell it passes on; it only takes off (or
+//! puts on) its own layer. It learns whether it is the exit by having no
+//! next hop when a cell arrives, and nothing else of its position.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use super::{
+    Action, Circuits, LinkCirc, CIRCUIT_WINDOW, MAX_CIRCUITS_PER_LINK, MAX_RELAY_CIRCUITS,
+    MAX_STREAMS, SENDME_EVERY,
+};
+use rand::Rng;
+
+use crate::crypto::{respond, RelayLayer};
+use crate::route::{Outcome, Request};
+use crate::wire::{
+    Cell, CircId, CreateBody, CreatedBody, DestroyReason, EndStatus, HandshakeType, KeyKind,
+    NodeId, RelayMessage, RoutingKey, StreamId, MAX_BLOCK_LEN, ONION_LEN, RELAY_BODY_MAX,
+};
+
+/// Which neighbour of a relayed circuit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Side {
+    Prev,
+    Next,
+}
+
+pub(super) struct RelayCirc {
+    prev: LinkCirc,
+    layer: RelayLayer,
+    next: Next,
+}
+
+enum Next {
+    /// No next hop: this node is the exit.
+    Exit(Exit),
+    /// Waiting for a link to the next hop before sending its create.
+    Connecting {
+        to: NodeId,
+        handshake: Vec<u8>,
+        deadline: Instant,
+    },
+    /// Create sent; waiting for created.
+    Extending {
+        to: LinkCirc,
+        deadline: Instant,
+    },
+    Linked(LinkCirc),
+}
+
+#[derive(Default)]
+struct Exit {
+    streams: HashMap<StreamId, ExitStream>,
+    /// Data cells the exit may still send toward the client.
+    package: u32,
+    /// Messages toward the client held back by the window, in order.
+    queued: VecDeque<RelayMessage>,
+    /// Data cells received since the last SENDME sent.
+    received: u16,
+}
+
+enum ExitStream {
+    /// A put whose block is still arriving.
+    Receiving {
+        kind: KeyKind,
+        key: RoutingKey,
+        len: usize,
+        block: Vec<u8>,
+    },
+    /// The routed request is out.
+    Routing { token: u64 },
+}
+
+impl RelayCirc {
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        match &self.next {
+            Next::Connecting { deadline, .. } | Next::Extending { deadline, .. } => Some(*deadline),
+            _ => None,
+        }
+    }
+
+    fn next_link(&self) -> Option<LinkCirc> {
+        match self.next {
+            Next::Extending { to, .. } | Next::Linked(to) => Some(to),
+            _ => None,
+        }
+    }
+}
+
+impl Circuits {
+    pub(super) fn relay_create(
+        &mut self,
+        peer: NodeId,
+        circ: CircId,
+        body: CreateBody,
+        _now: Instant,
+    ) {
+        if !self.theirs(peer, circ) || self.by_prev.contains_key(&(peer, circ)) {
+            self.actions.push_back(Action::Misbehaved {
+                peer,
+                why: "create with a circuit id the peer may not use",
+            });
+            return;
+        }
+        if !self.settings.relay {
+            self.destroy(peer, circ, DestroyReason::PROTOCOL);
+            return;
+        }
+        if self.relayed.len() >= MAX_RELAY_CIRCUITS
+            || self.circuits_on(peer) >= MAX_CIRCUITS_PER_LINK
+        {
+            self.destroy(peer, circ, DestroyReason::RESOURCE_LIMIT);
+            return;
+        }
+        if body.handshake != HandshakeType::NTOR_X25519 {
+            self.destroy(peer, circ, DestroyReason::PROTOCOL);
+            return;
+        }
+        let (keys, reply) = match respond(&mut self.rng, &self.identity, &body.data) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!("create refused: {e}");
+                self.destroy(peer, circ, DestroyReason::PROTOCOL);
+                return;
+            }
+        };
+        let local = self.next_local;
+        self.next_local += 1;
+        self.relayed.insert(
+            local,
+            RelayCirc {
+                prev: (peer, circ),
+                layer: RelayLayer::new(&keys),
+                next: Next::Exit(Exit {
+                    package: CIRCUIT_WINDOW,
+                    ..Exit::default()
+                }),
+            },
+        );
+        self.by_prev.insert((peer, circ), local);
+        self.send(
+            peer,
+            Cell::Created {
+                circ,
+                body: CreatedBody {
+                    data: reply.to_vec(),
+                },
+            },
+        );
+    }
+
+    /// The next hop answered our create on the client's behalf.
+    pub(super) fn relay_created(&mut self, local: u64, body: CreatedBody) {
+        let Some(c) = self.relayed.get_mut(&local) else {
+            return;
+        };
+        let Next::Extending { to, .. } = c.next else {
+            let (peer, _) = c.next_link().unwrap_or(c.prev);
+            self.actions.push_back(Action::Misbehaved {
+                peer,
+                why: "created for a circuit that is not extending",
+            });
+            return;
+        };
+        c.next = Next::Linked(to);
+        self.send_backward(local, &RelayMessage::Extended { data: body.data });
+    }
+
+    /// A cell travelling away from the client.
+    pub(super) fn relay_forward(
+        &mut self,
+        local: u64,
+        mut onion: Box<[u8; ONION_LEN]>,
+        now: Instant,
+    ) {
+        let Some(c) = self.relayed.get_mut(&local) else {
+            return;
+        };
+        if c.layer.peel_forward(&mut onion).is_err() {
+            // Altered, replayed or reordered on the way here: the circuit
+            // cannot be trusted any more, in either direction.
+            self.stats.bad_cells += 1;
+            tracing::debug!("a relayed cell failed its layer; destroying the circuit");
+            self.relay_teardown(local, None, DestroyReason::BAD_LAYER);
+            return;
+        }
+        match &c.next {
+            Next::Linked((to, circ)) => {
+                let (to, circ) = (*to, *circ);
+                if self.settings.fault_flip_cells {
+                    onion[ONION_LEN / 2] ^= 0x01;
+                }
+                self.send(to, Cell::Relay { circ, onion });
+            }
+            Next::Exit(_) => {
+                let msg = RelayMessage::decode(RelayLayer::payload(&onion));
+                match msg {
+                    Ok(msg) => self.exit_message(local, msg, now),
+                    Err(e) => {
+                        tracing::debug!("exit: malformed relay message: {e}");
+                        self.relay_teardown(local, None, DestroyReason::PROTOCOL);
+                    }
+                }
+            }
+            Next::Connecting { .. } | Next::Extending { .. } => {
+                // The client must wait for extended before it speaks.
+                self.relay_teardown(local, None, DestroyReason::PROTOCOL);
+            }
+        }
+    }
+
+    /// A cell travelling toward the client, from the next hop.
+    pub(super) fn relay_backward(&mut self, local: u64, mut onion: Box<[u8; ONION_LEN]>) {
+        let Some(c) = self.relayed.get_mut(&local) else {
+            return;
+        };
+        if !matches!(c.next, Next::Linked(_)) {
+            self.relay_teardown(local, None, DestroyReason::PROTOCOL);
+            return;
+        }
+        if c.layer.wrap_backward(&mut onion).is_err() {
+            self.relay_teardown(local, None, DestroyReason::INTERNAL);
+            return;
+        }
+        let (to, circ) = c.prev;
+        self.send(to, Cell::Relay { circ, onion });
+    }
+
+    /// Free the circuit here and tell the neighbours on every side but the
+    /// one the news came from.
+    pub(super) fn relay_teardown(
+        &mut self,
+        local: u64,
+        except: Option<Side>,
+        reason: DestroyReason,
+    ) {
+        let Some(c) = self.relayed.remove(&local) else {
+            return;
+        };
+        self.by_prev.remove(&c.prev);
+        if except != Some(Side::Prev) {
+            self.destroy(c.prev.0, c.prev.1, reason);
+        }
+        if let Some(next) = c.next_link() {
+            self.by_next.remove(&next);
+            if except != Some(Side::Next) {
+                self.destroy(next.0, next.1, reason);
+            }
+        }
+        if let Next::Exit(exit) = c.next {
+            for s in exit.streams.into_values() {
+                if let ExitStream::Routing { token } = s {
+                    self.routes.remove(&token);
+                }
+            }
+        }
+    }
+
+    pub(super) fn relay_link_up(&mut self, peer: NodeId, now: Instant) {
+        let waiting: Vec<u64> = self
+            .relayed
+            .iter()
+            .filter(|(_, c)| matches!(&c.next, Next::Connecting { to, .. } if *to == peer))
+            .map(|(&l, _)| l)
+            .collect();
+        for local in waiting {
+            let Some(circ) = self.alloc_circ(peer) else {
+                continue;
+            };
+            let Some(c) = self.relayed.get_mut(&local) else {
+                continue;
+            };
+            let Next::Connecting { handshake, .. } = std::mem::replace(
+                &mut c.next,
+                Next::Extending {
+                    to: (peer, circ),
+                    deadline: now + self.settings.hop_timeout,
+                },
+            ) else {
+                continue;
+            };
+            self.by_next.insert((peer, circ), local);
+            self.send(
+                peer,
+                Cell::Create {
+                    circ,
+                    body: CreateBody {
+                        handshake: HandshakeType::NTOR_X25519,
+                        data: handshake,
+                    },
+                },
+            );
+        }
+    }
+
+    pub(super) fn relay_link_failed(&mut self, peer: NodeId) {
+        let failed: Vec<u64> = self
+            .relayed
+            .iter()
+            .filter(|(_, c)| matches!(&c.next, Next::Connecting { to, .. } if *to == peer))
+            .map(|(&l, _)| l)
+            .collect();
+        for local in failed {
+            self.relay_teardown(local, None, DestroyReason::CONNECT_FAILED);
+        }
+    }
+
+    pub(super) fn relay_link_down(&mut self, peer: NodeId) {
+        let gone: Vec<(u64, Option<Side>)> = self
+            .relayed
+            .iter()
+            .filter_map(|(&l, c)| {
+                if c.prev.0 == peer {
+                    Some((l, Some(Side::Prev)))
+                } else if c.next_link().is_some_and(|(p, _)| p == peer) {
+                    Some((l, Some(Side::Next)))
+                } else if matches!(&c.next, Next::Connecting { to, .. } if *to == peer) {
+                    Some((l, None))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (local, side) in gone {
+            self.relay_teardown(local, side, DestroyReason::LINK_CLOSED);
+        }
+    }
+
+    pub(super) fn relay_timeouts(&mut self, now: Instant) {
+        let late: Vec<u64> = self
+            .relayed
+            .iter()
+            .filter(|(_, c)| c.deadline().is_some_and(|d| d <= now))
+            .map(|(&l, _)| l)
+            .collect();
+        for local in late {
+            self.relay_teardown(local, None, DestroyReason::TIMEOUT);
+        }
+    }
+
+    // ---- the exit ----
+
+    fn exit_message(&mut self, local: u64, msg: RelayMessage, now: Instant) {
+        match msg {
+            RelayMessage::Extend {
+                next,
+                addrs,
+                handshake,
+                data,
+            } => self.extend(local, next, addrs, handshake, data, now),
+            RelayMessage::Get { stream, kind, key } => {
+                if self.open_stream(local, stream) {
+                    self.exit_route(local, stream, kind, key, Request::Get);
+                }
+            }
+            RelayMessage::Put {
+                stream,
+                kind,
+                key,
+                len,
+            } => {
+                if self.open_stream(local, stream) {
+                    let len = usize::try_from(len).unwrap_or(MAX_BLOCK_LEN);
+                    if let Some(exit) = self.exit_mut(local) {
+                        exit.streams.insert(
+                            stream,
+                            ExitStream::Receiving {
+                                kind,
+                                key,
+                                len,
+                                block: Vec::with_capacity(len),
+                            },
+                        );
+                    }
+                }
+            }
+            RelayMessage::Data { stream, data } => self.exit_data(local, stream, data),
+            RelayMessage::End { stream, .. } => {
+                // The client gave up on the stream; a late outcome is dropped.
+                if let Some(exit) = self.exit_mut(local) {
+                    if let Some(ExitStream::Routing { token }) = exit.streams.remove(&stream) {
+                        self.routes.remove(&token);
+                    }
+                }
+            }
+            RelayMessage::Sendme { stream, cells } => {
+                let Some(exit) = self.exit_mut(local) else {
+                    return;
+                };
+                let package = exit.package.saturating_add(u32::from(cells));
+                if stream != StreamId::CIRCUIT || package > CIRCUIT_WINDOW {
+                    // More than was ever sent: a client trying to make the
+                    // relays buffer for it.
+                    self.relay_teardown(local, None, DestroyReason::PROTOCOL);
+                    return;
+                }
+                exit.package = package;
+                self.exit_flush(local);
+            }
+            RelayMessage::Extended { .. } => {
+                self.relay_teardown(local, None, DestroyReason::PROTOCOL);
+            }
+            RelayMessage::Drop | RelayMessage::Unrecognized { .. } => {}
+        }
+    }
+
+    fn exit_mut(&mut self, local: u64) -> Option<&mut Exit> {
+        match self.relayed.get_mut(&local) {
+            Some(RelayCirc {
+                next: Next::Exit(exit),
+                ..
+            }) => Some(exit),
+            _ => None,
+        }
+    }
+
+    fn extend(
+        &mut self,
+        local: u64,
+        next: NodeId,
+        addrs: Vec<crate::wire::NodeAddr>,
+        handshake: HandshakeType,
+        data: Vec<u8>,
+        now: Instant,
+    ) {
+        let Some(c) = self.relayed.get(&local) else {
+            return;
+        };
+        let fresh = matches!(&c.next, Next::Exit(e) if e.streams.is_empty());
+        if !fresh || handshake != HandshakeType::NTOR_X25519 || next == self.me || next == c.prev.0
+        {
+            self.relay_teardown(local, None, DestroyReason::PROTOCOL);
+            return;
+        }
+        if self.links.contains_key(&next) {
+            let Some(circ) = self.alloc_circ(next) else {
+                return;
+            };
+            if let Some(c) = self.relayed.get_mut(&local) {
+                c.next = Next::Extending {
+                    to: (next, circ),
+                    deadline: now + self.settings.hop_timeout,
+                };
+            }
+            self.by_next.insert((next, circ), local);
+            self.send(
+                next,
+                Cell::Create {
+                    circ,
+                    body: CreateBody { handshake, data },
+                },
+            );
+        } else if addrs.is_empty() {
+            self.relay_teardown(local, None, DestroyReason::CONNECT_FAILED);
+        } else {
+            if let Some(c) = self.relayed.get_mut(&local) {
+                c.next = Next::Connecting {
+                    to: next,
+                    handshake: data,
+                    deadline: now + self.settings.hop_timeout,
+                };
+            }
+            self.actions.push_back(Action::Connect { to: next, addrs });
+        }
+    }
+
+    /// Check a new stream may open; refuse it (with an end) if not.
+    fn open_stream(&mut self, local: u64, stream: StreamId) -> bool {
+        let Some(exit) = self.exit_mut(local) else {
+            return false;
+        };
+        if exit.streams.contains_key(&stream) {
+            self.relay_teardown(local, None, DestroyReason::PROTOCOL);
+            return false;
+        }
+        if exit.streams.len() >= MAX_STREAMS {
+            self.exit_send(
+                local,
+                RelayMessage::End {
+                    stream,
+                    status: EndStatus::REJECTED,
+                },
+            );
+            return false;
+        }
+        true
+    }
+
+    fn exit_route(
+        &mut self,
+        local: u64,
+        stream: StreamId,
+        kind: KeyKind,
+        key: RoutingKey,
+        request: Request,
+    ) {
+        let token = self.rng.gen();
+        if let Some(exit) = self.exit_mut(local) {
+            exit.streams.insert(stream, ExitStream::Routing { token });
+            self.routes.insert(token, (local, stream));
+            self.actions.push_back(Action::Route {
+                token,
+                kind,
+                key,
+                request,
+            });
+        }
+    }
+
+    fn exit_data(&mut self, local: u64, stream: StreamId, data: Vec<u8>) {
+        let Some(exit) = self.exit_mut(local) else {
+            return;
+        };
+        exit.received += 1;
+        let sendme = exit.received >= SENDME_EVERY;
+        if sendme {
+            exit.received -= SENDME_EVERY;
+        }
+        let mut complete = None;
+        let mut bad = false;
+        if let Some(ExitStream::Receiving {
+            kind,
+            key,
+            len,
+            block,
+        }) = exit.streams.get_mut(&stream)
+        {
+            if block.len() + data.len() > *len {
+                bad = true;
+            } else {
+                block.extend_from_slice(&data);
+                if block.len() == *len {
+                    complete = Some((*kind, *key, std::mem::take(block)));
+                }
+            }
+        } else if exit.streams.contains_key(&stream) {
+            bad = true;
+        }
+        // Data for a stream that is gone (ended by the client) is counted
+        // for the window and dropped.
+        if bad {
+            self.relay_teardown(local, None, DestroyReason::PROTOCOL);
+            return;
+        }
+        if sendme {
+            self.send_backward(
+                local,
+                &RelayMessage::Sendme {
+                    stream: StreamId::CIRCUIT,
+                    cells: SENDME_EVERY,
+                },
+            );
+        }
+        if let Some((kind, key, block)) = complete {
+            self.exit_route(local, stream, kind, key, Request::Put(block));
+        }
+    }
+
+    /// The routed request behind an exit stream ended.
+    pub fn route_done(&mut self, token: u64, outcome: Outcome) {
+        let Some((local, stream)) = self.routes.remove(&token) else {
+            return;
+        };
+        let Some(exit) = self.exit_mut(local) else {
+            return;
+        };
+        exit.streams.remove(&stream);
+        let status = match outcome {
+            Outcome::Found(block) => {
+                for chunk in block.chunks(RELAY_BODY_MAX) {
+                    self.exit_send(
+                        local,
+                        RelayMessage::Data {
+                            stream,
+                            data: chunk.to_vec(),
+                        },
+                    );
+                }
+                EndStatus::OK
+            }
+            Outcome::Stored => EndStatus::OK,
+            Outcome::DataNotFound => EndStatus::DATA_NOT_FOUND,
+            Outcome::RouteNotFound => EndStatus::ROUTE_NOT_FOUND,
+            Outcome::Timeout => EndStatus::TIMEOUT,
+            Outcome::Rejected => EndStatus::REJECTED,
+        };
+        self.exit_send(local, RelayMessage::End { stream, status });
+    }
+
+    /// Queue a stream message toward the client, behind the window.
+    fn exit_send(&mut self, local: u64, msg: RelayMessage) {
+        if let Some(exit) = self.exit_mut(local) {
+            exit.queued.push_back(msg);
+            self.exit_flush(local);
+        }
+    }
+
+    /// Send what the window allows, in order.
+    fn exit_flush(&mut self, local: u64) {
+        let mut out = Vec::new();
+        if let Some(exit) = self.exit_mut(local) {
+            while let Some(front) = exit.queued.front() {
+                let is_data = matches!(front, RelayMessage::Data { .. });
+                if is_data && exit.package == 0 {
+                    break;
+                }
+                if is_data {
+                    exit.package -= 1;
+                }
+                if let Some(m) = exit.queued.pop_front() {
+                    out.push(m);
+                }
+            }
+        }
+        for m in out {
+            self.send_backward(local, &m);
+        }
+    }
+
+    /// Seal a message as this circuit's last hop and send it toward the
+    /// client.
+    fn send_backward(&mut self, local: u64, msg: &RelayMessage) {
+        let Some(c) = self.relayed.get_mut(&local) else {
+            return;
+        };
+        let sealed = msg
+            .encode_payload()
+            .map_err(|_| ())
+            .and_then(|p| c.layer.seal_backward(&p).map_err(|_| ()));
+        match sealed {
+            Ok(onion) => {
+                let (to, circ) = c.prev;
+                self.send(to, Cell::Relay { circ, onion });
+            }
+            Err(()) => self.relay_teardown(local, None, DestroyReason::INTERNAL),
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! The circuit state machines wired together in memory: every node linked
+//! to every other, cells delivered in order, routed requests answered from
+//! a table. The real thing, over QUIC, is tested in `tests/circuits.rs`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use super::*;
+use crate::wire::{NodeDescriptor, RELAY_BODY_MAX};
+
+struct Net {
+    nodes: Vec<Circuits>,
+    ids: Vec<NodeId>,
+    /// Blocks the "network" behind every exit holds.
+    blocks: HashMap<RoutingKey, Vec<u8>>,
+    /// Puts the exits started.
+    puts: Vec<(RoutingKey, Vec<u8>)>,
+    done: HashMap<u64, Result<Outcome, CircuitError>>,
+    built: HashMap<u64, Result<Vec<NodeId>, CircuitError>>,
+    /// Cells to these nodes are held here instead of delivered.
+    hold: HashSet<usize>,
+    held: Vec<(usize, NodeId, Cell)>,
+    /// Cells to these nodes vanish.
+    black_holes: HashSet<usize>,
+    misbehaved: Vec<(NodeId, &'static str)>,
+    now: Instant,
+}
+
+fn settings() -> Settings {
+    Settings {
+        hop_timeout: Duration::from_secs(2),
+        ..Settings::default()
+    }
+}
+
+impl Net {
+    fn new(n: usize, settings: Settings) -> Net {
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut nodes = Vec::new();
+        let mut peers = Vec::new();
+        for i in 0..n {
+            let identity = Identity::generate(&mut rng);
+            let port = u16::try_from(10_000 + i).unwrap();
+            let desc: NodeDescriptor = identity
+                .sign_descriptor(
+                    vec![NodeAddr(SocketAddr::from(([127, 0, 0, 1], port)))],
+                    1,
+                    NodeDescriptor::FLAG_RELAY,
+                )
+                .unwrap();
+            peers.push(Peer::new(desc));
+            nodes.push(Circuits::new(identity, settings.clone(), i as u64));
+        }
+        let ids: Vec<NodeId> = peers.iter().map(|p| p.id).collect();
+        for node in &mut nodes {
+            for p in &peers {
+                node.add_relay(p.clone());
+            }
+        }
+        Net {
+            nodes,
+            ids,
+            blocks: HashMap::new(),
+            puts: Vec::new(),
+            done: HashMap::new(),
+            built: HashMap::new(),
+            hold: HashSet::new(),
+            held: Vec::new(),
+            black_holes: HashSet::new(),
+            misbehaved: Vec::new(),
+            now: Instant::now(),
+        }
+    }
+
+    fn index(&self, id: NodeId) -> usize {
+        self.ids.iter().position(|i| *i == id).unwrap()
+    }
+
+    /// Deliver everything until nothing moves.
+    fn run(&mut self) {
+        let mut queue: VecDeque<(usize, Action)> = VecDeque::new();
+        loop {
+            for (i, node) in self.nodes.iter_mut().enumerate() {
+                while let Some(a) = node.poll_action() {
+                    queue.push_back((i, a));
+                }
+            }
+            let Some((from, action)) = queue.pop_front() else {
+                return;
+            };
+            let now = self.now;
+            match action {
+                Action::Send { to, cell } => {
+                    let j = self.index(to);
+                    let from_id = self.ids[from];
+                    if self.black_holes.contains(&j) {
+                    } else if self.hold.contains(&j) {
+                        self.held.push((j, from_id, cell));
+                    } else {
+                        self.nodes[j].handle_cell(from_id, cell, now);
+                    }
+                }
+                Action::Connect { to, .. } => {
+                    let j = self.index(to);
+                    let (a, b) = (self.ids[from], self.ids[j]);
+                    self.nodes[from].link_up(b, true, now);
+                    self.nodes[j].link_up(a, false, now);
+                }
+                Action::Route {
+                    token,
+                    key,
+                    request,
+                    ..
+                } => {
+                    let outcome = match request {
+                        Request::Get => match self.blocks.get(&key) {
+                            Some(b) => Outcome::Found(b.clone()),
+                            None => Outcome::DataNotFound,
+                        },
+                        Request::Put(block) => {
+                            self.puts.push((key, block));
+                            Outcome::Stored
+                        }
+                    };
+                    self.nodes[from].route_done(token, outcome);
+                }
+                Action::Done { token, result } => {
+                    assert!(self.done.insert(token, result).is_none(), "answered twice");
+                }
+                Action::Built { token, result } => {
+                    self.built.insert(token, result);
+                }
+                Action::Misbehaved { peer, why } => self.misbehaved.push((peer, why)),
+            }
+        }
+    }
+
+    fn release(&mut self) {
+        self.hold.clear();
+        for (j, from, cell) in std::mem::take(&mut self.held) {
+            self.nodes[j].handle_cell(from, cell, self.now);
+        }
+        self.run();
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        let now = self.now;
+        for n in &mut self.nodes {
+            if n.poll_timeout().is_some_and(|t| t <= now) {
+                n.handle_timeout(now);
+            }
+        }
+        self.run();
+    }
+
+    fn build(&mut self, client: usize, iso: Isolation, token: u64) -> Vec<NodeId> {
+        let now = self.now;
+        self.nodes[client].build(token, iso, now);
+        self.run();
+        self.built
+            .remove(&token)
+            .expect("build answered")
+            .expect("built")
+    }
+
+    fn request(&mut self, client: usize, iso: Isolation, token: u64, key: RoutingKey, r: Request) {
+        let now = self.now;
+        self.nodes[client].request(token, iso, KeyKind::CHK, key, r, now);
+        self.run();
+    }
+
+    fn relaying(&self) -> usize {
+        self.nodes.iter().map(|n| n.stats().relaying).sum()
+    }
+}
+
+fn block(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+}
+
+#[test]
+fn a_block_comes_back_through_three_relays() {
+    let mut net = Net::new(6, settings());
+    let key = RoutingKey([1; 32]);
+    net.blocks.insert(key, block(MAX_BLOCK_LEN_FOR_TEST, 1));
+    let path = net.build(0, Isolation(0), 1);
+    assert_eq!(path.len(), 3);
+    assert!(!path.contains(&net.ids[0]), "never the client itself");
+    assert_eq!(
+        path.iter().collect::<HashSet<_>>().len(),
+        3,
+        "distinct relays"
+    );
+    net.request(0, Isolation(0), 2, key, Request::Get);
+    assert_eq!(net.done[&2], Ok(Outcome::Found(net.blocks[&key].clone())));
+    // Three relays hold one circuit each; the client holds its own.
+    assert_eq!(net.relaying(), 3);
+    assert_eq!(net.nodes[0].stats().own, 1);
+    assert!(net.misbehaved.is_empty());
+}
+
+const MAX_BLOCK_LEN_FOR_TEST: usize = crate::wire::MAX_BLOCK_LEN;
+
+#[test]
+fn a_put_reaches_the_exit_whole_and_a_missing_key_is_typed() {
+    let mut net = Net::new(5, settings());
+    let b = block(20_000, 9);
+    net.request(
+        0,
+        Isolation(0),
+        1,
+        RoutingKey([2; 32]),
+        Request::Put(b.clone()),
+    );
+    assert_eq!(net.done[&1], Ok(Outcome::Stored));
+    assert_eq!(net.puts, vec![(RoutingKey([2; 32]), b)]);
+    net.request(0, Isolation(0), 2, RoutingKey([3; 32]), Request::Get);
+    assert_eq!(net.done[&2], Ok(Outcome::DataNotFound));
+}
+
+#[test]
+fn a_flipped_bit_is_caught_at_the_next_relay_and_every_hop_lets_go() {
+    let mut net = Net::new(5, settings());
+    let path = net.build(0, Isolation(0), 1);
+    let first = net.index(path[0]);
+    net.nodes[first].settings.fault_flip_cells = true;
+    net.request(0, Isolation(0), 2, RoutingKey([4; 32]), Request::Get);
+    assert_eq!(net.done[&2], Err(CircuitError::Closed));
+    let second = net.index(path[1]);
+    assert_eq!(
+        net.nodes[second].stats().bad_cells,
+        1,
+        "caught at the very next relay"
+    );
+    let exit = net.index(path[2]);
+    assert_eq!(net.nodes[exit].stats().bad_cells, 0);
+    assert_eq!(net.relaying(), 0, "destroy went both ways");
+    assert_eq!(net.nodes[0].stats().own, 0);
+}
+
+#[test]
+fn a_slow_reader_holds_the_exit_to_its_window() {
+    let mut net = Net::new(5, settings());
+    let streams = 20u8;
+    for i in 0..streams {
+        net.blocks
+            .insert(RoutingKey([100 + i; 32]), block(MAX_BLOCK_LEN_FOR_TEST, i));
+    }
+    net.build(0, Isolation(0), 1);
+    net.hold.insert(0);
+    for i in 0..streams {
+        net.request(
+            0,
+            Isolation(0),
+            10 + u64::from(i),
+            RoutingKey([100 + i; 32]),
+            Request::Get,
+        );
+    }
+    let cells_per_block = MAX_BLOCK_LEN_FOR_TEST.div_ceil(RELAY_BODY_MAX);
+    let wanted = usize::from(streams) * cells_per_block;
+    assert!(wanted > CIRCUIT_WINDOW as usize);
+    // Held: at most a window of data cells plus one end per stream.
+    let held = net.held.len();
+    assert!(
+        held <= CIRCUIT_WINDOW as usize + usize::from(streams),
+        "{held} cells queued for a reader that reads nothing"
+    );
+    assert!(held >= CIRCUIT_WINDOW as usize);
+    net.release();
+    for i in 0..streams {
+        assert_eq!(
+            net.done[&(10 + u64::from(i))],
+            Ok(Outcome::Found(
+                net.blocks[&RoutingKey([100 + i; 32])].clone()
+            ))
+        );
+    }
+}
+
+#[test]
+fn a_dead_relay_is_replaced_during_the_build() {
+    let mut net = Net::new(6, settings());
+    let dead = 3;
+    net.black_holes.insert(dead);
+    let now = net.now;
+    net.nodes[0].build(1, Isolation(0), now);
+    net.run();
+    for _ in 0..20 {
+        if net.built.contains_key(&1) {
+            break;
+        }
+        net.advance(Duration::from_secs(1));
+    }
+    let path = net.built[&1].clone().expect("built around the dead relay");
+    assert!(!path.contains(&net.ids[dead]));
+    // Whatever partial circuits the failed attempts left behind timed out.
+    net.advance(Duration::from_secs(5));
+    assert_eq!(net.relaying(), 3);
+}
+
+#[test]
+fn spent_circuits_are_replaced_and_torn_down() {
+    let mut s = settings();
+    s.requests = 2;
+    let mut net = Net::new(6, s);
+    let key = RoutingKey([5; 32]);
+    net.blocks.insert(key, block(100, 5));
+    for t in 0..5 {
+        net.request(0, Isolation(0), t, key, Request::Get);
+        assert!(net.done[&t].is_ok());
+    }
+    assert_eq!(net.nodes[0].stats().built, 3);
+    // The spent ones were destroyed along their whole length.
+    assert_eq!(net.relaying(), 3);
+    assert_eq!(net.nodes[0].stats().own, 1);
+}
+
+#[test]
+fn different_isolation_never_shares_a_circuit() {
+    let mut net = Net::new(6, settings());
+    let key = RoutingKey([6; 32]);
+    net.blocks.insert(key, block(100, 6));
+    net.request(0, Isolation(1), 1, key, Request::Get);
+    net.request(0, Isolation(2), 2, key, Request::Get);
+    net.request(0, Isolation(1), 3, key, Request::Get);
+    assert_eq!(net.nodes[0].stats().built, 2);
+    assert_eq!(net.nodes[0].stats().own, 2);
+}
+
+#[test]
+fn a_lost_link_fails_the_request_without_naming_a_hop() {
+    let mut net = Net::new(5, settings());
+    let path = net.build(0, Isolation(0), 1);
+    let exit = net.index(path[2]);
+    net.black_holes.insert(exit);
+    net.request(0, Isolation(0), 2, RoutingKey([7; 32]), Request::Get);
+    assert!(!net.done.contains_key(&2));
+    // The middle relay loses its link to the exit.
+    let middle = net.index(path[1]);
+    let now = net.now;
+    net.nodes[middle].link_down(path[2], now);
+    net.run();
+    assert_eq!(net.done[&2], Err(CircuitError::Closed));
+    assert_eq!(
+        net.relaying(),
+        1,
+        "only the unreachable exit still holds state"
+    );
+    // A request on a fresh circuit works.
+    net.black_holes.clear();
+    net.blocks.insert(RoutingKey([7; 32]), block(10, 7));
+    net.nodes[0].pin_path(Isolation(9), vec![path[0], path[1]]);
+    net.request(0, Isolation(9), 3, RoutingKey([7; 32]), Request::Get);
+    assert!(net.done[&3].is_ok());
+}
+
+#[test]
+fn too_few_relays_is_a_typed_error() {
+    let mut net = Net::new(3, settings());
+    net.request(0, Isolation(0), 1, RoutingKey([8; 32]), Request::Get);
+    assert_eq!(
+        net.done[&1],
+        Err(CircuitError::NotEnoughRelays { have: 2, need: 3 })
+    );
+}
+
+#[test]
+fn a_create_in_the_wrong_id_half_is_misbehaviour() {
+    let mut net = Net::new(2, settings());
+    let (a, b) = (net.ids[0], net.ids[1]);
+    let now = net.now;
+    net.nodes[0].link_up(b, true, now);
+    net.nodes[1].link_up(a, false, now);
+    // Node 0 dialled, so its ids have the high bit; one without is node 1's.
+    net.nodes[1].handle_cell(
+        a,
+        Cell::Create {
+            circ: CircId(5),
+            body: crate::wire::CreateBody {
+                handshake: crate::wire::HandshakeType::NTOR_X25519,
+                data: vec![0; 96],
+            },
+        },
+        now,
+    );
+    net.run();
+    assert_eq!(net.misbehaved.len(), 1);
+    assert_eq!(net.relaying(), 0);
+}
