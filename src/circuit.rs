@@ -24,6 +24,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::crypto::Identity;
+use crate::observe::{Observation, Observer};
 use crate::ring::Peer;
 use crate::route::{Outcome, Request};
 use crate::wire::{Cell, CircId, DestroyReason, KeyKind, NodeAddr, NodeId, RoutingKey, MAX_HOPS};
@@ -70,6 +71,8 @@ pub struct Settings {
     /// Fault injection for tests: flip a bit in every cell this node relays
     /// away from the client.
     pub fault_flip_cells: bool,
+    /// Sees the relay messages this node reads (tests, debugging).
+    pub observer: Option<Observer>,
 }
 
 impl Default for Settings {
@@ -83,6 +86,7 @@ impl Default for Settings {
             build_attempts: 3,
             request_timeout: Duration::from_secs(45),
             fault_flip_cells: false,
+            observer: None,
         }
     }
 }
@@ -182,6 +186,10 @@ impl Sample {
 
     pub fn is_empty(&self) -> bool {
         self.relays.is_empty()
+    }
+
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.relays.iter().map(|p| p.id).collect()
     }
 
     pub fn get(&self, id: NodeId) -> Option<&Peer> {
@@ -366,6 +374,12 @@ impl Circuits {
     fn circuits_on(&self, peer: NodeId) -> usize {
         self.by_prev.keys().filter(|(p, _)| *p == peer).count()
             + self.by_next.keys().filter(|(p, _)| *p == peer).count()
+    }
+
+    fn observe(&self, o: Observation<'_>) {
+        if let Some(obs) = &self.settings.observer {
+            obs.observe(&o);
+        }
     }
 
     fn send(&mut self, to: NodeId, cell: Cell) {

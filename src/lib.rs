@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod keys;
 pub mod link;
 pub mod node;
+pub mod observe;
 pub mod ring;
 pub mod route;
 pub mod store;

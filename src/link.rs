@@ -59,6 +59,10 @@ pub struct Config {
     /// Bulk frames (blocks) queued for sending on one link. Kept apart so
     /// that a burst of blocks never crowds out the ring's messages.
     pub bulk_queue: usize,
+    /// Cells queued for sending on one link. Circuit windows keep each
+    /// circuit's share small; a cell that finds the queue full is dropped,
+    /// and its circuit fails the next hop's layer check and is torn down.
+    pub cell_queue: usize,
     /// How long a dial or an accept may take.
     pub handshake_timeout: Duration,
 }
@@ -74,6 +78,7 @@ impl Default for Config {
             link_window: 512 * 1024,
             send_queue: 256,
             bulk_queue: 64,
+            cell_queue: 1024,
             handshake_timeout: Duration::from_secs(5),
         }
     }
@@ -295,6 +300,8 @@ pub enum Event {
         serial: u64,
         peer: NodeId,
         frame: Frame,
+        /// Its length on the wire, framing included.
+        len: usize,
     },
     Closed {
         serial: u64,
@@ -312,6 +319,7 @@ pub struct Handle {
     pub remote: SocketAddr,
     pub inbound: bool,
     control: mpsc::Sender<Frame>,
+    cells: mpsc::Sender<Frame>,
     bulk: mpsc::Sender<Frame>,
     conn: quinn::Connection,
 }
@@ -334,6 +342,8 @@ impl Handle {
     pub fn send(&self, frame: Frame) -> Result<(), Error> {
         let queue = if is_bulk(&frame) {
             &self.bulk
+        } else if matches!(frame, Frame::Cell(_)) {
+            &self.cells
         } else {
             &self.control
         };
@@ -388,18 +398,21 @@ impl Link {
     pub fn spawn(self, cfg: &Config, events: mpsc::Sender<Event>) -> Handle {
         let (control, control_rx) = mpsc::channel(cfg.send_queue.max(1));
         let (bulk, bulk_rx) = mpsc::channel(cfg.bulk_queue.max(1));
+        let (cells, cells_rx) = mpsc::channel(cfg.cell_queue.max(1));
         let handle = Handle {
             serial: self.serial,
             peer: self.peer,
             remote: self.remote,
             inbound: self.inbound,
             control,
+            cells,
             bulk,
             conn: self.conn.clone(),
         };
         tokio::spawn(write_loop(
             self.send,
             control_rx,
+            cells_rx,
             bulk_rx,
             self.conn.clone(),
         ));
@@ -417,15 +430,26 @@ impl Link {
 async fn write_loop(
     mut send: SendStream,
     mut control: mpsc::Receiver<Frame>,
+    mut cells: mpsc::Receiver<Frame>,
     mut bulk: mpsc::Receiver<Frame>,
     conn: quinn::Connection,
 ) {
     loop {
-        // Control first; bulk only when no control frame waits.
+        // Control first; then cells and bulk frames, taken fairly, so that
+        // neither circuits nor replication can starve the other.
         let frame = tokio::select! {
             biased;
             Some(f) = control.recv() => f,
-            Some(f) = bulk.recv() => f,
+            f = async {
+                tokio::select! {
+                    Some(f) = cells.recv() => Some(f),
+                    Some(f) = bulk.recv() => Some(f),
+                    else => None,
+                }
+            } => match f {
+                Some(f) => f,
+                None => break,
+            },
             else => break,
         };
         let bytes = match encode_frame(&frame) {
@@ -457,13 +481,14 @@ async fn read_loop(
 ) {
     let mut reader = FrameReader::default();
     let misbehaved = loop {
-        match reader.next(&mut recv).await {
-            Ok(Some(frame)) => {
+        match reader.next_sized(&mut recv).await {
+            Ok(Some((frame, len))) => {
                 if events
                     .send(Event::Frame {
                         serial,
                         peer,
                         frame,
+                        len,
                     })
                     .await
                     .is_err()
@@ -504,10 +529,18 @@ impl FrameReader {
     /// The next frame; `Ok(None)` when the stream ended cleanly between
     /// frames.
     pub async fn next(&mut self, recv: &mut RecvStream) -> Result<Option<Frame>, Error> {
+        Ok(self.next_sized(recv).await?.map(|(f, _)| f))
+    }
+
+    /// [`FrameReader::next`], with the frame's length on the wire.
+    pub async fn next_sized(
+        &mut self,
+        recv: &mut RecvStream,
+    ) -> Result<Option<(Frame, usize)>, Error> {
         loop {
             if let Some((frame, used)) = decode_frame(&self.buf)? {
                 self.buf.drain(..used);
-                return Ok(Some(frame));
+                return Ok(Some((frame, used)));
             }
             debug_assert!(self.buf.len() <= MAX_FRAME_LEN);
             let start = self.buf.len();

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::circuit::{self, CircuitError, Circuits, Isolation};
 use crate::crypto::{verify_descriptor, Identity};
 use crate::link::{self, close, Endpoint, Link};
 use crate::ring::{Dest, Event as RingEvent, Peer, Ring};
@@ -47,6 +48,11 @@ const VERIFIED_CACHE: usize = 4096;
 /// Replica pushes awaiting acknowledgement at once; the rest wait their
 /// turn, so replication after a membership change is a stream, not a flood.
 const PUSHES_IN_FLIGHT: usize = 16;
+/// Relay sampling: a lookup of a random ring point this often while the
+/// sample is small, and a slower refresh once it has enough to choose from.
+const SAMPLE_FAST: Duration = Duration::from_millis(200);
+const SAMPLE_SLOW: Duration = Duration::from_secs(10);
+const SAMPLE_ENOUGH: usize = 24;
 
 /// Where the outcome of a store goes: the id of the node that acknowledged.
 type StoreDone = oneshot::Sender<Result<NodeId, StoreError>>;
@@ -96,8 +102,19 @@ pub enum RequestError {
     Rejected,
     #[error("the block does not match its key")]
     BadBlock,
+    #[error("circuit: {0}")]
+    Circuit(CircuitError),
     #[error("the node has stopped")]
     Stopped,
+}
+
+impl From<CircuitError> for RequestError {
+    fn from(e: CircuitError) -> RequestError {
+        match e {
+            CircuitError::Timeout => RequestError::Timeout,
+            e => RequestError::Circuit(e),
+        }
+    }
 }
 
 /// What `GET /status` and `umbra status --json` report. Stable for
@@ -124,6 +141,18 @@ pub struct Status {
     pub requests_forwarded: u64,
     /// Loop answers this node has received.
     pub loops_received: u64,
+    /// Whether this node relays circuits (false: client only).
+    pub relay: bool,
+    /// Circuits this node carries for others, as relay or exit.
+    pub circuits_relayed: usize,
+    /// This node's own circuits, built or being built.
+    pub circuits_own: usize,
+    /// Own circuits built since start.
+    pub circuits_built: u64,
+    /// Cells whose onion layer failed to authenticate here.
+    pub bad_cells: u64,
+    /// Relays in the sample circuits are chosen from.
+    pub relay_sample: usize,
 }
 
 pub(crate) enum Command {
@@ -143,6 +172,19 @@ pub(crate) enum Command {
         done: oneshot::Sender<Outcome>,
     },
     Forget(KeyKind, RoutingKey, oneshot::Sender<bool>),
+    Circuit {
+        iso: Isolation,
+        kind: KeyKind,
+        key: RoutingKey,
+        request: Request,
+        done: oneshot::Sender<Result<Outcome, CircuitError>>,
+    },
+    BuildCircuit(
+        Isolation,
+        oneshot::Sender<Result<Vec<NodeId>, CircuitError>>,
+    ),
+    PinPath(Isolation, Vec<NodeId>),
+    Sample(oneshot::Sender<Vec<NodeId>>),
     Leave(oneshot::Sender<()>),
     Crash(oneshot::Sender<()>),
 }
@@ -167,13 +209,69 @@ async fn ask<T>(
     rx.await.ok()
 }
 
-/// A cheap, cloneable way to make routed requests through a node.
+/// A cheap, cloneable way to make requests through a node: through a
+/// circuit (the default), or directly from the node (not anonymous: for
+/// measurements and tests of routing).
 #[derive(Clone)]
 pub struct NodeClient {
     cmd: mpsc::Sender<Command>,
+    via: Via,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Circuit(Isolation),
+    Direct,
 }
 
 impl NodeClient {
+    /// The same node, with requests on circuits of their own isolation
+    /// key: they never share a circuit with requests of another key.
+    pub fn isolated(&self, iso: Isolation) -> NodeClient {
+        NodeClient {
+            cmd: self.cmd.clone(),
+            via: Via::Circuit(iso),
+        }
+    }
+
+    /// The same node, sending requests from itself with no circuit. Every
+    /// node on the way can see that this node asked: use it only to
+    /// measure, or to test routing.
+    pub fn direct(&self) -> NodeClient {
+        NodeClient {
+            cmd: self.cmd.clone(),
+            via: Via::Direct,
+        }
+    }
+
+    async fn through_circuit(
+        &self,
+        iso: Isolation,
+        kind: KeyKind,
+        key: RoutingKey,
+        request: Request,
+    ) -> Result<Outcome, RequestError> {
+        // A circuit that breaks under a request is replaced: try once more
+        // on a fresh one.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let r = ask(&self.cmd, |done| Command::Circuit {
+                iso,
+                kind,
+                key,
+                request: request.clone(),
+                done,
+            })
+            .await
+            .ok_or(RequestError::Stopped)?;
+            match r {
+                Err(CircuitError::Closed) if tries < 2 => continue,
+                r => return r.map_err(RequestError::from),
+            }
+        }
+    }
+
     async fn route(
         &self,
         kind: KeyKind,
@@ -195,10 +293,16 @@ impl NodeClient {
     /// Fetch a block by routing a get toward its key. The block is verified
     /// against the key before it is returned.
     pub async fn get_block(&self, kind: KeyKind, key: RoutingKey) -> Result<Vec<u8>, RequestError> {
-        self.get_block_as(kind, key, None).await
+        match self.via {
+            Via::Direct => self.get_block_as(kind, key, None).await,
+            Via::Circuit(iso) => {
+                let outcome = self.through_circuit(iso, kind, key, Request::Get).await?;
+                found(kind, &key, outcome)
+            }
+        }
     }
 
-    /// [`NodeClient::get_block`] with a chosen request id (diagnostics and
+    /// A direct get (no circuit) with a chosen request id (diagnostics and
     /// tests of loop detection).
     pub async fn get_block_as(
         &self,
@@ -206,11 +310,7 @@ impl NodeClient {
         key: RoutingKey,
         id: Option<RequestId>,
     ) -> Result<Vec<u8>, RequestError> {
-        match self.route(kind, key, Request::Get, id).await? {
-            Outcome::Found(block) if crate::keys::verify_block(kind, &key, &block) => Ok(block),
-            Outcome::Found(_) => Err(RequestError::BadBlock),
-            other => Err(failure(other)),
-        }
+        found(kind, &key, self.route(kind, key, Request::Get, id).await?)
     }
 
     /// Insert a block by routing a put to its key's successor, which stores
@@ -224,10 +324,27 @@ impl NodeClient {
         if !crate::keys::verify_block(kind, &key, &block) {
             return Err(RequestError::BadBlock);
         }
-        match self.route(kind, key, Request::Put(block), None).await? {
+        let outcome = match self.via {
+            Via::Direct => self.route(kind, key, Request::Put(block), None).await?,
+            Via::Circuit(iso) => {
+                self.through_circuit(iso, kind, key, Request::Put(block))
+                    .await?
+            }
+        };
+        match outcome {
             Outcome::Stored => Ok(()),
             other => Err(failure(other)),
         }
+    }
+}
+
+/// A get's outcome, with the block checked against its key: an exit (or
+/// any node) that returns something else is caught here.
+fn found(kind: KeyKind, key: &RoutingKey, outcome: Outcome) -> Result<Vec<u8>, RequestError> {
+    match outcome {
+        Outcome::Found(block) if crate::keys::verify_block(kind, key, &block) => Ok(block),
+        Outcome::Found(_) => Err(RequestError::BadBlock),
+        other => Err(failure(other)),
     }
 }
 
@@ -241,10 +358,36 @@ fn failure(o: Outcome) -> RequestError {
 }
 
 impl NodeHandle {
+    /// Requests through circuits, all sharing the default isolation key.
     pub fn client(&self) -> NodeClient {
         NodeClient {
             cmd: self.cmd.clone(),
+            via: Via::Circuit(Isolation::default()),
         }
+    }
+
+    /// Build a fresh circuit for `iso` (replacing the one in use) and
+    /// return its relays, first hop first. For diagnostics, measurements
+    /// and tests: the path is this node's secret.
+    pub async fn build_circuit(&self, iso: Isolation) -> Result<Vec<NodeId>, RequestError> {
+        ask(&self.cmd, |tx| Command::BuildCircuit(iso, tx))
+            .await
+            .ok_or(RequestError::Stopped)?
+            .map_err(RequestError::from)
+    }
+
+    /// Make circuits for `iso` use exactly these relays (tests). They
+    /// must be in the relay sample.
+    pub async fn pin_path(&self, iso: Isolation, path: Vec<NodeId>) -> Result<(), Error> {
+        self.cmd
+            .send(Command::PinPath(iso, path))
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// The relays this node currently chooses circuits from.
+    pub async fn relay_sample(&self) -> Result<Vec<NodeId>, Error> {
+        ask(&self.cmd, Command::Sample).await.ok_or(Error::Stopped)
     }
 
     /// Drop a block from this node's store and cache.
@@ -371,19 +514,26 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, Error> {
         crate::keys::verify_block,
         crate::keys::supersedes,
     )?;
-    let endpoint = Arc::new(Endpoint::bind(&identity, cfg.listen, true, cfg.link())?);
+    let endpoint = Arc::new(Endpoint::bind(
+        &identity,
+        cfg.listen,
+        cfg.relay,
+        cfg.link(),
+    )?);
     let listen = endpoint.local_addr()?;
+    let flags = if cfg.relay {
+        NodeDescriptor::FLAG_RELAY
+    } else {
+        0
+    };
     let desc = identity
-        .sign_descriptor(
-            vec![NodeAddr(listen)],
-            unix_now(),
-            NodeDescriptor::FLAG_RELAY,
-        )
+        .sign_descriptor(vec![NodeAddr(listen)], unix_now(), flags)
         .map_err(|e| Error::Gateway(e.to_string()))?;
     let now = Instant::now();
     let mut ring = Ring::new(desc, cfg.ring(), now, rand::rngs::OsRng.next_u64());
     ring.join(cfg.bootstrap.iter().map(|b| (b.addr, b.id)).collect(), now);
     let id = ring.id();
+    let circuits = Circuits::new(identity, cfg.circuits(), rand::rngs::OsRng.next_u64());
 
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -444,6 +594,10 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, Error> {
         routed: HashMap::new(),
         forwarded: 0,
         loops: 0,
+        circuits,
+        circuit_requests: HashMap::new(),
+        builds: HashMap::new(),
+        next_sample: now,
     };
     let task = tokio::spawn(node.run(cmd_rx, link_rx, accept_rx, dial_rx));
     Ok(NodeHandle {
@@ -505,6 +659,15 @@ enum LookupFor {
     Place(KeyKind, RoutingKey),
     /// A block a local user asked to store.
     Store(KeyKind, RoutingKey, Vec<u8>, StoreDone),
+    /// A random ring point, to sample a relay.
+    Sample,
+}
+
+/// Who waits for a routed request.
+enum RouteWaiter {
+    Local(oneshot::Sender<Outcome>),
+    /// An exit stream of a circuit this node ends.
+    Exit,
 }
 
 struct Leaving {
@@ -539,10 +702,14 @@ struct Node {
     leaving: Option<Leaving>,
     shutdown: watch::Sender<bool>,
     router: Router,
-    /// Local routed requests waiting for their outcome, by token.
-    routed: HashMap<u64, oneshot::Sender<Outcome>>,
+    /// Routed requests waiting for their outcome, by token.
+    routed: HashMap<u64, RouteWaiter>,
     forwarded: u64,
     loops: u64,
+    circuits: Circuits,
+    circuit_requests: HashMap<u64, oneshot::Sender<Result<Outcome, CircuitError>>>,
+    builds: HashMap<u64, oneshot::Sender<Result<Vec<NodeId>, CircuitError>>>,
+    next_sample: Instant,
 }
 
 /// The router's view of this node: its store and its ring.
@@ -648,7 +815,7 @@ impl Node {
                     }
                     Some(Command::Route { kind, key, request, id, done }) => {
                         let token = rand::rngs::OsRng.next_u64();
-                        self.routed.insert(token, done);
+                        self.routed.insert(token, RouteWaiter::Local(done));
                         let now = Instant::now();
                         self.with_router(|r, ctx| {
                             r.start(id, token, kind, key, request, now, ctx);
@@ -656,6 +823,20 @@ impl Node {
                     }
                     Some(Command::Forget(kind, key, tx)) => {
                         let _ = tx.send(self.store.forget(kind, &key).is_ok());
+                    }
+                    Some(Command::Circuit { iso, kind, key, request, done }) => {
+                        let token = rand::rngs::OsRng.next_u64();
+                        self.circuit_requests.insert(token, done);
+                        self.circuits.request(token, iso, kind, key, request, Instant::now());
+                    }
+                    Some(Command::BuildCircuit(iso, done)) => {
+                        let token = rand::rngs::OsRng.next_u64();
+                        self.builds.insert(token, done);
+                        self.circuits.build(token, iso, Instant::now());
+                    }
+                    Some(Command::PinPath(iso, path)) => self.circuits.pin_path(iso, path),
+                    Some(Command::Sample(tx)) => {
+                        let _ = tx.send(self.circuits.sample().ids());
                     }
                     Some(Command::Leave(done)) => self.start_leave(done),
                     Some(Command::Crash(done)) => {
@@ -698,7 +879,10 @@ impl Node {
         if let Some(l) = &self.leaving {
             d = d.min(l.deadline);
         }
-        d
+        if let Some(c) = self.circuits.poll_timeout() {
+            d = d.min(c);
+        }
+        d.min(self.next_sample)
     }
 
     fn on_timer(&mut self) {
@@ -713,6 +897,27 @@ impl Node {
         if self.replicate_at.is_some_and(|t| t <= now) && self.leaving.is_none() {
             self.replicate_at = None;
             self.replicate();
+        }
+        if self.circuits.poll_timeout().is_some_and(|t| t <= now) {
+            self.circuits.handle_timeout(now);
+        }
+        if self.next_sample <= now {
+            let small = self.circuits.sample().len() < SAMPLE_ENOUGH;
+            self.next_sample = now + if small { SAMPLE_FAST } else { SAMPLE_SLOW };
+            let sampling = self
+                .lookups
+                .values()
+                .filter(|l| matches!(l, LookupFor::Sample))
+                .count();
+            if self.ring.is_joined() && sampling < 4 {
+                // A random point, not a finger: which relays a node knows
+                // should not be predictable from its id.
+                let mut target = [0u8; 32];
+                rand::rngs::OsRng.fill_bytes(&mut target);
+                let token = rand::rngs::OsRng.next_u64();
+                self.lookups.insert(token, LookupFor::Sample);
+                self.ring.lookup(target, token, now);
+            }
         }
     }
 
@@ -734,6 +939,8 @@ impl Node {
                 return;
             }
             old.close(close::DUPLICATE, b"duplicate link");
+            // Circuit ids belong to the link they were made on.
+            self.circuits.link_down(peer, Instant::now());
         }
         let remote = link.remote;
         let inbound = link.inbound;
@@ -743,6 +950,7 @@ impl Node {
         }));
         self.links.insert(peer, handle);
         self.link_count.store(self.links.len(), Ordering::Relaxed);
+        self.circuits.link_up(peer, !inbound, Instant::now());
         self.flush_queued(peer, Some(remote), inbound);
     }
 
@@ -769,6 +977,7 @@ impl Node {
                     self.dialing.remove(&id);
                     self.ring.handle_failure(id, Instant::now());
                     self.pushes_failed(id);
+                    self.circuits.link_failed(id, Instant::now());
                 }
             }
         }
@@ -787,7 +996,19 @@ impl Node {
         match ev {
             // Any link authenticated as `peer` speaks for it, including the
             // loser of a duplicate-link race that is still draining.
-            link::Event::Frame { peer, frame, .. } => self.on_frame(peer, frame),
+            link::Event::Frame {
+                peer, frame, len, ..
+            } => {
+                if let Some(obs) = &self.cfg.observer {
+                    obs.observe(&crate::observe::Observation::Frame {
+                        at: self.ring.id(),
+                        from: peer,
+                        len,
+                        frame: &frame,
+                    });
+                }
+                self.on_frame(peer, frame)
+            }
             link::Event::Closed {
                 serial,
                 peer,
@@ -805,6 +1026,7 @@ impl Node {
                     self.confirmed.retain(|(_, n)| *n != peer);
                     let now = Instant::now();
                     self.with_router(|r, ctx| r.handle_link_down(peer, now, ctx));
+                    self.circuits.link_down(peer, now);
                 }
             }
         }
@@ -857,8 +1079,10 @@ impl Node {
     fn on_frame(&mut self, peer: NodeId, frame: Frame) {
         let msg = match frame {
             Frame::Message(m) => m,
-            // Circuits are not served yet; cells are dropped.
-            Frame::Cell(_) => return,
+            Frame::Cell(cell) => {
+                self.circuits.handle_cell(peer, cell, Instant::now());
+                return;
+            }
         };
         if !self.descriptors_valid(&msg) {
             self.misbehaved(peer, "invalid descriptor");
@@ -950,9 +1174,76 @@ impl Node {
         }
     }
 
-    /// Carry out what the ring wants sent and react to what it says.
+    /// Carry out what the ring, the router and the circuits want done, until
+    /// none of them has anything left (each can give the others work).
     fn flush(&mut self) {
+        loop {
+            let mut busy = self.flush_ring_and_router();
+            while let Some(action) = self.circuits.poll_action() {
+                busy = true;
+                self.circuit_action(action);
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    fn circuit_action(&mut self, action: circuit::Action) {
+        match action {
+            circuit::Action::Send { to, cell } => {
+                if let Some(h) = self.links.get(&to) {
+                    if h.send(Frame::Cell(cell)).is_err() {
+                        tracing::debug!("cell queue full or link closed; cell dropped");
+                    }
+                }
+            }
+            circuit::Action::Connect { to, addrs } => {
+                if self.links.contains_key(&to) {
+                    let inbound = self.links.get(&to).is_some_and(|h| h.inbound);
+                    self.circuits.link_up(to, !inbound, Instant::now());
+                } else if !self.dialing.contains_key(&to) {
+                    match addrs.first() {
+                        Some(addr) => {
+                            self.dialing.insert(to, Vec::new());
+                            self.dial(addr.0, Some(to));
+                        }
+                        None => self.circuits.link_failed(to, Instant::now()),
+                    }
+                }
+            }
+            circuit::Action::Route {
+                token,
+                kind,
+                key,
+                request,
+            } => {
+                self.routed.insert(token, RouteWaiter::Exit);
+                let now = Instant::now();
+                self.with_router(|r, ctx| {
+                    r.start(None, token, kind, key, request, now, ctx);
+                });
+            }
+            circuit::Action::Done { token, result } => {
+                if let Some(done) = self.circuit_requests.remove(&token) {
+                    let _ = done.send(result);
+                }
+            }
+            circuit::Action::Built { token, result } => {
+                if let Some(done) = self.builds.remove(&token) {
+                    let _ = done.send(result);
+                }
+            }
+            circuit::Action::Misbehaved { peer, why } => self.misbehaved(peer, why),
+        }
+    }
+
+    /// One pass over the ring's and the router's output; whether there
+    /// was any.
+    fn flush_ring_and_router(&mut self) -> bool {
+        let mut busy = false;
         while let Some(t) = self.ring.poll_transmit() {
+            busy = true;
             match t.to {
                 Dest::Link(id) => self.send_on_link(id, t.msg),
                 Dest::Peer(p) => {
@@ -976,6 +1267,7 @@ impl Node {
             }
         }
         while let Some(action) = self.router.poll_action() {
+            busy = true;
             match action {
                 route::Action::Send { to, mut msg } => {
                     if matches!(msg, PeerMessage::Get { .. } | PeerMessage::Put { .. }) {
@@ -994,17 +1286,20 @@ impl Node {
                         self.send_to_peer(&p, msg);
                     }
                 }
-                route::Action::Deliver { token, outcome } => {
-                    if let Some(done) = self.routed.remove(&token) {
+                route::Action::Deliver { token, outcome } => match self.routed.remove(&token) {
+                    Some(RouteWaiter::Local(done)) => {
                         let _ = done.send(outcome);
                     }
-                }
+                    Some(RouteWaiter::Exit) => self.circuits.route_done(token, outcome),
+                    None => {}
+                },
                 route::Action::Misbehaved(_) => {
                     self.misbehaving.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
         while let Some(ev) = self.ring.poll_event() {
+            busy = true;
             match ev {
                 RingEvent::NeighboursChanged => self.replicate_soon(),
                 RingEvent::Joined => tracing::info!("joined the ring"),
@@ -1015,6 +1310,7 @@ impl Node {
                 }
             }
         }
+        busy
     }
 
     // ---- placement ----
@@ -1043,7 +1339,7 @@ impl Node {
             .values()
             .filter_map(|l| match l {
                 LookupFor::Place(_, k) => Some(*k),
-                LookupFor::Store(..) => None,
+                LookupFor::Store(..) | LookupFor::Sample => None,
             })
             .collect();
         for (kind, key) in keys {
@@ -1174,6 +1470,11 @@ impl Node {
                     self.push(kind, key, &peer);
                 }
             }
+            LookupFor::Sample => {
+                if let Some(peer) = found {
+                    self.circuits.add_relay(peer);
+                }
+            }
             LookupFor::Store(kind, key, block, done) => match found {
                 None => {
                     let _ = done.send(Err(StoreError::NoRoute));
@@ -1273,6 +1574,7 @@ impl Node {
     fn status(&self) -> Status {
         let hex = NodeId::to_hex;
         let stats = self.store.stats().unwrap_or_default();
+        let circuits = self.circuits.stats();
         Status {
             id: hex(&self.ring.id()),
             listen: self
@@ -1294,6 +1596,12 @@ impl Node {
             .unwrap_or(u64::MAX),
             requests_forwarded: self.forwarded,
             loops_received: self.loops,
+            relay: self.cfg.relay,
+            circuits_relayed: circuits.relaying,
+            circuits_own: circuits.own,
+            circuits_built: circuits.built,
+            bad_cells: circuits.bad_cells,
+            relay_sample: circuits.sample,
         }
     }
 }

@@ -43,6 +43,11 @@ pub struct Config {
     /// How long a node taken for dead is kept out of the tables, so that
     /// stale successor lists do not bring it straight back.
     pub dead_for: Duration,
+    /// Whether this node takes a place on the ring. A node that does not
+    /// (a client-only node) keeps successors and fingers to run lookups
+    /// but never notifies anyone, so no one routes through it or stores
+    /// on it.
+    pub member: bool,
 }
 
 impl Default for Config {
@@ -55,6 +60,7 @@ impl Default for Config {
             query_timeout: Duration::from_secs(2),
             lookup_max_steps: 64,
             dead_for: Duration::from_secs(20),
+            member: true,
         }
     }
 }
@@ -595,12 +601,7 @@ impl Ring {
                 Ok(succ) if succ.id != self.me.id => {
                     self.joined = true;
                     self.successors = vec![succ.clone()];
-                    self.send(
-                        Dest::Peer(succ),
-                        PeerMessage::Notify {
-                            node: self.me.desc.clone(),
-                        },
-                    );
+                    self.notify(succ);
                     self.next_stabilize = now;
                     self.events.push_back(Event::Joined);
                     self.events.push_back(Event::NeighboursChanged);
@@ -652,12 +653,7 @@ impl Ring {
                 // two-node ring.
                 if let Some(p) = self.predecessor.clone() {
                     self.successors = vec![p.clone()];
-                    self.send(
-                        Dest::Peer(p),
-                        PeerMessage::Notify {
-                            node: self.me.desc.clone(),
-                        },
-                    );
+                    self.notify(p);
                     self.events.push_back(Event::NeighboursChanged);
                 }
             }
@@ -710,18 +706,24 @@ impl Ring {
             // Stabilize again at once with the new successor.
             self.next_stabilize = now;
         }
-        self.send(
-            Dest::Peer(first),
-            PeerMessage::Notify {
-                node: self.me.desc.clone(),
-            },
-        );
+        self.notify(first);
         if changed {
             self.events.push_back(Event::NeighboursChanged);
         }
     }
 
+    /// Tell `p` we may be its predecessor; members only.
+    fn notify(&mut self, p: Peer) {
+        if self.cfg.member {
+            let node = self.me.desc.clone();
+            self.send(Dest::Peer(p), PeerMessage::Notify { node });
+        }
+    }
+
     fn notified(&mut self, p: Peer) {
+        if !self.cfg.member {
+            return;
+        }
         if p.id == self.me.id || self.dead.contains_key(&p.id) {
             return;
         }

@@ -61,11 +61,16 @@ async fn documents_inserted_at_one_node_are_fetched_from_every_other() {
     let small = b"<html><title>hello umbra</title></html>".to_vec();
     let medium = random(200_000);
     let t = Instant::now();
-    let small_uri = client::insert(&inserter.client(), "text/html", &small, Target::Chk)
-        .await
-        .unwrap();
+    let small_uri = client::insert(
+        &inserter.client().direct(),
+        "text/html",
+        &small,
+        Target::Chk,
+    )
+    .await
+    .unwrap();
     let medium_uri = client::insert(
-        &inserter.client(),
+        &inserter.client().direct(),
         "application/octet-stream",
         &medium,
         Target::Chk,
@@ -80,10 +85,14 @@ async fn documents_inserted_at_one_node_are_fetched_from_every_other() {
         if i == 3 {
             continue;
         }
-        let doc = client::fetch(&h.client(), &small_uri).await.unwrap();
+        let doc = client::fetch(&h.client().direct(), &small_uri)
+            .await
+            .unwrap();
         assert_eq!(doc.data, small);
         assert_eq!(doc.content_type, "text/html");
-        let doc = client::fetch(&h.client(), &medium_uri).await.unwrap();
+        let doc = client::fetch(&h.client().direct(), &medium_uri)
+            .await
+            .unwrap();
         assert_eq!(doc.data, medium);
         // 1 root block + 7 data blocks for the medium one.
         fetches += 1 + 8;
@@ -99,7 +108,7 @@ async fn documents_inserted_at_one_node_are_fetched_from_every_other() {
 async fn signed_documents_update_and_retract() {
     let _one = ONE_AT_A_TIME.lock().await;
     let net = twenty().await;
-    let publisher = net.nodes[0].0.client();
+    let publisher = net.nodes[0].0.client().direct();
     let insert = SskInsertKey::generate(&mut rand::rngs::OsRng, "news");
     let uri = client::insert(
         &publisher,
@@ -111,7 +120,7 @@ async fn signed_documents_update_and_retract() {
     .unwrap();
     assert!(matches!(uri, Uri::Ssk(_)));
     for (h, _) in &net.nodes {
-        let doc = client::fetch(&h.client(), &uri).await.unwrap();
+        let doc = client::fetch(&h.client().direct(), &uri).await.unwrap();
         assert_eq!(
             (doc.data.as_slice(), doc.version),
             (&b"version one"[..], Some(1))
@@ -120,7 +129,7 @@ async fn signed_documents_update_and_retract() {
     // Version two, larger than a block, from another node.
     let v2 = random(100_000);
     client::insert(
-        &net.nodes[7].0.client(),
+        &net.nodes[7].0.client().direct(),
         "text/plain",
         &v2,
         Target::Signed(&insert, 2),
@@ -128,7 +137,7 @@ async fn signed_documents_update_and_retract() {
     .await
     .unwrap();
     for (h, _) in &net.nodes {
-        let doc = client::fetch(&h.client(), &uri).await.unwrap();
+        let doc = client::fetch(&h.client().direct(), &uri).await.unwrap();
         assert_eq!((doc.data.as_slice(), doc.version), (v2.as_slice(), Some(2)));
     }
     // An older version does not come back.
@@ -140,13 +149,15 @@ async fn signed_documents_update_and_retract() {
     )
     .await
     .unwrap();
-    let doc = client::fetch(&net.nodes[5].0.client(), &uri).await.unwrap();
+    let doc = client::fetch(&net.nodes[5].0.client().direct(), &uri)
+        .await
+        .unwrap();
     assert_eq!(doc.version, Some(2));
     // A tombstone retracts it everywhere.
     client::retract(&publisher, &insert, 3).await.unwrap();
     for (h, _) in &net.nodes {
         assert_eq!(
-            client::fetch(&h.client(), &uri).await.unwrap_err(),
+            client::fetch(&h.client().direct(), &uri).await.unwrap_err(),
             ClientError::Retracted { version: 3 }
         );
     }
@@ -154,14 +165,14 @@ async fn signed_documents_update_and_retract() {
     let word = Uri::Ksk("umbra test keyword".into());
     let Uri::Ksk(w) = &word else { unreachable!() };
     client::insert(
-        &net.nodes[9].0.client(),
+        &net.nodes[9].0.client().direct(),
         "text/plain",
         b"by keyword",
         Target::Signed(&umbra::keys::ksk(w), 1),
     )
     .await
     .unwrap();
-    let doc = client::fetch(&net.nodes[15].0.client(), &word)
+    let doc = client::fetch(&net.nodes[15].0.client().direct(), &word)
         .await
         .unwrap();
     assert_eq!(doc.data, b"by keyword");
@@ -196,6 +207,7 @@ async fn searches_route_around_corruption_and_loops_and_miss_fast() {
     net.nodes[1]
         .0
         .client()
+        .direct()
         .put_block(KeyKind::CHK, key.routing, block.clone())
         .await
         .unwrap();
@@ -212,6 +224,7 @@ async fn searches_route_around_corruption_and_loops_and_miss_fast() {
         }
         assert_eq!(
             h.client()
+                .direct()
                 .get_block(KeyKind::CHK, key.routing)
                 .await
                 .unwrap(),
@@ -233,6 +246,7 @@ async fn searches_route_around_corruption_and_loops_and_miss_fast() {
     net.nodes[2]
         .0
         .client()
+        .direct()
         .put_block(KeyKind::CHK, key2.routing, block2.clone())
         .await
         .unwrap();
@@ -249,6 +263,7 @@ async fn searches_route_around_corruption_and_loops_and_miss_fast() {
     net.nodes[pos(owner)]
         .0
         .client()
+        .direct()
         .get_block_as(KeyKind::CHK, key2.routing, Some(id))
         .await
         .unwrap();
@@ -261,6 +276,7 @@ async fn searches_route_around_corruption_and_loops_and_miss_fast() {
     assert_eq!(
         asker
             .client()
+            .direct()
             .get_block_as(KeyKind::CHK, key2.routing, Some(id))
             .await
             .unwrap(),
@@ -272,7 +288,12 @@ async fn searches_route_around_corruption_and_loops_and_miss_fast() {
     let never = RoutingKey([0x77; 32]);
     let t = Instant::now();
     assert_eq!(
-        net.nodes[4].0.client().get_block(KeyKind::CHK, never).await,
+        net.nodes[4]
+            .0
+            .client()
+            .direct()
+            .get_block(KeyKind::CHK, never)
+            .await,
         Err(RequestError::DataNotFound)
     );
     let took = t.elapsed();
@@ -284,7 +305,7 @@ async fn searches_route_around_corruption_and_loops_and_miss_fast() {
 async fn a_third_of_the_nodes_dying_does_not_stop_fetches() {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut net = twenty().await;
-    let inserter = net.nodes[0].0.client();
+    let inserter = net.nodes[0].0.client().direct();
     let mut uris = Vec::new();
     for _ in 0..8 {
         let data = random(50_000);
@@ -332,7 +353,10 @@ async fn a_third_of_the_nodes_dying_does_not_stop_fetches() {
     let t = Instant::now();
     for (i, (uri, data)) in uris.iter().enumerate() {
         let (h, _) = &net.nodes[i % net.nodes.len()];
-        assert_eq!(&client::fetch(&h.client(), uri).await.unwrap().data, data);
+        assert_eq!(
+            &client::fetch(&h.client().direct(), uri).await.unwrap().data,
+            data
+        );
     }
     eprintln!(
         "{} documents fetched right after {} of 20 nodes died, in {:?}",
@@ -349,7 +373,7 @@ async fn a_ten_mib_document_survives_the_losses_its_code_allows() {
     let data = random(10 * 1024 * 1024);
     let t = Instant::now();
     let uri = client::insert(
-        &net.nodes[0].0.client(),
+        &net.nodes[0].0.client().direct(),
         "application/octet-stream",
         &data,
         Target::Chk,
@@ -358,7 +382,7 @@ async fn a_ten_mib_document_survives_the_losses_its_code_allows() {
     .unwrap();
     eprintln!("insert of 10 MiB: {:?}", t.elapsed());
     let t = Instant::now();
-    let doc = client::fetch(&net.nodes[11].0.client(), &uri)
+    let doc = client::fetch(&net.nodes[11].0.client().direct(), &uri)
         .await
         .unwrap();
     eprintln!("fetch of 10 MiB: {:?}", t.elapsed());
@@ -380,6 +404,7 @@ async fn a_ten_mib_document_survives_the_losses_its_code_allows() {
     let root_block = net.nodes[5]
         .0
         .client()
+        .direct()
         .get_block(KeyKind::CHK, root_key.routing)
         .await
         .unwrap();
@@ -402,14 +427,14 @@ async fn a_ten_mib_document_survives_the_losses_its_code_allows() {
             forget(k.routing).await;
         }
     }
-    let doc = client::fetch(&net.nodes[17].0.client(), &uri)
+    let doc = client::fetch(&net.nodes[17].0.client().direct(), &uri)
         .await
         .unwrap();
     assert_eq!(doc.data, data, "rebuilt from parity");
     // One more in segment 0 and it cannot be rebuilt, and says so.
     let s0 = &m.segments[0];
     forget(s0.keys[s0.parity].routing).await;
-    let err = client::fetch(&net.nodes[17].0.client(), &uri)
+    let err = client::fetch(&net.nodes[17].0.client().direct(), &uri)
         .await
         .unwrap_err();
     assert_eq!(

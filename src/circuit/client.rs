@@ -679,6 +679,12 @@ impl Circuits {
             }
         };
         let building = !matches!(c.state, State::Ready);
+        if let Some(obs) = &self.settings.observer {
+            obs.observe(&crate::observe::Observation::Client {
+                at: self.me,
+                msg: &msg,
+            });
+        }
         match msg {
             RelayMessage::Extended { data } if building && !c.layers.is_empty() => {
                 self.hop_done(local, &data, now);

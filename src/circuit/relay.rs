@@ -345,6 +345,10 @@ impl Circuits {
     // ---- the exit ----
 
     fn exit_message(&mut self, local: u64, msg: RelayMessage, now: Instant) {
+        self.observe(crate::observe::Observation::Exit {
+            at: self.me,
+            msg: &msg,
+        });
         match msg {
             RelayMessage::Extend {
                 next,

@@ -80,10 +80,28 @@ pub struct Config {
     pub stabilize_ms: u64,
     /// A link silent this long is dead, in milliseconds.
     pub link_timeout_ms: u64,
+    /// Relay circuits for others and accept inbound links. `false` makes a
+    /// client-only node (behind NAT or a firewall): it takes no place on
+    /// the ring and relays nothing, yet inserts and fetches through
+    /// circuits of other nodes. It needs `bootstrap`.
+    pub relay: bool,
+    /// Relays in each circuit this node builds (1 to 8).
+    pub circuit_hops: usize,
+    /// A circuit takes new requests for this many seconds...
+    pub circuit_lifetime_secs: u64,
+    /// ... or for this many requests, then is replaced.
+    pub circuit_requests: u32,
     /// Fault injection for tests: this node flips a bit in every block it
     /// serves. Not settable from a file.
     #[serde(skip)]
     pub fault_corrupt_blocks: bool,
+    /// Fault injection for tests: this node flips a bit in every cell it
+    /// relays away from the client. Not settable from a file.
+    #[serde(skip)]
+    pub fault_flip_cells: bool,
+    /// Sees everything the node receives (tests). Not settable from a file.
+    #[serde(skip)]
+    pub observer: Option<crate::observe::Observer>,
 }
 
 impl Default for Config {
@@ -100,7 +118,13 @@ impl Default for Config {
             max_links: 256,
             stabilize_ms: 500,
             link_timeout_ms: 6000,
+            relay: true,
+            circuit_hops: 3,
+            circuit_lifetime_secs: 600,
+            circuit_requests: 2048,
             fault_corrupt_blocks: false,
+            fault_flip_cells: false,
+            observer: None,
         }
     }
 }
@@ -150,7 +174,35 @@ impl Config {
                 "stabilize_ms must be positive and link_timeout_ms at least 100".into(),
             ));
         }
+        if !(1..=crate::wire::MAX_HOPS).contains(&self.circuit_hops) {
+            return Err(Error::Invalid(format!(
+                "circuit_hops must be 1 to {}",
+                crate::wire::MAX_HOPS
+            )));
+        }
+        if self.circuit_requests == 0 || self.circuit_lifetime_secs == 0 {
+            return Err(Error::Invalid(
+                "circuit_requests and circuit_lifetime_secs must be positive".into(),
+            ));
+        }
+        if !self.relay && self.bootstrap.is_empty() {
+            return Err(Error::Invalid(
+                "a client-only node (relay = false) needs a bootstrap node".into(),
+            ));
+        }
         Ok(())
+    }
+
+    pub fn circuits(&self) -> crate::circuit::Settings {
+        crate::circuit::Settings {
+            hops: self.circuit_hops,
+            relay: self.relay,
+            lifetime: Duration::from_secs(self.circuit_lifetime_secs),
+            requests: self.circuit_requests,
+            fault_flip_cells: self.fault_flip_cells,
+            observer: self.observer.clone(),
+            ..crate::circuit::Settings::default()
+        }
     }
 
     pub fn ring(&self) -> crate::ring::Config {
@@ -161,6 +213,7 @@ impl Config {
             fix_fingers_every: period / 2,
             check_predecessor_every: period * 2,
             query_timeout: (period * 4).max(Duration::from_millis(500)),
+            member: self.relay,
             ..crate::ring::Config::default()
         }
     }
