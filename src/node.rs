@@ -1202,10 +1202,11 @@ impl Node {
                 if self.links.contains_key(&to) {
                     let inbound = self.links.get(&to).is_some_and(|h| h.inbound);
                     self.circuits.link_up(to, !inbound, Instant::now());
-                } else if !self.dialing.contains_key(&to) {
+                } else if let std::collections::hash_map::Entry::Vacant(e) = self.dialing.entry(to)
+                {
                     match addrs.first() {
                         Some(addr) => {
-                            self.dialing.insert(to, Vec::new());
+                            e.insert(Vec::new());
                             self.dial(addr.0, Some(to));
                         }
                         None => self.circuits.link_failed(to, Instant::now()),
