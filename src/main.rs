@@ -52,6 +52,15 @@ struct NodeArgs {
     /// Local HTTP gateway address (status endpoint).
     #[arg(long)]
     http: Option<SocketAddr>,
+    /// Run as a client only: accept no inbound links, relay nothing, take
+    /// no place on the ring; insert and fetch through other nodes'
+    /// circuits (for a machine behind NAT or a firewall). Needs
+    /// --bootstrap.
+    #[arg(long)]
+    client_only: bool,
+    /// Relays in each circuit this node builds (1 to 8; default 3).
+    #[arg(long)]
+    hops: Option<usize>,
 }
 
 /// Exit codes for scripts.
@@ -117,6 +126,14 @@ fn main() -> ExitCode {
                     s.blocks_cached, s.bytes_cached
                 );
                 println!("misbehaving  {} peers disconnected", s.misbehaving_peers);
+                println!(
+                    "circuits     {} relayed, {} own ({} built), {} relays sampled{}",
+                    s.circuits_relayed,
+                    s.circuits_own,
+                    s.circuits_built,
+                    s.relay_sample,
+                    if s.relay { "" } else { ", client only" }
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -150,6 +167,12 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     }
     if let Some(h) = args.http {
         cfg.http = Some(h);
+    }
+    if args.client_only {
+        cfg.relay = false;
+    }
+    if let Some(h) = args.hops {
+        cfg.circuit_hops = h;
     }
     let handle = node::start(cfg).await.context("cannot start the node")?;
     // For the person at the terminal and for scripts: where to reach it.

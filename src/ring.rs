@@ -340,6 +340,10 @@ impl Ring {
     /// Leave gracefully: tell the neighbours how to close the gap. The
     /// caller hands blocks over before, and drops links after.
     pub fn leave(&mut self) {
+        if !self.cfg.member {
+            // No one counts on us: nothing to hand over.
+            return;
+        }
         let msg = PeerMessage::Leaving {
             predecessor: self.predecessor.as_ref().map(|p| p.desc.clone()),
             successors: self.successors.iter().map(|p| p.desc.clone()).collect(),
