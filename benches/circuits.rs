@@ -33,7 +33,10 @@ fn config(dir: &TempDir, bootstrap: Option<SocketAddr>) -> Config {
 async fn wait_for(what: &str, mut ok: impl AsyncFnMut() -> bool) {
     let start = Instant::now();
     while !ok().await {
-        assert!(start.elapsed() < Duration::from_secs(60), "{what}: timed out");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{what}: timed out"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -65,6 +68,11 @@ async fn timed_fetch(inserter: &NodeClient, fetcher: &NodeClient, len: usize) ->
 
 fn main() {
     let measuring = std::env::args().any(|a| a == "--bench");
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(run(measuring));
 }
@@ -82,6 +90,18 @@ async fn run(measuring: bool) {
         wait_for("joined and sampled", async || {
             let s = n.status().await.expect("status");
             s.joined && s.relay_sample >= 6
+        })
+        .await;
+    }
+    // Measure on a settled ring: every node's successor is the next id.
+    let mut ids: Vec<String> = nodes.iter().map(|n| n.id.to_hex()).collect();
+    ids.sort();
+    for n in &nodes {
+        wait_for("ring settled", async || {
+            let s = n.status().await.expect("status");
+            let i = ids.iter().position(|x| *x == s.id).expect("known");
+            s.successors.first() == Some(&ids[(i + 1) % ids.len()])
+                && s.predecessor.as_ref() == Some(&ids[(i + ids.len() - 1) % ids.len()])
         })
         .await;
     }

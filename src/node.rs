@@ -48,6 +48,8 @@ const VERIFIED_CACHE: usize = 4096;
 /// Replica pushes awaiting acknowledgement at once; the rest wait their
 /// turn, so replication after a membership change is a stream, not a flood.
 const PUSHES_IN_FLIGHT: usize = 16;
+/// Lookups for blocks held here but owned elsewhere, at once.
+const PLACE_LOOKUPS: usize = 32;
 /// Relay sampling: a lookup of a random ring point this often while the
 /// sample is small, and a slower refresh once it has enough to choose from.
 const SAMPLE_FAST: Duration = Duration::from_millis(200);
@@ -585,6 +587,7 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, Error> {
         dial_tx,
         replicate_at: None,
         confirmed: HashSet::new(),
+        placed: HashSet::new(),
         pushes: HashMap::new(),
         push_queue: VecDeque::new(),
         lookups: HashMap::new(),
@@ -695,6 +698,9 @@ struct Node {
     /// Nodes that acknowledged a block over their current link. Forgotten
     /// when the link closes: a node that comes back may have lost its disk.
     confirmed: HashSet<(RoutingKey, NodeId)>,
+    /// Blocks held here but owned elsewhere whose owner was found and has
+    /// them: no lookup for them until the membership changes.
+    placed: HashSet<RoutingKey>,
     pushes: HashMap<u64, Push>,
     /// Replica pushes waiting for a free slot.
     push_queue: VecDeque<(KeyKind, RoutingKey, Peer)>,
@@ -789,6 +795,7 @@ impl Node {
         for key in stored {
             // A new block or a newer version: its replicas must get it.
             self.confirmed.retain(|(k, _)| *k != key);
+            self.placed.remove(&key);
             self.replicate_soon();
         }
         out
@@ -1168,8 +1175,9 @@ impl Node {
 
     fn send_on_link(&mut self, peer: NodeId, msg: PeerMessage) {
         if let Some(h) = self.links.get(&peer) {
+            let kind = msg.kind();
             if h.send(Frame::Message(msg)).is_err() {
-                tracing::debug!("send queue full or link closed; message dropped");
+                tracing::debug!(?kind, "send queue full or link closed; message dropped");
             }
         }
     }
@@ -1302,7 +1310,11 @@ impl Node {
         while let Some(ev) = self.ring.poll_event() {
             busy = true;
             match ev {
-                RingEvent::NeighboursChanged => self.replicate_soon(),
+                RingEvent::NeighboursChanged => {
+                    // Owners may have moved: look every held block up again.
+                    self.placed.clear();
+                    self.replicate_soon();
+                }
                 RingEvent::Joined => tracing::info!("joined the ring"),
                 RingEvent::LookupDone { token, result } => {
                     if let Some(why) = self.lookups.remove(&token) {
@@ -1335,6 +1347,12 @@ impl Node {
             }
         };
         let now = Instant::now();
+        let mut place_budget = PLACE_LOOKUPS.saturating_sub(
+            self.lookups
+                .values()
+                .filter(|l| matches!(l, LookupFor::Place(..)))
+                .count(),
+        );
         let placing: HashSet<RoutingKey> = self
             .lookups
             .values()
@@ -1355,7 +1373,14 @@ impl Node {
                 for peer in replicas {
                     self.push(kind, key, &peer);
                 }
-            } else if !placing.contains(&key) {
+            } else if !placing.contains(&key) && !self.placed.contains(&key) {
+                if place_budget == 0 {
+                    // The rest wait for the next pass, so that lookups
+                    // never crowd the ring's own messages out of the links.
+                    self.replicate_soon();
+                    continue;
+                }
+                place_budget -= 1;
                 let token = rand::rngs::OsRng.next_u64();
                 self.lookups.insert(token, LookupFor::Place(kind, key));
                 self.ring.lookup(key.0, token, now);
@@ -1402,7 +1427,10 @@ impl Node {
                     Some(done) => {
                         let _ = done.send(Err(err.clone()));
                     }
-                    None => self.replicate_soon(),
+                    None => {
+                        self.placed.remove(&p.key);
+                        self.replicate_soon();
+                    }
                 }
             }
         }
@@ -1468,6 +1496,8 @@ impl Node {
         match why {
             LookupFor::Place(kind, key) => {
                 if let Some(peer) = found.filter(|p| p.id != self.ring.id()) {
+                    // If the push fails, the next pass looks again.
+                    self.placed.insert(key);
                     self.push(kind, key, &peer);
                 }
             }
