@@ -17,7 +17,7 @@ use crate::ring::Peer;
 use crate::route::{Outcome, Request};
 use crate::wire::{
     Cell, CircId, CreateBody, CreatedBody, DestroyReason, EndStatus, HandshakeType, KeyKind,
-    NodeId, RelayMessage, RoutingKey, StreamId, MAX_BLOCK_LEN, ONION_LEN, RELAY_BODY_MAX,
+    NodeId, RelayMessage, RoutingKey, StreamId, MAX_BLOCK_LEN, MAX_HOPS, ONION_LEN, RELAY_BODY_MAX,
 };
 
 pub(super) struct ClientCirc {
@@ -229,6 +229,12 @@ impl Circuits {
         failed: &HashSet<NodeId>,
     ) -> Result<Vec<Peer>, CircuitError> {
         Ok(match self.pinned.get(&iso) {
+            Some(ids) if ids.is_empty() || ids.len() > MAX_HOPS => {
+                return Err(CircuitError::NotEnoughRelays {
+                    have: ids.len(),
+                    need: ids.len().clamp(1, MAX_HOPS),
+                })
+            }
             Some(ids) => ids
                 .iter()
                 .map(|id| self.sample.get(*id).cloned())

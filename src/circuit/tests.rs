@@ -393,3 +393,21 @@ fn a_create_in_the_wrong_id_half_is_misbehaviour() {
     assert_eq!(net.misbehaved.len(), 1);
     assert_eq!(net.relaying(), 0);
 }
+
+#[test]
+fn a_pinned_path_that_cannot_be_a_circuit_is_refused() {
+    let mut net = Net::new(4, settings());
+    net.nodes[0].pin_path(Isolation(1), Vec::new());
+    net.request(0, Isolation(1), 1, RoutingKey([9; 32]), Request::Get);
+    assert!(matches!(
+        net.done[&1],
+        Err(CircuitError::NotEnoughRelays { .. })
+    ));
+    let unknown = NodeId([0xee; 32]);
+    net.nodes[0].pin_path(Isolation(2), vec![unknown]);
+    net.request(0, Isolation(2), 2, RoutingKey([9; 32]), Request::Get);
+    assert!(matches!(
+        net.done[&2],
+        Err(CircuitError::NotEnoughRelays { .. })
+    ));
+}
