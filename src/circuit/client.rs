@@ -332,25 +332,23 @@ impl Circuits {
         );
     }
 
-    pub(super) fn client_link_up(&mut self, peer: NodeId, now: Instant) {
-        let waiting: Vec<u64> = self
-            .own
+    /// Own circuits waiting for a link to `peer` as their first hop.
+    fn connecting_to(&self, peer: NodeId) -> Vec<u64> {
+        self.own
             .iter()
             .filter(|(_, c)| matches!(c.state, State::Connecting { .. }) && c.first() == peer)
             .map(|(&l, _)| l)
-            .collect();
-        for local in waiting {
+            .collect()
+    }
+
+    pub(super) fn client_link_up(&mut self, peer: NodeId, now: Instant) {
+        for local in self.connecting_to(peer) {
             self.send_create(local, now);
         }
     }
 
     pub(super) fn client_link_failed(&mut self, peer: NodeId, now: Instant) {
-        let failed: Vec<u64> = self
-            .own
-            .iter()
-            .filter(|(_, c)| matches!(c.state, State::Connecting { .. }) && c.first() == peer)
-            .map(|(&l, _)| l)
-            .collect();
+        let failed = self.connecting_to(peer);
         if !failed.is_empty() {
             // Unreachable: choose others until a lookup finds it again.
             self.sample.remove(peer);
@@ -624,16 +622,10 @@ impl Circuits {
 
     /// Send queued data as far as the window allows.
     fn client_flush(&mut self, local: u64) {
-        let mut out = Vec::new();
-        if let Some(c) = self.own.get_mut(&local) {
-            while c.package > 0 {
-                let Some(m) = c.queued.pop_front() else {
-                    break;
-                };
-                c.package -= 1;
-                out.push(m);
-            }
-        }
+        let out = match self.own.get_mut(&local) {
+            Some(c) => super::drain_window(&mut c.queued, &mut c.package),
+            None => return,
+        };
         for m in out {
             self.send_forward(local, &m);
         }

@@ -260,14 +260,17 @@ impl Circuits {
         }
     }
 
-    pub(super) fn relay_link_up(&mut self, peer: NodeId, now: Instant) {
-        let waiting: Vec<u64> = self
-            .relayed
+    /// Relayed circuits waiting for a link to `peer` to extend to it.
+    fn relays_connecting_to(&self, peer: NodeId) -> Vec<u64> {
+        self.relayed
             .iter()
             .filter(|(_, c)| matches!(&c.next, Next::Connecting { to, .. } if *to == peer))
             .map(|(&l, _)| l)
-            .collect();
-        for local in waiting {
+            .collect()
+    }
+
+    pub(super) fn relay_link_up(&mut self, peer: NodeId, now: Instant) {
+        for local in self.relays_connecting_to(peer) {
             let Some(circ) = self.alloc_circ(peer) else {
                 continue;
             };
@@ -298,13 +301,7 @@ impl Circuits {
     }
 
     pub(super) fn relay_link_failed(&mut self, peer: NodeId) {
-        let failed: Vec<u64> = self
-            .relayed
-            .iter()
-            .filter(|(_, c)| matches!(&c.next, Next::Connecting { to, .. } if *to == peer))
-            .map(|(&l, _)| l)
-            .collect();
-        for local in failed {
+        for local in self.relays_connecting_to(peer) {
             self.relay_teardown(local, None, DestroyReason::CONNECT_FAILED);
         }
     }
@@ -605,21 +602,10 @@ impl Circuits {
 
     /// Send what the window allows, in order.
     fn exit_flush(&mut self, local: u64) {
-        let mut out = Vec::new();
-        if let Some(exit) = self.exit_mut(local) {
-            while let Some(front) = exit.queued.front() {
-                let is_data = matches!(front, RelayMessage::Data { .. });
-                if is_data && exit.package == 0 {
-                    break;
-                }
-                if is_data {
-                    exit.package -= 1;
-                }
-                if let Some(m) = exit.queued.pop_front() {
-                    out.push(m);
-                }
-            }
-        }
+        let out = match self.exit_mut(local) {
+            Some(exit) => super::drain_window(&mut exit.queued, &mut exit.package),
+            None => return,
+        };
         for m in out {
             self.send_backward(local, &m);
         }
