@@ -154,6 +154,8 @@ pub struct Stats {
     pub own: usize,
     /// Own circuits completed since start.
     pub built: u64,
+    /// Build attempts that failed (and were retried or given up).
+    pub build_failures: u64,
     /// Cells whose layer did not authenticate here.
     pub bad_cells: u64,
     /// Relay descriptors in the sample.

@@ -129,7 +129,10 @@ impl Circuits {
     /// with [`Action::Built`].
     pub fn build(&mut self, token: u64, iso: Isolation, now: Instant) {
         self.retire_current(iso);
-        self.start_build(iso, VecDeque::new(), vec![token], 1, HashSet::new(), now);
+        if let Some(l) = self.start_build(iso, VecDeque::new(), vec![token], 1, HashSet::new(), now)
+        {
+            self.current.insert(iso, l);
+        }
     }
 
     /// Get or put a block through a circuit for `iso`; answered with
@@ -162,6 +165,7 @@ impl Circuits {
                 let waiting = VecDeque::from([pending]);
                 if let Some(l) = self.start_build(iso, waiting, Vec::new(), 1, HashSet::new(), now)
                 {
+                    self.current.insert(iso, l);
                     self.count_use(l);
                 }
                 return;
@@ -290,7 +294,6 @@ impl Circuits {
                 build_tokens,
             },
         );
-        self.current.insert(iso, local);
         if self.links.contains_key(&first.id) {
             self.send_create(local, now);
         } else {
@@ -388,14 +391,12 @@ impl Circuits {
             self.close_own(local, DestroyReason::NONE, CircuitError::Closed);
             return;
         }
+        self.stats.build_failures += 1;
+        let was_current = self.current.get(&c.iso) == Some(&local);
         // Whatever part of it was built is released along its length.
         let Some(mut c) = self.remove_own(local, DestroyReason::REQUESTED) else {
             return;
         };
-        let was_current = self.current.get(&c.iso) == Some(&local);
-        if was_current {
-            self.current.remove(&c.iso);
-        }
         let pinned = self.pinned.contains_key(&c.iso);
         if let Some(bad) = c.path.get(c.layers.len()) {
             c.failed.insert(bad.id);
@@ -406,20 +407,15 @@ impl Circuits {
             if let Some(new) =
                 self.start_build(c.iso, waiting, tokens, c.attempt + 1, c.failed, now)
             {
-                {
-                    if !was_current {
-                        // It was retired: the new one serves its requests
-                        // only.
-                        self.current.remove(&c.iso);
-                        if let Some(n) = self.own.get_mut(&new) {
-                            n.retired = true;
-                        }
-                    }
-                    // A replacement keeps the request count of the
-                    // circuit it replaces.
-                    if let Some(n) = self.own.get_mut(&new) {
-                        n.used = c.used;
-                    }
+                if was_current {
+                    self.current.insert(c.iso, new);
+                }
+                if let Some(n) = self.own.get_mut(&new) {
+                    // A replacement keeps the request count of the circuit
+                    // it replaces, and a retired one's replacement serves
+                    // only the requests it inherits.
+                    n.used = c.used;
+                    n.retired = !was_current;
                 }
             }
             return;
