@@ -302,7 +302,9 @@ fn a_dead_relay_is_replaced_during_the_build() {
             }
             net.advance(Duration::from_secs(1));
         }
-        let path = net.built[&token].clone().expect("built around the dead relay");
+        let path = net.built[&token]
+            .clone()
+            .expect("built around the dead relay");
         assert!(!path.contains(&net.ids[dead]));
     }
     // The rebuilt circuit is the one in use: a request takes it.
