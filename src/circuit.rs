@@ -418,7 +418,7 @@ impl Circuits {
         let circ = cell.circ();
         match cell {
             Cell::Padding { .. } | Cell::Unrecognized { .. } => {}
-            Cell::Create { circ, body } => self.relay_create(peer, circ, body, now),
+            Cell::Create { circ, body } => self.relay_create(peer, circ, body),
             Cell::Created { circ, body } => {
                 if let Some(&local) = self.by_next.get(&(peer, circ)) {
                     self.relay_created(local, body);

@@ -1207,9 +1207,9 @@ impl Node {
                 }
             }
             circuit::Action::Connect { to, addrs } => {
-                if self.links.contains_key(&to) {
-                    let inbound = self.links.get(&to).is_some_and(|h| h.inbound);
-                    self.circuits.link_up(to, !inbound, Instant::now());
+                if let Some(h) = self.links.get(&to) {
+                    let we_dialed = !h.inbound;
+                    self.circuits.link_up(to, we_dialed, Instant::now());
                 } else if let std::collections::hash_map::Entry::Vacant(e) = self.dialing.entry(to)
                 {
                     match addrs.first() {

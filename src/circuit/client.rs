@@ -175,7 +175,7 @@ impl Circuits {
             c.waiting.push_back(pending);
         }
         self.count_use(local);
-        self.start_streams(local, now);
+        self.start_streams(local);
     }
 
     fn count_use(&mut self, local: u64) {
@@ -536,12 +536,12 @@ impl Circuits {
                 result: Ok(hops.clone()),
             });
         }
-        self.start_streams(local, now);
+        self.start_streams(local);
         self.maybe_finish(local);
     }
 
     /// Open streams for waiting requests, up to [`MAX_STREAMS`].
-    fn start_streams(&mut self, local: u64, _now: Instant) {
+    fn start_streams(&mut self, local: u64) {
         loop {
             let Some(c) = self.own.get_mut(&local) else {
                 return;
@@ -762,7 +762,7 @@ impl Circuits {
             token: result.0,
             result: result.1,
         });
-        self.start_streams(local, Instant::now());
+        self.start_streams(local);
         self.maybe_finish(local);
     }
 

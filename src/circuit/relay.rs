@@ -92,13 +92,7 @@ impl RelayCirc {
 }
 
 impl Circuits {
-    pub(super) fn relay_create(
-        &mut self,
-        peer: NodeId,
-        circ: CircId,
-        body: CreateBody,
-        _now: Instant,
-    ) {
+    pub(super) fn relay_create(&mut self, peer: NodeId, circ: CircId, body: CreateBody) {
         if !self.theirs(peer, circ) || self.by_prev.contains_key(&(peer, circ)) {
             self.actions.push_back(Action::Misbehaved {
                 peer,

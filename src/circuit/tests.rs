@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::*;
-use crate::wire::{NodeDescriptor, RELAY_BODY_MAX};
+use crate::wire::{NodeDescriptor, MAX_BLOCK_LEN, RELAY_BODY_MAX};
 
 struct Net {
     nodes: Vec<Circuits>,
@@ -187,7 +187,7 @@ fn block(n: usize, seed: u8) -> Vec<u8> {
 fn a_block_comes_back_through_three_relays() {
     let mut net = Net::new(6, settings());
     let key = RoutingKey([1; 32]);
-    net.blocks.insert(key, block(MAX_BLOCK_LEN_FOR_TEST, 1));
+    net.blocks.insert(key, block(MAX_BLOCK_LEN, 1));
     let path = net.build(0, Isolation(0), 1);
     assert_eq!(path.len(), 3);
     assert!(!path.contains(&net.ids[0]), "never the client itself");
@@ -203,8 +203,6 @@ fn a_block_comes_back_through_three_relays() {
     assert_eq!(net.nodes[0].stats().own, 1);
     assert!(net.misbehaved.is_empty());
 }
-
-const MAX_BLOCK_LEN_FOR_TEST: usize = crate::wire::MAX_BLOCK_LEN;
 
 #[test]
 fn a_put_reaches_the_exit_whole_and_a_missing_key_is_typed() {
@@ -249,7 +247,7 @@ fn a_slow_reader_holds_the_exit_to_its_window() {
     let streams = 20u8;
     for i in 0..streams {
         net.blocks
-            .insert(RoutingKey([100 + i; 32]), block(MAX_BLOCK_LEN_FOR_TEST, i));
+            .insert(RoutingKey([100 + i; 32]), block(MAX_BLOCK_LEN, i));
     }
     net.build(0, Isolation(0), 1);
     net.hold.insert(0);
@@ -262,7 +260,7 @@ fn a_slow_reader_holds_the_exit_to_its_window() {
             Request::Get,
         );
     }
-    let cells_per_block = MAX_BLOCK_LEN_FOR_TEST.div_ceil(RELAY_BODY_MAX);
+    let cells_per_block = MAX_BLOCK_LEN.div_ceil(RELAY_BODY_MAX);
     let wanted = usize::from(streams) * cells_per_block;
     assert!(wanted > CIRCUIT_WINDOW as usize);
     // Held: at most a window of data cells plus one end per stream.
