@@ -2,13 +2,13 @@
 //! URI, fetch a URI and get the document, retract a signed document.
 //!
 //! Everything here runs over [`Blocks`], the ability to get and put single
-//! blocks. Today that is the local node's routed requests; the circuit
-//! layer will provide the same through a circuit, so that the requests
-//! leave through an exit and not from the requester. Blocks of a large
-//! document move with at most [`WINDOW`] requests in flight.
+//! blocks: a [`NodeClient`], whose requests leave through a circuit's exit
+//! and not from the requester. Blocks of a large document move with at
+//! most [`WINDOW`] requests in flight.
 
 use std::future::Future;
 
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::keys::{
@@ -78,6 +78,25 @@ pub struct Document {
     pub version: Option<u64>,
 }
 
+/// How far a document's insert or fetch has come, in blocks: for a
+/// progress display. `total` is 0 until it is known (a fetch learns it from
+/// the document's root). A fetch counts the data blocks it needs; blocks
+/// fetched to replace lost ones can carry `done` to `total` before the end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+}
+
+/// Where an insert or fetch reports its [`Progress`], if anyone watches.
+pub type ProgressTx = watch::Sender<Progress>;
+
+fn report(progress: Option<&ProgressTx>, f: impl FnOnce(&mut Progress)) {
+    if let Some(p) = progress {
+        p.send_modify(f);
+    }
+}
+
 /// Where an insert goes.
 pub enum Target<'a> {
     /// A content-hash key: the URI follows from the content.
@@ -87,7 +106,11 @@ pub enum Target<'a> {
 }
 
 /// Put many blocks, [`WINDOW`] at a time; the first failure ends it.
-async fn put_all<B: Blocks>(b: &B, blocks: Vec<(ChkKey, Vec<u8>)>) -> Result<(), RequestError> {
+async fn put_all<B: Blocks>(
+    b: &B,
+    blocks: Vec<(ChkKey, Vec<u8>)>,
+    progress: Option<&ProgressTx>,
+) -> Result<(), RequestError> {
     let mut set = JoinSet::new();
     let mut queue = blocks.into_iter();
     loop {
@@ -99,7 +122,7 @@ async fn put_all<B: Blocks>(b: &B, blocks: Vec<(ChkKey, Vec<u8>)>) -> Result<(),
             set.spawn(async move { b.put(KeyKind::CHK, key.routing, block).await });
         }
         match set.join_next().await {
-            Some(Ok(Ok(()))) => {}
+            Some(Ok(Ok(()))) => report(progress, |p| p.done += 1),
             Some(Ok(Err(e))) => return Err(e),
             Some(Err(_)) => return Err(RequestError::Stopped),
             None => return Ok(()),
@@ -114,21 +137,51 @@ pub async fn insert<B: Blocks>(
     data: &[u8],
     target: Target<'_>,
 ) -> Result<Uri, ClientError> {
+    insert_with_progress(b, content_type, data, target, None).await
+}
+
+/// [`insert`], reporting each block stored.
+pub async fn insert_with_progress<B: Blocks>(
+    b: &B,
+    content_type: &str,
+    data: &[u8],
+    target: Target<'_>,
+    progress: Option<&ProgressTx>,
+) -> Result<Uri, ClientError> {
     let doc = encode_document(content_type, data)?;
-    put_all(b, doc.blocks).await?;
-    match target {
+    let blocks = u64::try_from(doc.blocks.len()).unwrap_or(u64::MAX);
+    report(progress, |p| {
+        *p = Progress {
+            done: 0,
+            total: blocks.saturating_add(1),
+        }
+    });
+    put_all(b, doc.blocks, progress).await?;
+    let uri = match target {
         Target::Chk => {
             let (key, block) = chk_encode(&doc.root).map_err(DocError::from)?;
             b.put(KeyKind::CHK, key.routing, block).await?;
-            Ok(Uri::Chk(key))
+            Uri::Chk(key)
         }
         Target::Signed(insert, version) => {
             let (routing, block) = insert
                 .encode(version, Some(&doc.root))
                 .map_err(DocError::from)?;
             b.put(KeyKind::SSK, routing, block).await?;
-            Ok(Uri::Ssk(insert.request_key()))
+            Uri::Ssk(insert.request_key())
         }
+    };
+    report(progress, |p| p.done += 1);
+    Ok(uri)
+}
+
+/// The version a new insert under `key` takes: one past the newest the
+/// network holds (a retraction included), or 1 if it holds none.
+pub async fn next_version<B: Blocks>(b: &B, key: &SskInsertKey) -> Result<u64, ClientError> {
+    match get_signed(b, &key.request_key()).await {
+        Ok((_, version)) | Err(ClientError::Retracted { version }) => Ok(version.saturating_add(1)),
+        Err(ClientError::Request(RequestError::DataNotFound)) => Ok(1),
+        Err(e) => Err(e),
     }
 }
 
@@ -158,6 +211,15 @@ async fn get_signed<B: Blocks>(b: &B, key: &SskRequestKey) -> Result<(Vec<u8>, u
 
 /// Fetch the document a URI names.
 pub async fn fetch<B: Blocks>(b: &B, uri: &Uri) -> Result<Document, ClientError> {
+    fetch_with_progress(b, uri, None).await
+}
+
+/// [`fetch`], reporting each block found.
+pub async fn fetch_with_progress<B: Blocks>(
+    b: &B,
+    uri: &Uri,
+    progress: Option<&ProgressTx>,
+) -> Result<Document, ClientError> {
     let (root, version) = match uri {
         Uri::Chk(key) => (get_chk(b, *key).await?, None),
         Uri::Ssk(key) => {
@@ -170,7 +232,7 @@ pub async fn fetch<B: Blocks>(b: &B, uri: &Uri) -> Result<Document, ClientError>
         }
         Uri::SskInsert(_) => return Err(ClientError::InsertUri),
     };
-    let (content_type, data) = fetch_root(b, &root).await?;
+    let (content_type, data) = fetch_root(b, &root, progress).await?;
     Ok(Document {
         content_type,
         data,
@@ -179,24 +241,38 @@ pub async fn fetch<B: Blocks>(b: &B, uri: &Uri) -> Result<Document, ClientError>
 }
 
 /// Everything under a root: inline data, or a manifest's segments.
-async fn fetch_root<B: Blocks>(b: &B, root: &[u8]) -> Result<(String, Vec<u8>), ClientError> {
+async fn fetch_root<B: Blocks>(
+    b: &B,
+    root: &[u8],
+    progress: Option<&ProgressTx>,
+) -> Result<(String, Vec<u8>), ClientError> {
     let manifest = match decode_root(root)? {
-        Root::Inline { content_type, data } => return Ok((content_type, data)),
+        Root::Inline { content_type, data } => {
+            report(progress, |p| *p = Progress { done: 1, total: 1 });
+            return Ok((content_type, data));
+        }
         Root::Manifest(m) => m,
         Root::Nested { manifest, list, .. } => {
             // The key list is a document of its own.
             let list_root = get_chk(b, list).await?;
-            let (_, list_bytes) = Box::pin(fetch_root(b, &list_root)).await?;
+            let (_, list_bytes) = Box::pin(fetch_root(b, &list_root, None)).await?;
             fill_keys(manifest, split_key_list(&list_bytes)?)?
         }
     };
-    let data = fetch_segments(b, &manifest).await?;
+    let total: usize = manifest.segments.iter().map(|s| s.data).sum();
+    let total = u64::try_from(total).unwrap_or(u64::MAX);
+    report(progress, |p| *p = Progress { done: 0, total });
+    let data = fetch_segments(b, &manifest, progress).await?;
     Ok((manifest.content_type, data))
 }
 
 /// Fetch each segment's data blocks, and parity blocks only for those that
 /// fail; rebuild; cut to the document's length.
-async fn fetch_segments<B: Blocks>(b: &B, m: &Manifest) -> Result<Vec<u8>, ClientError> {
+async fn fetch_segments<B: Blocks>(
+    b: &B,
+    m: &Manifest,
+    progress: Option<&ProgressTx>,
+) -> Result<Vec<u8>, ClientError> {
     let mut found: Vec<Vec<Option<Vec<u8>>>> = m
         .segments
         .iter()
@@ -224,7 +300,10 @@ async fn fetch_segments<B: Blocks>(b: &B, m: &Manifest) -> Result<Vec<u8>, Clien
                 set.spawn(async move { (si, i, get_chk(&b, key).await) });
             }
             match set.join_next().await {
-                Some(Ok((si, i, Ok(plain)))) => found[si][i] = Some(plain),
+                Some(Ok((si, i, Ok(plain)))) => {
+                    found[si][i] = Some(plain);
+                    report(progress, |p| p.done = (p.done + 1).min(p.total));
+                }
                 Some(Ok((_, _, Err(_)))) => {}
                 Some(Err(_)) => return Err(RequestError::Stopped.into()),
                 None => break,

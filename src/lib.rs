@@ -10,11 +10,14 @@
 pub mod circuit;
 pub mod client;
 pub mod crypto;
+pub mod gateway;
 pub mod keys;
 pub mod link;
 pub mod node;
 pub mod observe;
 pub mod ring;
 pub mod route;
+pub mod socks;
 pub mod store;
+pub mod testnet;
 pub mod wire;

@@ -91,56 +91,58 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Status { json, gateway } => match runtime.block_on(node::fetch_status(&gateway)) {
-            Ok(s) if json => match serde_json::to_string_pretty(&s) {
-                Ok(text) => {
-                    println!("{text}");
+        Command::Status { json, gateway } => {
+            match runtime.block_on(umbra::gateway::fetch_status(&gateway)) {
+                Ok(s) if json => match serde_json::to_string_pretty(&s) {
+                    Ok(text) => {
+                        println!("{text}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("umbra: {e}");
+                        ExitCode::FAILURE
+                    }
+                },
+                Ok(s) => {
+                    let short = |id: &str| id.get(..16).unwrap_or(id).to_string();
+                    println!("node         {}", s.id);
+                    println!("listening    {}", s.listen);
+                    println!("joined       {}", if s.joined { "yes" } else { "not yet" });
+                    println!(
+                        "predecessor  {}",
+                        s.predecessor.as_deref().map_or("none".into(), short)
+                    );
+                    println!("successors   {}", s.successors.len());
+                    for id in &s.successors {
+                        println!("             {}", short(id));
+                    }
+                    println!("fingers      {} distinct", s.fingers);
+                    println!("links        {}", s.links);
+                    println!(
+                        "stored       {} blocks, {} bytes",
+                        s.blocks_stored, s.bytes_stored
+                    );
+                    println!(
+                        "cached       {} blocks, {} bytes",
+                        s.blocks_cached, s.bytes_cached
+                    );
+                    println!("misbehaving  {} peers disconnected", s.misbehaving_peers);
+                    println!(
+                        "circuits     {} relayed, {} own ({} built), {} relays sampled{}",
+                        s.circuits_relayed,
+                        s.circuits_own,
+                        s.circuits_built,
+                        s.relay_sample,
+                        if s.relay { "" } else { ", client only" }
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
                     eprintln!("umbra: {e}");
-                    ExitCode::FAILURE
+                    ExitCode::from(EXIT_UNREACHABLE)
                 }
-            },
-            Ok(s) => {
-                let short = |id: &str| id.get(..16).unwrap_or(id).to_string();
-                println!("node         {}", s.id);
-                println!("listening    {}", s.listen);
-                println!("joined       {}", if s.joined { "yes" } else { "not yet" });
-                println!(
-                    "predecessor  {}",
-                    s.predecessor.as_deref().map_or("none".into(), short)
-                );
-                println!("successors   {}", s.successors.len());
-                for id in &s.successors {
-                    println!("             {}", short(id));
-                }
-                println!("fingers      {} distinct", s.fingers);
-                println!("links        {}", s.links);
-                println!(
-                    "stored       {} blocks, {} bytes",
-                    s.blocks_stored, s.bytes_stored
-                );
-                println!(
-                    "cached       {} blocks, {} bytes",
-                    s.blocks_cached, s.bytes_cached
-                );
-                println!("misbehaving  {} peers disconnected", s.misbehaving_peers);
-                println!(
-                    "circuits     {} relayed, {} own ({} built), {} relays sampled{}",
-                    s.circuits_relayed,
-                    s.circuits_own,
-                    s.circuits_built,
-                    s.relay_sample,
-                    if s.relay { "" } else { ", client only" }
-                );
-                ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("umbra: {e}");
-                ExitCode::from(EXIT_UNREACHABLE)
-            }
-        },
+        }
     }
 }
 

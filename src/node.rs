@@ -31,10 +31,8 @@ use crate::wire::{
 };
 
 mod config;
-mod gateway;
 
 pub use config::{Bootstrap, Config, Error as ConfigError};
-pub use gateway::{fetch_status, ClientError};
 
 /// How long a replica push may wait for its acknowledgement.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,6 +69,8 @@ pub enum Error {
     Link(#[from] link::Error),
     #[error("gateway: {0}")]
     Gateway(String),
+    #[error("SOCKS proxy: {0}")]
+    Socks(String),
     #[error("the node has stopped")]
     Stopped,
 }
@@ -196,6 +196,7 @@ pub struct NodeHandle {
     pub id: NodeId,
     pub listen: SocketAddr,
     pub http: Option<SocketAddr>,
+    pub socks: Option<SocketAddr>,
     cmd: mpsc::Sender<Command>,
     task: JoinHandle<()>,
 }
@@ -304,6 +305,11 @@ impl NodeClient {
         }
     }
 
+    /// The node's status.
+    pub async fn status(&self) -> Result<Status, Error> {
+        ask(&self.cmd, Command::Status).await.ok_or(Error::Stopped)
+    }
+
     /// A direct get (no circuit) with a chosen request id (diagnostics and
     /// tests of loop detection).
     pub async fn get_block_as(
@@ -400,7 +406,7 @@ impl NodeHandle {
     }
 
     pub async fn status(&self) -> Result<Status, Error> {
-        ask(&self.cmd, Command::Status).await.ok_or(Error::Stopped)
+        self.client().status().await
     }
 
     /// Store a block on its key's successor (which replicates it), found
@@ -539,17 +545,39 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, Error> {
 
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let client = NodeClient {
+        cmd: cmd_tx.clone(),
+        via: Via::Circuit(Isolation::default()),
+    };
     let http = match cfg.http {
         Some(addr) => {
-            let listener = gateway::bind(addr)
+            let listener = crate::gateway::bind(addr)
                 .await
                 .map_err(|e| Error::Gateway(format!("cannot listen on {addr}: {e}")))?;
             let local = listener
                 .local_addr()
                 .map_err(|e| Error::Gateway(e.to_string()))?;
-            tokio::spawn(gateway::serve(
+            tokio::spawn(crate::gateway::serve(
                 listener,
-                cmd_tx.clone(),
+                client.clone(),
+                shutdown_rx.clone(),
+            ));
+            Some(local)
+        }
+        None => None,
+    };
+    let socks = match cfg.socks {
+        Some(addr) => {
+            let listener = crate::socks::bind(addr)
+                .await
+                .map_err(|e| Error::Socks(format!("cannot listen on {addr}: {e}")))?;
+            let local = listener
+                .local_addr()
+                .map_err(|e| Error::Socks(e.to_string()))?;
+            tokio::spawn(crate::socks::serve(
+                listener,
+                client,
+                cfg.socks(),
                 shutdown_rx.clone(),
             ));
             Some(local)
@@ -607,6 +635,7 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, Error> {
         id,
         listen,
         http,
+        socks,
         cmd: cmd_tx,
         task,
     })

@@ -64,8 +64,13 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Nodes to join through; none starts a new ring.
     pub bootstrap: Vec<Bootstrap>,
-    /// Local HTTP gateway (status today).
+    /// Local HTTP gateway: documents, the index page, status.
     pub http: Option<SocketAddr>,
+    /// Local SOCKS5 proxy to `.umbra` names.
+    pub socks: Option<SocketAddr>,
+    /// A SOCKS client must finish its handshake within this time, in
+    /// milliseconds.
+    pub socks_handshake_ms: u64,
     /// Copies of each block: its successor and the next `replicas - 1`.
     pub replicas: usize,
     /// Length of the successor list.
@@ -111,6 +116,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             bootstrap: Vec::new(),
             http: None,
+            socks: None,
+            socks_handshake_ms: 10_000,
             replicas: 3,
             successors: 8,
             store_bytes: 1 << 30,
@@ -185,12 +192,21 @@ impl Config {
                 "circuit_requests and circuit_lifetime_secs must be positive".into(),
             ));
         }
+        if self.socks_handshake_ms == 0 {
+            return Err(Error::Invalid("socks_handshake_ms must be positive".into()));
+        }
         if !self.relay && self.bootstrap.is_empty() {
             return Err(Error::Invalid(
                 "a client-only node (relay = false) needs a bootstrap node".into(),
             ));
         }
         Ok(())
+    }
+
+    pub fn socks(&self) -> crate::socks::Settings {
+        crate::socks::Settings {
+            handshake_timeout: Duration::from_millis(self.socks_handshake_ms),
+        }
     }
 
     pub fn circuits(&self) -> crate::circuit::Settings {

@@ -1,0 +1,782 @@
+//! The HTTP interface to documents. One service answers on the gateway's
+//! listener and on every SOCKS stream to a `.umbra` name
+//! ([`crate::socks`]):
+//!
+//! ```text
+//! GET  /                   index page: node status, fetch and upload forms
+//! GET  /?uri=URI           303 to /URI (the fetch form)
+//! GET  /status             the node's status, JSON
+//! GET  /URI                the document, served with its content type
+//! PUT|POST /               insert the body under a content-hash key;
+//!                          201 and the URI as text
+//! PUT|POST /INSERT-URI     insert under a signed key (ssk-insert or ksk),
+//!                          at the next version
+//! POST / multipart         the upload form; an HTML page with the URI
+//! ```
+//!
+//! `URI` is the whole URI, `umbra:` included, percent-encoded where it
+//! needs to be. A request with `X-Umbra-Progress: 1` gets its answer as a
+//! stream of progress lines ([`remote`] reads it; `docs/protocol.md`
+//! gives the format). Failures carry an `X-Umbra-Error` code
+//! ([`ErrorCode`]) next to the HTTP status.
+//!
+//! Documents are served under a Content-Security-Policy that lets them
+//! load nothing but other documents from the same origin, and run no
+//! script: an HTML document cannot reach the open web, or the node's own
+//! interface, on its reader's behalf.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Channel, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use crate::client::{self, ClientError, Document, Progress, ProgressTx, Target};
+use crate::keys::{self, DocError, SskInsertKey, Uri};
+use crate::node::{NodeClient, RequestError};
+
+mod page;
+pub mod remote;
+mod url;
+
+pub use remote::{fetch_status, Fetched, GatewayError};
+
+/// Largest document the interface takes in one insert, in bytes. The
+/// whole document is held in memory while it is encoded.
+pub const MAX_INSERT: usize = 256 << 20;
+/// Largest request head (request line and headers), in bytes; a larger
+/// one is answered 431.
+pub const MAX_HEAD: usize = 16 << 10;
+/// A request head must arrive within this time.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections the gateway's listener serves at once; more wait in the
+/// kernel's accept queue.
+const MAX_CONNECTIONS: usize = 256;
+/// Progress lines go out at most this often.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+/// A fetched document goes out in pieces of this size.
+const CHUNK: usize = 64 << 10;
+
+/// Ask for the answer as progress lines.
+pub const PROGRESS_HEADER: &str = "x-umbra-progress";
+/// The content type of a progress answer.
+pub const PROGRESS_TYPE: &str = "application/x-umbra-progress";
+/// The [`ErrorCode`] of a failure.
+pub const ERROR_HEADER: &str = "x-umbra-error";
+/// The version of a signed document served.
+pub const VERSION_HEADER: &str = "x-umbra-version";
+
+/// What a document may load: other documents from its own origin (the
+/// gateway, or the `.umbra` name it came through), nothing else; no
+/// script, no form submission, no `<base>`.
+pub const DOCUMENT_CSP: &str = "default-src 'none'; img-src 'self' data:; \
+     media-src 'self' data:; style-src 'self' 'unsafe-inline'; font-src 'self' data:; \
+     frame-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'self'";
+/// The interface's own pages: inline style, forms to itself, nothing more.
+const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
+     base-uri 'none'; frame-ancestors 'none'";
+
+/// A response body: whole, or streamed.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Why a request failed, in a form scripts can rely on: the
+/// `X-Umbra-Error` header's value and the error lines of a progress
+/// answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    MalformedUri,
+    InsertUri,
+    DataNotFound,
+    RouteNotFound,
+    Timeout,
+    Rejected,
+    Retracted,
+    BadDocument,
+    Circuit,
+    Stopped,
+    TooLarge,
+    BadRequest,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+}
+
+impl ErrorCode {
+    const ALL: [ErrorCode; 15] = [
+        ErrorCode::MalformedUri,
+        ErrorCode::InsertUri,
+        ErrorCode::DataNotFound,
+        ErrorCode::RouteNotFound,
+        ErrorCode::Timeout,
+        ErrorCode::Rejected,
+        ErrorCode::Retracted,
+        ErrorCode::BadDocument,
+        ErrorCode::Circuit,
+        ErrorCode::Stopped,
+        ErrorCode::TooLarge,
+        ErrorCode::BadRequest,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedUri => "malformed-uri",
+            ErrorCode::InsertUri => "insert-uri",
+            ErrorCode::DataNotFound => "data-not-found",
+            ErrorCode::RouteNotFound => "route-not-found",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Rejected => "rejected",
+            ErrorCode::Retracted => "retracted",
+            ErrorCode::BadDocument => "bad-document",
+            ErrorCode::Circuit => "circuit",
+            ErrorCode::Stopped => "stopped",
+            ErrorCode::TooLarge => "too-large",
+            ErrorCode::BadRequest => "bad-request",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not-found",
+            ErrorCode::MethodNotAllowed => "method-not-allowed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::MalformedUri | ErrorCode::InsertUri | ErrorCode::BadRequest => {
+                StatusCode::BAD_REQUEST
+            }
+            ErrorCode::DataNotFound | ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::Retracted => StatusCode::GONE,
+            ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::BadDocument => StatusCode::BAD_GATEWAY,
+            ErrorCode::RouteNotFound
+            | ErrorCode::Rejected
+            | ErrorCode::Circuit
+            | ErrorCode::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    /// The code for a failed insert or fetch.
+    pub fn of(e: &ClientError) -> ErrorCode {
+        match e {
+            ClientError::Request(r) => match r {
+                RequestError::DataNotFound => ErrorCode::DataNotFound,
+                RequestError::RouteNotFound => ErrorCode::RouteNotFound,
+                RequestError::Timeout => ErrorCode::Timeout,
+                RequestError::Rejected => ErrorCode::Rejected,
+                RequestError::BadBlock => ErrorCode::BadDocument,
+                RequestError::Circuit(_) => ErrorCode::Circuit,
+                RequestError::Stopped => ErrorCode::Stopped,
+            },
+            ClientError::Retracted { .. } => ErrorCode::Retracted,
+            ClientError::Document(DocError::ContentType) => ErrorCode::BadRequest,
+            ClientError::Document(_) => ErrorCode::BadDocument,
+            ClientError::InsertUri => ErrorCode::InsertUri,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Front {
+    /// The gateway's own listener: requests must name it by an IP address
+    /// or `localhost` (no DNS rebinding).
+    Gateway,
+    /// A SOCKS stream to a `.umbra` name, already checked by the proxy.
+    Socks,
+}
+
+/// Bind the gateway's listener.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serve the gateway's listener until `shutdown` changes.
+pub async fn serve(listener: TcpListener, node: NodeClient, mut shutdown: watch::Receiver<bool>) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(_) => continue,
+            },
+            _ = shutdown.changed() => return,
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, node, Front::Gateway).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Serve HTTP/1.1 on one connection until either side closes it.
+/// Requests go through `node` (and so take its circuit isolation).
+pub async fn serve_connection<I>(io: I, node: NodeClient, front: Front)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = Service { node, front };
+    let mut builder = http1::Builder::new();
+    builder
+        .max_buf_size(MAX_HEAD)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT);
+    let conn = builder.serve_connection(
+        TokioIo::new(io),
+        service_fn(move |req| {
+            let service = service.clone();
+            async move { Ok::<_, Infallible>(service.handle(req).await) }
+        }),
+    );
+    if let Err(e) = conn.await {
+        tracing::debug!("http connection ended: {e}");
+    }
+}
+
+#[derive(Clone)]
+struct Service {
+    node: NodeClient,
+    front: Front,
+}
+
+fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into()).boxed()
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// A failure as plain text, with its code in `X-Umbra-Error`.
+fn failure(code: ErrorCode, message: impl std::fmt::Display) -> Response<Body> {
+    let mut r = respond(
+        code.status(),
+        "text/plain; charset=utf-8",
+        format!("{message}\n"),
+    );
+    r.headers_mut()
+        .insert(ERROR_HEADER, HeaderValue::from_static(code.as_str()));
+    if code == ErrorCode::MethodNotAllowed {
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, PUT, POST"));
+    }
+    r
+}
+
+/// One of the interface's own HTML pages.
+fn html(status: StatusCode, body: String) -> Response<Body> {
+    let mut r = respond(status, "text/html; charset=utf-8", body);
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_CSP),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    r
+}
+
+/// The headers every served document carries.
+fn document_headers(h: &mut HeaderMap, content_type: &str) {
+    let ctype = HeaderValue::from_str(content_type)
+        .ok()
+        .filter(|_| !content_type.is_empty())
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::CONTENT_TYPE, ctype);
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(DOCUMENT_CSP),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::X_DNS_PREFETCH_CONTROL,
+        HeaderValue::from_static("off"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+}
+
+fn wants_progress(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(PROGRESS_HEADER)
+        .is_some_and(|v| v.as_bytes() == b"1")
+}
+
+fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// How an insert or fetch ended, for a progress answer.
+enum Finished {
+    Inserted(Uri),
+    Fetched(Document),
+    Failed(ErrorCode, String),
+}
+
+impl Service {
+    async fn handle(self, req: Request<Incoming>) -> Response<Body> {
+        let host = header_str(req.headers(), header::HOST);
+        if self.front == Front::Gateway && !host.is_none_or(url::host_allowed) {
+            return failure(
+                ErrorCode::Forbidden,
+                "the gateway answers only to its IP address or localhost",
+            );
+        }
+        let method = req.method().clone();
+        let writes = method == Method::PUT || method == Method::POST;
+        if writes {
+            let origin = header_str(req.headers(), header::ORIGIN);
+            if !url::origin_matches(origin, host) {
+                return failure(
+                    ErrorCode::Forbidden,
+                    "inserts from another origin are refused",
+                );
+            }
+        }
+        let path = req.uri().path().to_string();
+        match path.as_str() {
+            "/" => {
+                if method == Method::GET {
+                    match req.uri().query().and_then(|q| url::form_value(q, "uri")) {
+                        Some(uri) => redirect(uri.trim()),
+                        None => self.index().await,
+                    }
+                } else if writes && is_multipart(req.headers()) {
+                    self.upload(req).await
+                } else if writes {
+                    self.insert(req, None).await
+                } else {
+                    failure(ErrorCode::MethodNotAllowed, "use GET, PUT or POST")
+                }
+            }
+            "/status" if method == Method::GET => self.status().await,
+            _ => {
+                let Some(text) = url::percent_decode(&path[1..]) else {
+                    return failure(
+                        ErrorCode::MalformedUri,
+                        "the path is not valid percent-encoded UTF-8",
+                    );
+                };
+                if !text.starts_with("umbra:") {
+                    return failure(
+                        ErrorCode::NotFound,
+                        "not found: ask for /umbra:KIND:KEY, or / for the index page",
+                    );
+                }
+                let uri: Uri = match text.parse() {
+                    Ok(u) => u,
+                    Err(e) => {
+                        return failure(ErrorCode::MalformedUri, format!("malformed URI: {e}"))
+                    }
+                };
+                if method == Method::GET {
+                    self.fetch(uri, wants_progress(&req)).await
+                } else if writes {
+                    self.insert(req, Some(uri)).await
+                } else {
+                    failure(ErrorCode::MethodNotAllowed, "use GET, PUT or POST")
+                }
+            }
+        }
+    }
+
+    async fn status(&self) -> Response<Body> {
+        match self.node.status().await {
+            Ok(status) => match serde_json::to_string_pretty(&status) {
+                Ok(json) => respond(StatusCode::OK, "application/json", json + "\n"),
+                Err(e) => failure(ErrorCode::Stopped, e),
+            },
+            Err(e) => failure(ErrorCode::Stopped, e),
+        }
+    }
+
+    async fn index(&self) -> Response<Body> {
+        let status = self.node.status().await.ok();
+        html(StatusCode::OK, page::index(status.as_ref(), self.front))
+    }
+
+    async fn fetch(&self, uri: Uri, progress: bool) -> Response<Body> {
+        if matches!(uri, Uri::SskInsert(_)) {
+            return failure(ErrorCode::InsertUri, ClientError::InsertUri);
+        }
+        let node = self.node.clone();
+        if progress {
+            return streamed(move |p| async move {
+                match client::fetch_with_progress(&node, &uri, Some(&p)).await {
+                    Ok(doc) => Finished::Fetched(doc),
+                    Err(e) => Finished::Failed(ErrorCode::of(&e), e.to_string()),
+                }
+            });
+        }
+        match client::fetch(&node, &uri).await {
+            Ok(doc) => {
+                let mut r = Response::new(full(doc.data));
+                document_headers(r.headers_mut(), &doc.content_type);
+                if let Some(v) = doc.version {
+                    r.headers_mut().insert(VERSION_HEADER, HeaderValue::from(v));
+                }
+                r
+            }
+            Err(e) => failure(ErrorCode::of(&e), e),
+        }
+    }
+
+    async fn insert(&self, req: Request<Incoming>, target: Option<Uri>) -> Response<Body> {
+        let key = match signing_key(target) {
+            Ok(k) => k,
+            Err(r) => return r,
+        };
+        let content_type = header_str(req.headers(), header::CONTENT_TYPE)
+            .unwrap_or("application/octet-stream")
+            .to_string();
+        let progress = wants_progress(&req);
+        let data = match read_body(req.into_body(), MAX_INSERT).await {
+            Ok(d) => d,
+            Err(r) => return r,
+        };
+        let node = self.node.clone();
+        if progress {
+            return streamed(move |p| async move {
+                match insert(&node, &content_type, &data, key, Some(&p)).await {
+                    Ok(uri) => Finished::Inserted(uri),
+                    Err(e) => Finished::Failed(ErrorCode::of(&e), e.to_string()),
+                }
+            });
+        }
+        match insert(&node, &content_type, &data, key, None).await {
+            Ok(uri) => {
+                let mut r = respond(
+                    StatusCode::CREATED,
+                    "text/plain; charset=utf-8",
+                    format!("{uri}\n"),
+                );
+                if let Ok(v) = HeaderValue::from_str(&format!(
+                    "/{}",
+                    url::percent_encode_path(&uri.to_string())
+                )) {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+                r
+            }
+            Err(e) => failure(ErrorCode::of(&e), e),
+        }
+    }
+
+    /// The upload form: a file, an optional content type, an optional
+    /// insert URI.
+    async fn upload(&self, req: Request<Incoming>) -> Response<Body> {
+        let boundary = match header_str(req.headers(), header::CONTENT_TYPE)
+            .map(multer::parse_boundary)
+        {
+            Some(Ok(b)) => b,
+            _ => return page_failure(ErrorCode::BadRequest, "the form has no multipart boundary"),
+        };
+        let body = match read_body(req.into_body(), MAX_INSERT + (64 << 10)).await {
+            Ok(d) => d,
+            Err(r) => return r,
+        };
+        let form = match read_form(body, boundary).await {
+            Ok(f) => f,
+            Err(e) => return page_failure(ErrorCode::BadRequest, format!("malformed form: {e}")),
+        };
+        let target = match form.insert_uri.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => match text.parse::<Uri>() {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    return page_failure(
+                        ErrorCode::MalformedUri,
+                        format!("malformed insert URI: {e}"),
+                    )
+                }
+            },
+        };
+        let key = match signing_key(target) {
+            Ok(k) => k,
+            Err(_) => {
+                return page_failure(
+                    ErrorCode::BadRequest,
+                    "the insert URI must be umbra:ssk-insert:… or umbra:ksk:…",
+                )
+            }
+        };
+        let content_type = form
+            .content_type
+            .filter(|c| !c.trim().is_empty())
+            .or(form.file_type)
+            .unwrap_or_else(|| "application/octet-stream".into());
+        match insert(&self.node, content_type.trim(), &form.file, key, None).await {
+            Ok(uri) => html(StatusCode::CREATED, page::inserted(&uri, form.file.len())),
+            Err(e) => page_failure(ErrorCode::of(&e), e),
+        }
+    }
+}
+
+fn page_failure(code: ErrorCode, message: impl std::fmt::Display) -> Response<Body> {
+    let mut r = html(code.status(), page::failed(code, &message.to_string()));
+    r.headers_mut()
+        .insert(ERROR_HEADER, HeaderValue::from_static(code.as_str()));
+    r
+}
+
+fn redirect(uri: &str) -> Response<Body> {
+    match HeaderValue::from_str(&format!("/{}", url::percent_encode_path(uri))) {
+        Ok(location) => {
+            let mut r = respond(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "");
+            r.headers_mut().insert(header::LOCATION, location);
+            r
+        }
+        Err(_) => failure(ErrorCode::MalformedUri, "malformed URI"),
+    }
+}
+
+fn is_multipart(h: &HeaderMap) -> bool {
+    header_str(h, header::CONTENT_TYPE).is_some_and(|c| {
+        c.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("multipart/form-data")
+    })
+}
+
+/// The key an insert to `target` is signed with: none for a content-hash
+/// key, the subspace's for an insert URI, the keyword's for a keyword.
+#[allow(clippy::result_large_err)]
+fn signing_key(
+    target: Option<Uri>,
+) -> Result<Option<(SskInsertKey, Option<String>)>, Response<Body>> {
+    match target {
+        None => Ok(None),
+        Some(Uri::SskInsert(k)) => Ok(Some((k, None))),
+        Some(Uri::Ksk(word)) => Ok(Some((keys::ksk(&word), Some(word)))),
+        Some(_) => Err(failure(
+            ErrorCode::BadRequest,
+            "insert to / for a content-hash key, or to an umbra:ssk-insert: or umbra:ksk: URI",
+        )),
+    }
+}
+
+/// Insert under a content-hash key, or under a signed key at the next
+/// version. Returns the URI to fetch with.
+async fn insert(
+    node: &NodeClient,
+    content_type: &str,
+    data: &[u8],
+    key: Option<(SskInsertKey, Option<String>)>,
+    progress: Option<&ProgressTx>,
+) -> Result<Uri, ClientError> {
+    match key {
+        None => client::insert_with_progress(node, content_type, data, Target::Chk, progress).await,
+        Some((key, word)) => {
+            let version = client::next_version(node, &key).await?;
+            let uri = client::insert_with_progress(
+                node,
+                content_type,
+                data,
+                Target::Signed(&key, version),
+                progress,
+            )
+            .await?;
+            Ok(word.map_or(uri, Uri::Ksk))
+        }
+    }
+}
+
+/// A request body, at most `limit` bytes.
+#[allow(clippy::result_large_err)]
+async fn read_body(body: Incoming, limit: usize) -> Result<Vec<u8>, Response<Body>> {
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes().to_vec()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(failure(
+            ErrorCode::TooLarge,
+            format!("documents are limited to {limit} bytes"),
+        )),
+        Err(e) => Err(failure(
+            ErrorCode::BadRequest,
+            format!("the request body broke off: {e}"),
+        )),
+    }
+}
+
+struct Form {
+    file: Vec<u8>,
+    file_type: Option<String>,
+    content_type: Option<String>,
+    insert_uri: Option<String>,
+}
+
+async fn read_form(body: Vec<u8>, boundary: String) -> Result<Form, multer::Error> {
+    let stream = futures_util::stream::once(async move { Ok::<_, Infallible>(Bytes::from(body)) });
+    let mut parts = multer::Multipart::new(stream, boundary);
+    let mut form = Form {
+        file: Vec::new(),
+        file_type: None,
+        content_type: None,
+        insert_uri: None,
+    };
+    while let Some(field) = parts.next_field().await? {
+        match field.name() {
+            Some("file") => {
+                form.file_type = field.content_type().map(|m| m.to_string());
+                form.file = field.bytes().await?.to_vec();
+            }
+            Some("content_type") => form.content_type = Some(field.text().await?),
+            Some("insert_uri") => form.insert_uri = Some(field.text().await?),
+            _ => {}
+        }
+    }
+    Ok(form)
+}
+
+/// Run an insert or fetch and answer with its progress as it goes, then
+/// its result (see `docs/protocol.md`, "Gateway"). A reader that goes away
+/// cancels the work.
+fn streamed<F, Fut>(work: F) -> Response<Body>
+where
+    F: FnOnce(ProgressTx) -> Fut,
+    Fut: Future<Output = Finished> + Send + 'static,
+{
+    let (tx, rx) = watch::channel(Progress::default());
+    let work = work(tx);
+    let (mut sender, body) = Channel::<Bytes, Infallible>::new(4);
+    tokio::spawn(async move {
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        let mut sent = None;
+        let finished = loop {
+            tokio::select! {
+                f = &mut work => break f,
+                _ = tick.tick() => {
+                    let p = *rx.borrow();
+                    if sent != Some(p) {
+                        sent = Some(p);
+                        let line = format!("progress {} {}\n", p.done, p.total);
+                        if sender.send_data(line.into()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        };
+        let p = *rx.borrow();
+        let mut lines = format!("progress {} {}\n", p.done, p.total);
+        match finished {
+            Finished::Inserted(uri) => lines.push_str(&format!("ok {uri}\n")),
+            Finished::Failed(code, message) => {
+                let message = message.replace(['\n', '\r'], " ");
+                lines.push_str(&format!("error {code} {message}\n"));
+            }
+            Finished::Fetched(doc) => {
+                let version = doc.version.map_or("-".to_string(), |v| v.to_string());
+                let ctype = doc.content_type.replace(['\n', '\r'], " ");
+                lines.push_str(&format!("ok {version} {} {ctype}\n", doc.data.len()));
+                if sender.send_data(lines.into()).await.is_err() {
+                    return;
+                }
+                for chunk in doc.data.chunks(CHUNK) {
+                    if sender
+                        .send_data(Bytes::copy_from_slice(chunk))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                return;
+            }
+        }
+        let _ = sender.send_data(lines.into()).await;
+    });
+    let mut r = Response::new(body.boxed());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(PROGRESS_TYPE),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_parse_back() {
+        for c in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(c.as_str()), Some(c));
+        }
+        assert_eq!(ErrorCode::parse("no-such-code"), None);
+    }
+
+    #[test]
+    fn failures_map_to_distinct_codes() {
+        let cases = [
+            (RequestError::DataNotFound, ErrorCode::DataNotFound, 404),
+            (RequestError::RouteNotFound, ErrorCode::RouteNotFound, 503),
+            (RequestError::Timeout, ErrorCode::Timeout, 504),
+        ];
+        for (e, code, status) in cases {
+            let c = ErrorCode::of(&ClientError::Request(e));
+            assert_eq!(c, code);
+            assert_eq!(c.status().as_u16(), status);
+        }
+        assert_eq!(
+            ErrorCode::of(&ClientError::Retracted { version: 3 }),
+            ErrorCode::Retracted
+        );
+    }
+}

@@ -1,0 +1,292 @@
+//! Talking to a node's gateway from another process: what `umbra status`,
+//! `umbra put` and `umbra get` use. Inserts and fetches ask for progress
+//! lines, so a display can follow a large document block by block.
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{header, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::url::percent_encode_path;
+use super::{ErrorCode, ERROR_HEADER, PROGRESS_HEADER, PROGRESS_TYPE};
+use crate::client::Progress;
+use crate::node::Status;
+
+/// Largest status reply, error text or progress line read, in bytes.
+const MAX_REPLY: usize = 1 << 20;
+const MAX_LINE: usize = 64 << 10;
+/// Largest document accepted from the gateway, in bytes.
+const MAX_DOCUMENT: u64 = 4 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("bad gateway URL {0:?}: expected http://HOST:PORT")]
+    BadUrl(String),
+    #[error("cannot reach the node at {0}: {1}")]
+    Unreachable(String, String),
+    /// The node answered with a failure.
+    #[error("{message}")]
+    Failed { code: ErrorCode, message: String },
+    #[error("the gateway answered {0}")]
+    Status(StatusCode),
+    #[error("the gateway's answer is malformed: {0}")]
+    BadReply(String),
+}
+
+/// A document fetched through a gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub content_type: String,
+    pub version: Option<u64>,
+    pub data: Vec<u8>,
+}
+
+/// A node's gateway, for example `http://127.0.0.1:8080`.
+struct Gateway {
+    addr: String,
+    authority: String,
+}
+
+impl Gateway {
+    fn parse(url: &str) -> Result<Gateway, GatewayError> {
+        let bad = || GatewayError::BadUrl(url.into());
+        let uri: hyper::Uri = url.parse().map_err(|_| bad())?;
+        if uri.scheme_str() != Some("http") {
+            return Err(bad());
+        }
+        let authority = uri.authority().ok_or_else(bad)?.clone();
+        let port = authority.port_u16().unwrap_or(80);
+        Ok(Gateway {
+            addr: format!("{}:{port}", authority.host()),
+            authority: authority.as_str().to_string(),
+        })
+    }
+
+    async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, GatewayError> {
+        let unreachable =
+            |e: &dyn std::fmt::Display| GatewayError::Unreachable(self.addr.clone(), e.to_string());
+        let stream = TcpStream::connect(&self.addr)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unreachable(&e))?;
+        tokio::spawn(conn);
+        sender.send_request(req).await.map_err(|e| unreachable(&e))
+    }
+
+    fn request(&self, method: hyper::Method, path: &str) -> hyper::http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, &self.authority)
+    }
+}
+
+/// A failed answer: its typed code if it has one.
+async fn failed(resp: Response<Incoming>) -> GatewayError {
+    let status = resp.status();
+    let code = resp
+        .headers()
+        .get(ERROR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(ErrorCode::parse);
+    let Some(code) = code else {
+        return GatewayError::Status(status);
+    };
+    let message = match Limited::new(resp.into_body(), MAX_REPLY).collect().await {
+        Ok(b) => String::from_utf8_lossy(&b.to_bytes()).trim().to_string(),
+        Err(_) => code.to_string(),
+    };
+    GatewayError::Failed { code, message }
+}
+
+/// Ask the node behind `gateway` for its status.
+pub async fn fetch_status(gateway: &str) -> Result<Status, GatewayError> {
+    let g = Gateway::parse(gateway)?;
+    let req = g
+        .request(hyper::Method::GET, "/status")
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| GatewayError::BadUrl(e.to_string()))?;
+    let resp = g.send(req).await?;
+    if resp.status() != StatusCode::OK {
+        return Err(failed(resp).await);
+    }
+    let body = Limited::new(resp.into_body(), MAX_REPLY)
+        .collect()
+        .await
+        .map_err(|e| GatewayError::BadReply(e.to_string()))?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| GatewayError::BadReply(e.to_string()))
+}
+
+/// Insert `data` through the node behind `gateway`: under a content-hash
+/// key, or under `insert_uri` (ssk-insert or ksk) at its next version.
+/// Returns the URI to fetch it with.
+pub async fn put(
+    gateway: &str,
+    content_type: &str,
+    data: Vec<u8>,
+    insert_uri: Option<&str>,
+    on_progress: impl FnMut(Progress),
+) -> Result<String, GatewayError> {
+    let g = Gateway::parse(gateway)?;
+    let path = match insert_uri {
+        Some(u) => format!("/{}", percent_encode_path(u)),
+        None => "/".into(),
+    };
+    let req = g
+        .request(hyper::Method::PUT, &path)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(PROGRESS_HEADER, "1")
+        .body(Full::new(Bytes::from(data)))
+        .map_err(|e| GatewayError::BadReply(e.to_string()))?;
+    let mut lines = progress_answer(g.send(req).await?).await?;
+    let rest = lines.until_result(on_progress).await?;
+    let uri = rest.trim();
+    if uri.is_empty() || uri.contains(char::is_whitespace) {
+        return Err(GatewayError::BadReply(format!("{rest:?} is not a URI")));
+    }
+    Ok(uri.to_string())
+}
+
+/// Fetch the document `uri` names through the node behind `gateway`.
+pub async fn get(
+    gateway: &str,
+    uri: &str,
+    on_progress: impl FnMut(Progress),
+) -> Result<Fetched, GatewayError> {
+    let g = Gateway::parse(gateway)?;
+    let req = g
+        .request(
+            hyper::Method::GET,
+            &format!("/{}", percent_encode_path(uri)),
+        )
+        .header(PROGRESS_HEADER, "1")
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| GatewayError::BadReply(e.to_string()))?;
+    let mut lines = progress_answer(g.send(req).await?).await?;
+    let rest = lines.until_result(on_progress).await?;
+    // "VERSION LENGTH CONTENT-TYPE"
+    let bad = || GatewayError::BadReply(format!("{rest:?} is not a document header"));
+    let mut parts = rest.splitn(3, ' ');
+    let version = match parts.next().ok_or_else(bad)? {
+        "-" => None,
+        v => Some(v.parse().map_err(|_| bad())?),
+    };
+    let len: u64 = parts.next().ok_or_else(bad)?.parse().map_err(|_| bad())?;
+    let content_type = parts.next().unwrap_or("").to_string();
+    if len > MAX_DOCUMENT {
+        return Err(GatewayError::BadReply(format!(
+            "a document of {len} bytes is larger than this client takes"
+        )));
+    }
+    let data = lines.take(len).await?;
+    Ok(Fetched {
+        content_type,
+        version,
+        data,
+    })
+}
+
+async fn progress_answer(resp: Response<Incoming>) -> Result<Lines, GatewayError> {
+    if resp.status() != StatusCode::OK {
+        return Err(failed(resp).await);
+    }
+    let ctype = resp.headers().get(header::CONTENT_TYPE);
+    if ctype.is_none_or(|c| c.as_bytes() != PROGRESS_TYPE.as_bytes()) {
+        return Err(GatewayError::BadReply("not a progress answer".into()));
+    }
+    Ok(Lines {
+        body: resp.into_body(),
+        buf: Vec::new(),
+    })
+}
+
+/// A progress answer, read line by line and then as raw data.
+struct Lines {
+    body: Incoming,
+    buf: Vec<u8>,
+}
+
+impl Lines {
+    /// More of the body into `buf`; false at its end.
+    async fn fill(&mut self) -> Result<bool, GatewayError> {
+        loop {
+            match self.body.frame().await {
+                None => return Ok(false),
+                Some(Err(e)) => return Err(GatewayError::BadReply(e.to_string())),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.extend_from_slice(&data);
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn line(&mut self) -> Result<String, GatewayError> {
+        loop {
+            if let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=end).collect();
+                return String::from_utf8(line[..end].to_vec())
+                    .map_err(|_| GatewayError::BadReply("a line is not UTF-8".into()));
+            }
+            if self.buf.len() > MAX_LINE {
+                return Err(GatewayError::BadReply("a line is too long".into()));
+            }
+            if !self.fill().await? {
+                return Err(GatewayError::BadReply(
+                    "the answer ended before its result".into(),
+                ));
+            }
+        }
+    }
+
+    /// Progress lines up to the result; returns what follows `ok `.
+    async fn until_result(
+        &mut self,
+        mut on_progress: impl FnMut(Progress),
+    ) -> Result<String, GatewayError> {
+        loop {
+            let line = self.line().await?;
+            if let Some(rest) = line.strip_prefix("progress ") {
+                let mut n = rest.split(' ').map(str::parse::<u64>);
+                if let (Some(Ok(done)), Some(Ok(total))) = (n.next(), n.next()) {
+                    on_progress(Progress { done, total });
+                    continue;
+                }
+            } else if let Some(rest) = line.strip_prefix("ok ") {
+                return Ok(rest.to_string());
+            } else if let Some(rest) = line.strip_prefix("error ") {
+                let (code, message) = rest.split_once(' ').unwrap_or((rest, ""));
+                let code = ErrorCode::parse(code)
+                    .ok_or_else(|| GatewayError::BadReply(format!("unknown error {code:?}")))?;
+                return Err(GatewayError::Failed {
+                    code,
+                    message: message.to_string(),
+                });
+            }
+            return Err(GatewayError::BadReply(format!("unexpected line {line:?}")));
+        }
+    }
+
+    /// Exactly `len` more bytes.
+    async fn take(&mut self, len: u64) -> Result<Vec<u8>, GatewayError> {
+        let len = usize::try_from(len).map_err(|_| GatewayError::BadReply("too long".into()))?;
+        while self.buf.len() < len {
+            if !self.fill().await? {
+                return Err(GatewayError::BadReply(format!(
+                    "the document broke off after {} of {len} bytes",
+                    self.buf.len()
+                )));
+            }
+        }
+        if self.buf.len() > len {
+            return Err(GatewayError::BadReply("more data than announced".into()));
+        }
+        Ok(std::mem::take(&mut self.buf))
+    }
+}
