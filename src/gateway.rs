@@ -300,7 +300,7 @@ fn failure(code: ErrorCode, message: impl std::fmt::Display) -> Response<Body> {
         .insert(ERROR_HEADER, HeaderValue::from_static(code.as_str()));
     if code == ErrorCode::MethodNotAllowed {
         r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, PUT, POST"));
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, PUT, POST"));
     }
     r
 }
@@ -378,6 +378,8 @@ impl Service {
         }
         let method = req.method().clone();
         let writes = method == Method::PUT || method == Method::POST;
+        // hyper sends no body in answer to HEAD.
+        let reads = method == Method::GET || method == Method::HEAD;
         if writes {
             let origin = header_str(req.headers(), header::ORIGIN);
             if !url::origin_matches(origin, host) {
@@ -390,7 +392,7 @@ impl Service {
         let path = req.uri().path().to_string();
         match path.as_str() {
             "/" => {
-                if method == Method::GET {
+                if reads {
                     match req.uri().query().and_then(|q| url::form_value(q, "uri")) {
                         Some(uri) => redirect(uri.trim()),
                         None => self.index().await,
@@ -403,7 +405,7 @@ impl Service {
                     failure(ErrorCode::MethodNotAllowed, "use GET, PUT or POST")
                 }
             }
-            "/status" if method == Method::GET => self.status().await,
+            "/status" if reads => self.status().await,
             _ => {
                 let Some(text) = url::percent_decode(&path[1..]) else {
                     return failure(
@@ -423,7 +425,7 @@ impl Service {
                         return failure(ErrorCode::MalformedUri, format!("malformed URI: {e}"))
                     }
                 };
-                if method == Method::GET {
+                if reads {
                     self.fetch(uri, wants_progress(&req)).await
                 } else if writes {
                     self.insert(req, Some(uri)).await

@@ -1,14 +1,25 @@
 //! The `umbra` command line. It parses arguments and calls the library;
 //! nothing else lives here.
 
+use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use umbra::client::Progress;
+use umbra::gateway::{self, ErrorCode, GatewayError};
+use umbra::keys::{SskInsertKey, Uri};
 use umbra::node::{self, Config};
+use umbra::testnet::{self, Testnet};
 use umbra::wire;
+
+const DEFAULT_GATEWAY: &str = "http://127.0.0.1:8080";
+const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+const DEFAULT_SOCKS: &str = "127.0.0.1:1080";
 
 #[derive(Parser)]
 #[command(name = "umbra", version, about = "An anonymous document store")]
@@ -21,13 +32,48 @@ struct Cli {
 enum Command {
     /// Run a node.
     Node(NodeArgs),
+    /// Run a local test network of N nodes on this machine.
+    Testnet(TestnetArgs),
+    /// Insert a document; prints its URI on stdout.
+    Put {
+        /// The file to insert, or - for standard input.
+        file: PathBuf,
+        /// Publish under a signed key (umbra:ssk-insert:... or
+        /// umbra:ksk:...), at the version after the newest one.
+        #[arg(long, value_name = "INSERT_URI")]
+        ssk: Option<String>,
+        /// The document's content type (default: from the file name's
+        /// extension, else application/octet-stream).
+        #[arg(long)]
+        content_type: Option<String>,
+        /// The node's HTTP gateway.
+        #[arg(long, default_value = DEFAULT_GATEWAY)]
+        gateway: String,
+    },
+    /// Fetch a document by URI.
+    Get {
+        uri: String,
+        /// Write the document here (default: standard output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// The node's HTTP gateway.
+        #[arg(long, default_value = DEFAULT_GATEWAY)]
+        gateway: String,
+    },
+    /// Make a new signed subspace: prints its insert URI (secret) and its
+    /// request URI (to share).
+    Keygen {
+        /// The document name within the subspace.
+        #[arg(long, default_value = "index")]
+        name: String,
+    },
     /// Show a running node's place on the ring and what it stores.
     Status {
         /// Print the status as JSON (stable, for scripts).
         #[arg(long)]
         json: bool,
-        /// The node's local HTTP gateway.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        /// The node's HTTP gateway.
+        #[arg(long, default_value = DEFAULT_GATEWAY)]
         gateway: String,
     },
     /// Print the version and the wire format's constants.
@@ -49,9 +95,12 @@ struct NodeArgs {
     /// starts a new ring.
     #[arg(long)]
     bootstrap: Vec<node::Bootstrap>,
-    /// Local HTTP gateway address (status endpoint).
-    #[arg(long)]
+    /// Serve the HTTP gateway (documents, index page, status) here.
+    #[arg(long, num_args = 0..=1, default_missing_value = DEFAULT_HTTP, value_name = "ADDR")]
     http: Option<SocketAddr>,
+    /// Serve the SOCKS5 proxy to .umbra names here.
+    #[arg(long, num_args = 0..=1, default_missing_value = DEFAULT_SOCKS, value_name = "ADDR")]
+    socks: Option<SocketAddr>,
     /// Run as a client only: accept no inbound links, relay nothing, take
     /// no place on the ring; insert and fetch through other nodes'
     /// circuits (for a machine behind NAT or a firewall). Needs
@@ -63,8 +112,70 @@ struct NodeArgs {
     hops: Option<usize>,
 }
 
-/// Exit codes for scripts.
-const EXIT_UNREACHABLE: u8 = 3;
+#[derive(Args)]
+struct TestnetArgs {
+    /// How many nodes.
+    #[arg(long, default_value_t = 8)]
+    nodes: usize,
+    /// The SOCKS5 proxy of the first node (port 0: any free port).
+    #[arg(long, default_value = DEFAULT_SOCKS)]
+    socks: SocketAddr,
+    /// The HTTP gateway of the first node (port 0: any free port).
+    #[arg(long, default_value = DEFAULT_HTTP)]
+    http: SocketAddr,
+    /// Keep the nodes' data here (DIR/node-I) instead of a temporary
+    /// directory removed at the end.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+/// Exit codes, for scripts (README.md lists them).
+mod exit {
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const UNREACHABLE: u8 = 3;
+    pub const MALFORMED_URI: u8 = 4;
+    pub const DATA_NOT_FOUND: u8 = 5;
+    pub const ROUTE_NOT_FOUND: u8 = 6;
+    pub const TIMEOUT: u8 = 7;
+    pub const RETRACTED: u8 = 8;
+    pub const NETWORK: u8 = 9;
+}
+
+/// A failure of a command: what to say and how to exit.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn new(code: u8, message: impl std::fmt::Display) -> Failure {
+        Failure {
+            code,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl From<GatewayError> for Failure {
+    fn from(e: GatewayError) -> Failure {
+        let code = match &e {
+            GatewayError::BadUrl(_) => exit::USAGE,
+            GatewayError::Unreachable(..) => exit::UNREACHABLE,
+            GatewayError::Failed { code, .. } => match code {
+                ErrorCode::MalformedUri | ErrorCode::InsertUri => exit::MALFORMED_URI,
+                ErrorCode::DataNotFound => exit::DATA_NOT_FOUND,
+                ErrorCode::RouteNotFound => exit::ROUTE_NOT_FOUND,
+                ErrorCode::Timeout => exit::TIMEOUT,
+                ErrorCode::Retracted => exit::RETRACTED,
+                ErrorCode::Circuit | ErrorCode::Rejected | ErrorCode::Stopped => exit::NETWORK,
+                _ => exit::FAILURE,
+            },
+            GatewayError::Status(_) | GatewayError::BadReply(_) => exit::FAILURE,
+        };
+        Failure::new(code, e)
+    }
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -75,85 +186,340 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cli.command {
+    let result = match cli.command {
         Command::Info => {
-            println!("umbra {}", env!("CARGO_PKG_VERSION"));
-            println!("cell size:              {} bytes", wire::CELL_LEN);
-            println!("relay payload per cell: {} bytes", wire::RELAY_BODY_MAX);
-            println!("maximum circuit length: {} hops", wire::MAX_HOPS);
-            println!("block size:             {} bytes", wire::BLOCK_DATA_LEN);
-            ExitCode::SUCCESS
+            info();
+            Ok(())
         }
-        Command::Node(args) => match runtime.block_on(run_node(args)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("umbra: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Status { json, gateway } => {
-            match runtime.block_on(umbra::gateway::fetch_status(&gateway)) {
-                Ok(s) if json => match serde_json::to_string_pretty(&s) {
-                    Ok(text) => {
-                        println!("{text}");
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        eprintln!("umbra: {e}");
-                        ExitCode::FAILURE
-                    }
-                },
-                Ok(s) => {
-                    let short = |id: &str| id.get(..16).unwrap_or(id).to_string();
-                    println!("node         {}", s.id);
-                    println!("listening    {}", s.listen);
-                    println!("joined       {}", if s.joined { "yes" } else { "not yet" });
-                    println!(
-                        "predecessor  {}",
-                        s.predecessor.as_deref().map_or("none".into(), short)
-                    );
-                    println!("successors   {}", s.successors.len());
-                    for id in &s.successors {
-                        println!("             {}", short(id));
-                    }
-                    println!("fingers      {} distinct", s.fingers);
-                    println!("links        {}", s.links);
-                    println!(
-                        "stored       {} blocks, {} bytes",
-                        s.blocks_stored, s.bytes_stored
-                    );
-                    println!(
-                        "cached       {} blocks, {} bytes",
-                        s.blocks_cached, s.bytes_cached
-                    );
-                    println!("misbehaving  {} peers disconnected", s.misbehaving_peers);
-                    println!(
-                        "circuits     {} relayed, {} own ({} built), {} relays sampled{}",
-                        s.circuits_relayed,
-                        s.circuits_own,
-                        s.circuits_built,
-                        s.relay_sample,
-                        if s.relay { "" } else { ", client only" }
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("umbra: {e}");
-                    ExitCode::from(EXIT_UNREACHABLE)
-                }
-            }
+        Command::Keygen { name } => keygen(&name),
+        Command::Node(args) => runtime
+            .block_on(run_node(args))
+            .map_err(|e| Failure::new(exit::FAILURE, format!("{e:#}"))),
+        Command::Testnet(args) => runtime
+            .block_on(run_testnet(args))
+            .map_err(|e| Failure::new(exit::FAILURE, format!("{e:#}"))),
+        Command::Status { json, gateway } => runtime.block_on(status(&gateway, json)),
+        Command::Put {
+            file,
+            ssk,
+            content_type,
+            gateway,
+        } => runtime.block_on(put(&file, ssk.as_deref(), content_type, &gateway)),
+        Command::Get {
+            uri,
+            output,
+            gateway,
+        } => runtime.block_on(get(&uri, output.as_deref(), &gateway)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("umbra: {}", f.message);
+            ExitCode::from(f.code)
         }
     }
 }
 
-async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
+fn info() {
+    println!("umbra {}", env!("CARGO_PKG_VERSION"));
+    println!("cell size:              {} bytes", wire::CELL_LEN);
+    println!("relay payload per cell: {} bytes", wire::RELAY_BODY_MAX);
+    println!("maximum circuit length: {} hops", wire::MAX_HOPS);
+    println!("block size:             {} bytes", wire::BLOCK_DATA_LEN);
+}
+
+fn keygen(name: &str) -> Result<(), Failure> {
+    let key = SskInsertKey::generate(&mut rand::rngs::OsRng, name);
+    let insert = Uri::SskInsert(key);
+    // Both go through the parser, so a name it would refuse is refused
+    // here rather than at the first insert.
+    insert
+        .to_string()
+        .parse::<Uri>()
+        .map_err(|e| Failure::new(exit::USAGE, format!("cannot use that name: {e}")))?;
+    println!("insert URI:  {insert}");
+    println!("request URI: {}", insert.request_uri());
+    eprintln!("Keep the insert URI secret: whoever has it can publish under it.");
+    Ok(())
+}
+
+async fn status(gateway: &str, json: bool) -> Result<(), Failure> {
+    let s = gateway::fetch_status(gateway).await?;
+    if json {
+        let text = serde_json::to_string_pretty(&s).map_err(|e| Failure::new(exit::FAILURE, e))?;
+        println!("{text}");
+        return Ok(());
+    }
+    let short = |id: &str| id.get(..16).unwrap_or(id).to_string();
+    println!("node         {}", s.id);
+    println!("listening    {}", s.listen);
+    println!("joined       {}", if s.joined { "yes" } else { "not yet" });
+    println!(
+        "predecessor  {}",
+        s.predecessor.as_deref().map_or("none".into(), short)
+    );
+    println!("successors   {}", s.successors.len());
+    for id in &s.successors {
+        println!("             {}", short(id));
+    }
+    println!("fingers      {} distinct", s.fingers);
+    println!("links        {}", s.links);
+    println!(
+        "stored       {} blocks, {} bytes",
+        s.blocks_stored, s.bytes_stored
+    );
+    println!(
+        "cached       {} blocks, {} bytes",
+        s.blocks_cached, s.bytes_cached
+    );
+    println!("misbehaving  {} peers disconnected", s.misbehaving_peers);
+    println!(
+        "circuits     {} relayed, {} own ({} built), {} relays sampled{}",
+        s.circuits_relayed,
+        s.circuits_own,
+        s.circuits_built,
+        s.relay_sample,
+        if s.relay { "" } else { ", client only" }
+    );
+    Ok(())
+}
+
+/// A progress bar on stderr, shown once a document turns out to span more
+/// than one block (and only on a terminal).
+struct Bar {
+    bar: Option<ProgressBar>,
+    what: &'static str,
+}
+
+impl Bar {
+    fn new(what: &'static str) -> Bar {
+        Bar { bar: None, what }
+    }
+
+    fn update(&mut self, p: Progress) {
+        if p.total <= 1 {
+            return;
+        }
+        let what = self.what;
+        let bar = self.bar.get_or_insert_with(|| {
+            let b = ProgressBar::new(p.total);
+            if let Ok(style) = ProgressStyle::with_template(
+                "{msg} [{bar:40}] {pos}/{len} blocks, {elapsed} (eta {eta})",
+            ) {
+                b.set_style(style.progress_chars("=> "));
+            }
+            b.set_message(what);
+            b
+        });
+        bar.set_length(p.total);
+        bar.set_position(p.done);
+    }
+
+    fn finish(self) {
+        if let Some(b) = self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// A content type for a file name's extension.
+fn guess_content_type(path: &Path) -> &'static str {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("html" | "htm") => "text/html; charset=utf-8",
+        Some("txt" | "md") => "text/plain; charset=utf-8",
+        Some("css") => "text/css",
+        Some("json") => "application/json",
+        Some("pdf") => "application/pdf",
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("gif") => "image/gif",
+        Some("webp") => "image/webp",
+        Some("svg") => "image/svg+xml",
+        Some("mp3") => "audio/mpeg",
+        Some("mp4") => "video/mp4",
+        Some("webm") => "video/webm",
+        Some("zip") => "application/zip",
+        Some("gz" | "tgz") => "application/gzip",
+        _ => "application/octet-stream",
+    }
+}
+
+async fn put(
+    file: &Path,
+    ssk: Option<&str>,
+    content_type: Option<String>,
+    gateway: &str,
+) -> Result<(), Failure> {
+    if let Some(text) = ssk {
+        match text.parse::<Uri>() {
+            Ok(Uri::SskInsert(_) | Uri::Ksk(_)) => {}
+            Ok(_) => {
+                return Err(Failure::new(
+                    exit::MALFORMED_URI,
+                    "--ssk takes an insert URI (umbra:ssk-insert:...) or a keyword (umbra:ksk:...)",
+                ))
+            }
+            Err(e) => {
+                return Err(Failure::new(
+                    exit::MALFORMED_URI,
+                    format!("malformed insert URI: {e}"),
+                ))
+            }
+        }
+    }
+    let data = if file == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| Failure::new(exit::FAILURE, format!("cannot read standard input: {e}")))?;
+        buf
+    } else {
+        std::fs::read(file).map_err(|e| {
+            Failure::new(
+                exit::FAILURE,
+                format!("cannot read {}: {e}", file.display()),
+            )
+        })?
+    };
+    let content_type = content_type.unwrap_or_else(|| guess_content_type(file).to_string());
+    let mut bar = Bar::new("inserting");
+    let uri = gateway::remote::put(gateway, &content_type, data, ssk, |p| bar.update(p)).await;
+    bar.finish();
+    println!("{}", uri?);
+    Ok(())
+}
+
+async fn get(uri: &str, output: Option<&Path>, gateway: &str) -> Result<(), Failure> {
+    match uri.parse::<Uri>() {
+        Ok(Uri::SskInsert(_)) => {
+            return Err(Failure::new(
+                exit::MALFORMED_URI,
+                "this is an insert URI: fetch with its request URI (umbra:ssk:...)",
+            ))
+        }
+        Ok(_) => {}
+        Err(e) => {
+            return Err(Failure::new(
+                exit::MALFORMED_URI,
+                format!("malformed URI: {e}"),
+            ))
+        }
+    }
+    let mut bar = Bar::new("fetching");
+    let doc = gateway::remote::get(gateway, uri.trim(), |p| bar.update(p)).await;
+    bar.finish();
+    let doc = doc?;
+    let written = match output {
+        Some(path) => std::fs::write(path, &doc.data)
+            .map_err(|e| format!("cannot write {}: {e}", path.display())),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&doc.data)
+                .and_then(|()| out.flush())
+                .map_err(|e| format!("cannot write the document: {e}"))
+        }
+    };
+    written.map_err(|m| Failure::new(exit::FAILURE, m))
+}
+
+fn init_logging(default: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Wait for Ctrl-C, or SIGTERM where there is one.
+async fn stop_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("cannot watch Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot watch Ctrl-C")?;
+    Ok(())
+}
+
+/// Anything but loopback makes the proxy or gateway everybody's.
+fn warn_if_exposed(what: &str, addr: Option<SocketAddr>) {
+    if let Some(a) = addr.filter(|a| !a.ip().is_loopback()) {
+        eprintln!(
+            "umbra: warning: the {what} listens on {a}, not on loopback: anyone who can reach \
+             it can insert and fetch through this node"
+        );
+    }
+}
+
+async fn run_testnet(args: TestnetArgs) -> anyhow::Result<()> {
+    init_logging("warn");
+    warn_if_exposed("SOCKS proxy", Some(args.socks));
+    warn_if_exposed("gateway", Some(args.http));
+    eprintln!("starting {} nodes on 127.0.0.1 ...", args.nodes);
+    let net = Testnet::start(testnet::Settings {
+        nodes: args.nodes,
+        socks: Some(args.socks),
+        http: Some(args.http),
+        data_dir: args.data_dir,
+    })
+    .await
+    .context("cannot start the test network (is another umbra running? --socks and --http take port 0 for any free port)")?;
+    let ready = tokio::select! {
+        r = net.wait_ready(Duration::from_secs(60)) => r,
+        r = stop_signal() => {
+            net.shutdown().await;
+            return r;
+        }
+    };
+    let took = match ready {
+        Ok(t) => t,
+        Err(e) => {
+            net.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    let entry = net.entry();
+    let socks = entry.socks.context("the first node has no SOCKS proxy")?;
+    let http = entry.http.context("the first node has no gateway")?;
+    println!(
+        "umbra test network: {} nodes, ring ready in {:.1} s",
+        net.nodes().len(),
+        took.as_secs_f64()
+    );
+    println!("SOCKS5 proxy  {socks}");
+    println!("HTTP gateway  http://{http}/");
+    println!();
+    println!("Insert a document and fetch it back through the proxy:");
+    println!(
+        "  uri=$(curl -sS --socks5-hostname {socks} -H 'Content-Type: text/plain' --data-binary 'hello, umbra' http://doc.umbra/)"
+    );
+    println!("  curl -sS --socks5-hostname {socks} \"http://doc.umbra/$uri\"");
+    println!("Or with the command line:");
+    println!("  echo hello | umbra put --gateway http://{http} -");
+    println!("Ctrl-C stops the network.");
+    let _ = std::io::stdout().flush();
+    let r = stop_signal().await;
+    eprintln!("stopping ...");
+    net.shutdown().await;
+    eprintln!("stopped");
+    r
+}
+
+async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
+    init_logging("info");
     let mut cfg = match &args.config {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
@@ -170,33 +536,29 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     if let Some(h) = args.http {
         cfg.http = Some(h);
     }
+    if let Some(s) = args.socks {
+        cfg.socks = Some(s);
+    }
     if args.client_only {
         cfg.relay = false;
     }
     if let Some(h) = args.hops {
         cfg.circuit_hops = h;
     }
+    warn_if_exposed("SOCKS proxy", cfg.socks);
+    warn_if_exposed("gateway", cfg.http);
     let handle = node::start(cfg).await.context("cannot start the node")?;
     // For the person at the terminal and for scripts: where to reach it.
     println!("listening {}", handle.listen);
     if let Some(http) = handle.http {
         println!("gateway http://{http}");
     }
-
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+    if let Some(socks) = handle.socks {
+        println!("socks {socks}");
     }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot watch Ctrl-C")?;
+    let _ = std::io::stdout().flush();
+    let r = stop_signal().await;
     handle.leave().await;
     tracing::info!("left the ring");
-    Ok(())
+    r
 }
