@@ -299,8 +299,10 @@ fn failure(code: ErrorCode, message: impl std::fmt::Display) -> Response<Body> {
     r.headers_mut()
         .insert(ERROR_HEADER, HeaderValue::from_static(code.as_str()));
     if code == ErrorCode::MethodNotAllowed {
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, PUT, POST"));
+        r.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, PUT, POST"),
+        );
     }
     r
 }

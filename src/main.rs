@@ -11,7 +11,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use umbra::client::Progress;
-use umbra::gateway::{self, ErrorCode, GatewayError};
+use umbra::gateway::remote::exit;
+use umbra::gateway::{self, GatewayError};
 use umbra::keys::{SskInsertKey, Uri};
 use umbra::node::{self, Config};
 use umbra::testnet::{self, Testnet};
@@ -129,19 +130,6 @@ struct TestnetArgs {
     data_dir: Option<PathBuf>,
 }
 
-/// Exit codes, for scripts (README.md lists them).
-mod exit {
-    pub const FAILURE: u8 = 1;
-    pub const USAGE: u8 = 2;
-    pub const UNREACHABLE: u8 = 3;
-    pub const MALFORMED_URI: u8 = 4;
-    pub const DATA_NOT_FOUND: u8 = 5;
-    pub const ROUTE_NOT_FOUND: u8 = 6;
-    pub const TIMEOUT: u8 = 7;
-    pub const RETRACTED: u8 = 8;
-    pub const NETWORK: u8 = 9;
-}
-
 /// A failure of a command: what to say and how to exit.
 struct Failure {
     code: u8,
@@ -159,21 +147,7 @@ impl Failure {
 
 impl From<GatewayError> for Failure {
     fn from(e: GatewayError) -> Failure {
-        let code = match &e {
-            GatewayError::BadUrl(_) => exit::USAGE,
-            GatewayError::Unreachable(..) => exit::UNREACHABLE,
-            GatewayError::Failed { code, .. } => match code {
-                ErrorCode::MalformedUri | ErrorCode::InsertUri => exit::MALFORMED_URI,
-                ErrorCode::DataNotFound => exit::DATA_NOT_FOUND,
-                ErrorCode::RouteNotFound => exit::ROUTE_NOT_FOUND,
-                ErrorCode::Timeout => exit::TIMEOUT,
-                ErrorCode::Retracted => exit::RETRACTED,
-                ErrorCode::Circuit | ErrorCode::Rejected | ErrorCode::Stopped => exit::NETWORK,
-                _ => exit::FAILURE,
-            },
-            GatewayError::Status(_) | GatewayError::BadReply(_) => exit::FAILURE,
-        };
-        Failure::new(code, e)
+        Failure::new(e.exit_code(), e)
     }
 }
 
@@ -470,10 +444,10 @@ async fn run_testnet(args: TestnetArgs) -> anyhow::Result<()> {
     warn_if_exposed("gateway", Some(args.http));
     eprintln!("starting {} nodes on 127.0.0.1 ...", args.nodes);
     let net = Testnet::start(testnet::Settings {
-        nodes: args.nodes,
         socks: Some(args.socks),
         http: Some(args.http),
         data_dir: args.data_dir,
+        ..testnet::Settings::new(args.nodes)
     })
     .await
     .context("cannot start the test network (is another umbra running? --socks and --http take port 0 for any free port)")?;

@@ -45,6 +45,13 @@ pub enum Reply {
     AddressTypeNotSupported = 0x08,
 }
 
+/// SOCKS4's "request rejected or failed".
+const SOCKS4_REJECTED: u8 = 0x5b;
+/// The answer to an HTTP request sent to the proxy port.
+const NOT_HTTP: &[u8] = b"HTTP/1.0 501 Not Implemented\r\nContent-Type: text/plain\r\n\
+Connection: close\r\n\r\nThis is umbra's SOCKS5 proxy, not an HTTP proxy. Set it as a SOCKS5 \
+proxy (with remote name resolution), or use the HTTP gateway.\n";
+
 /// The top-level domain the proxy serves.
 pub const DOMAIN: &str = "umbra";
 
@@ -128,6 +135,7 @@ async fn session(mut stream: TcpStream, node: NodeClient, settings: Settings) {
         Ok(Ok(iso)) => iso,
         Ok(Err(e)) => {
             tracing::debug!("socks session refused: {e}");
+            linger(stream).await;
             return;
         }
         Err(_) => {
@@ -140,6 +148,21 @@ async fn session(mut stream: TcpStream, node: NodeClient, settings: Settings) {
         None => node,
     };
     gateway::serve_connection(stream, node, Front::Socks).await;
+}
+
+/// Close a refused session so that the client reads the answer: closing
+/// with its unread bytes still queued would reset the connection and
+/// could discard the reply. Send our end's close, then read and drop
+/// what the client still sends, for a moment and a few kilobytes.
+async fn linger(mut stream: TcpStream) {
+    const LINGER: Duration = Duration::from_secs(1);
+    const DRAIN: u64 = 64 << 10;
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = tokio::io::sink();
+    let mut rest = (&mut stream).take(DRAIN);
+    let _ = tokio::time::timeout(LINGER, tokio::io::copy(&mut rest, &mut sink)).await;
 }
 
 /// The isolation key of a username/password pair.
@@ -186,6 +209,14 @@ where
     let mut head = [0u8; 2];
     s.read_exact(&mut head).await?;
     if head[0] != VERSION {
+        // Say what went wrong in words the client may understand: a
+        // SOCKS4 rejection, or an HTTP answer to what looks like HTTP.
+        if head[0] == 4 {
+            s.write_all(&[0, SOCKS4_REJECTED, 0, 0, 0, 0, 0, 0]).await?;
+        } else if head[0].is_ascii_uppercase() {
+            s.write_all(NOT_HTTP).await?;
+        }
+        s.flush().await?;
         return Err(SocksError::Version(head[0]));
     }
     let mut methods = vec![0u8; usize::from(head[1])];
@@ -352,8 +383,12 @@ mod tests {
 
     #[tokio::test]
     async fn broken_handshakes_end_with_an_error() {
-        let (r, _) = run(b"GET / HTTP/1.1\r\n\r\n").await;
+        let (r, out) = run(b"GET / HTTP/1.1\r\n\r\n").await;
         assert!(matches!(r, Err(SocksError::Version(b'G'))));
+        assert!(out.starts_with(b"HTTP/1.0 501"));
+        let (r, out) = run(&[4, 1, 0, 80, 127, 0, 0, 1, 0]).await;
+        assert!(matches!(r, Err(SocksError::Version(4))));
+        assert_eq!(out[..2], [0, SOCKS4_REJECTED]);
         let (r, _) = run(&[5, 2, 0]).await;
         assert!(matches!(r, Err(SocksError::Io(_))));
         let (r, out) = run(&[5, 1, 0x80]).await;

@@ -16,9 +16,7 @@ pub const HOPS: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error(
-        "a test network needs at least {need} nodes (a circuit of {HOPS} relays and its client)"
-    )]
+    #[error("a test network needs at least {need} nodes (a circuit's relays and its client)")]
     TooFew { need: usize },
     #[error("node {index}: {source}")]
     Node {
@@ -42,11 +40,33 @@ pub struct Settings {
     /// Where the nodes keep their data (`DIR/node-I`), kept after the
     /// network stops; `None` for a temporary directory removed at the end.
     pub data_dir: Option<PathBuf>,
+    /// Every node's configuration but its data directory, bootstrap node,
+    /// proxy and gateway.
+    pub template: Config,
+}
+
+impl Settings {
+    /// `nodes` nodes with a ring maintenance period fit for a local
+    /// network.
+    pub fn new(nodes: usize) -> Settings {
+        Settings {
+            nodes,
+            socks: None,
+            http: None,
+            data_dir: None,
+            template: Config {
+                stabilize_ms: 200,
+                circuit_hops: HOPS,
+                ..Config::default()
+            },
+        }
+    }
 }
 
 /// A running test network.
 pub struct Testnet {
     nodes: Vec<NodeHandle>,
+    successors: usize,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -54,7 +74,7 @@ impl Testnet {
     /// Start the nodes; the first starts the ring, the others join
     /// through it.
     pub async fn start(settings: Settings) -> Result<Testnet, Error> {
-        let need = HOPS + 1;
+        let need = settings.template.circuit_hops + 1;
         if settings.nodes < need {
             return Err(Error::TooFew { need });
         }
@@ -75,9 +95,9 @@ impl Testnet {
                 .map(|addr| Bootstrap { addr, id: None })
                 .into_iter()
                 .collect(),
-            stabilize_ms: 200,
-            circuit_hops: HOPS,
-            ..Config::default()
+            socks: None,
+            http: None,
+            ..settings.template.clone()
         };
         let first = node::start(Config {
             socks: settings.socks,
@@ -99,7 +119,11 @@ impl Testnet {
                 }
             }
         }
-        Ok(Testnet { nodes, _temp: temp })
+        Ok(Testnet {
+            nodes,
+            successors: settings.template.successors,
+            _temp: temp,
+        })
     }
 
     /// The node with the proxy and the gateway.
@@ -131,7 +155,7 @@ impl Testnet {
         for h in &self.nodes {
             statuses.push(h.status().await.map_err(|e| e.to_string())?);
         }
-        ring_correct(&statuses, Config::default().successors)?;
+        ring_correct(&statuses, self.successors)?;
         self.entry()
             .build_circuit(Isolation::default())
             .await

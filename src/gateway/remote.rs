@@ -34,6 +34,40 @@ pub enum GatewayError {
     BadReply(String),
 }
 
+/// Exit codes of the command line, for scripts (README.md lists them).
+pub mod exit {
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const UNREACHABLE: u8 = 3;
+    pub const MALFORMED_URI: u8 = 4;
+    pub const DATA_NOT_FOUND: u8 = 5;
+    pub const ROUTE_NOT_FOUND: u8 = 6;
+    pub const TIMEOUT: u8 = 7;
+    pub const RETRACTED: u8 = 8;
+    /// No circuit could be built, or the network refused the request.
+    pub const NETWORK: u8 = 9;
+}
+
+impl GatewayError {
+    /// The command line's exit code for this failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            GatewayError::BadUrl(_) => exit::USAGE,
+            GatewayError::Unreachable(..) => exit::UNREACHABLE,
+            GatewayError::Failed { code, .. } => match code {
+                ErrorCode::MalformedUri | ErrorCode::InsertUri => exit::MALFORMED_URI,
+                ErrorCode::DataNotFound => exit::DATA_NOT_FOUND,
+                ErrorCode::RouteNotFound => exit::ROUTE_NOT_FOUND,
+                ErrorCode::Timeout => exit::TIMEOUT,
+                ErrorCode::Retracted => exit::RETRACTED,
+                ErrorCode::Circuit | ErrorCode::Rejected | ErrorCode::Stopped => exit::NETWORK,
+                _ => exit::FAILURE,
+            },
+            GatewayError::Status(_) | GatewayError::BadReply(_) => exit::FAILURE,
+        }
+    }
+}
+
 /// A document fetched through a gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {
@@ -288,5 +322,34 @@ impl Lines {
             return Err(GatewayError::BadReply("more data than announced".into()));
         }
         Ok(std::mem::take(&mut self.buf))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_failure_a_user_can_act_on_has_its_own_exit_code() {
+        let failed = |code| GatewayError::Failed {
+            code,
+            message: String::new(),
+        };
+        let codes = [
+            GatewayError::Unreachable("a".into(), "b".into()).exit_code(),
+            failed(ErrorCode::MalformedUri).exit_code(),
+            failed(ErrorCode::DataNotFound).exit_code(),
+            failed(ErrorCode::RouteNotFound).exit_code(),
+            failed(ErrorCode::Timeout).exit_code(),
+            failed(ErrorCode::Retracted).exit_code(),
+            failed(ErrorCode::Circuit).exit_code(),
+            GatewayError::BadUrl(String::new()).exit_code(),
+            GatewayError::BadReply(String::new()).exit_code(),
+        ];
+        let mut distinct = codes.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), codes.len(), "{codes:?}");
+        assert!(!codes.contains(&0));
     }
 }

@@ -1,0 +1,575 @@
+//! The user's side, driven by real clients: curl through the SOCKS proxy,
+//! headless Chromium through the proxy and at the gateway, the `umbra`
+//! command line, and a raw SOCKS client that misbehaves. Each test runs a
+//! local test network of real nodes over QUIC on 127.0.0.1.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use rand::RngCore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use umbra::client::{self, Target};
+use umbra::gateway::remote::exit;
+use umbra::keys::{chk_encode, Uri};
+use umbra::testnet::{self, Testnet};
+
+const UMBRA: &str = env!("CARGO_BIN_EXE_umbra");
+const READY: Duration = Duration::from_secs(60);
+/// No client run here may take longer than this.
+const CLIENT_LIMIT: Duration = Duration::from_secs(120);
+
+/// A test network of four nodes (a three-relay circuit and its client),
+/// the first with its proxy and gateway on free ports.
+async fn network(handshake_ms: u64) -> Testnet {
+    let mut settings = testnet::Settings::new(4);
+    settings.socks = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    settings.http = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    settings.template.socks_handshake_ms = handshake_ms;
+    let net = Testnet::start(settings).await.expect("test network starts");
+    net.wait_ready(READY).await.expect("test network ready");
+    net
+}
+
+fn socks_of(net: &Testnet) -> SocketAddr {
+    net.entry().socks.expect("the entry node has a proxy")
+}
+
+fn gateway_of(net: &Testnet) -> String {
+    format!(
+        "http://{}",
+        net.entry().http.expect("the entry node has a gateway")
+    )
+}
+
+/// Run a program to its end, within [`CLIENT_LIMIT`].
+async fn run(program: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .kill_on_drop(true)
+        .stdin(if stdin.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (.ci/run installs it)"));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin piped");
+        pipe.write_all(input).await.expect("write stdin");
+        drop(pipe);
+    }
+    tokio::time::timeout(CLIENT_LIMIT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{program} did not finish within {CLIENT_LIMIT:?}"))
+        .expect("wait for the program")
+}
+
+/// curl through the proxy with `--socks5-hostname`; extra arguments
+/// first.
+async fn curl(socks: SocketAddr, args: &[&str]) -> Output {
+    let proxy = socks.to_string();
+    let mut all = vec!["-sS", "--max-time", "90", "--socks5-hostname", &proxy];
+    all.extend_from_slice(args);
+    run("curl", &all, None).await
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn random(len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rand::thread_rng().fill_bytes(&mut v);
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_inserts_and_fetches_through_the_socks_proxy() {
+    let net = network(10_000).await;
+    let socks = socks_of(&net);
+    let dir = tempfile::tempdir().unwrap();
+
+    // A document of several blocks, inserted with PUT and fetched back.
+    let data = random(300_000);
+    let file = dir.path().join("doc.bin");
+    std::fs::write(&file, &data).unwrap();
+    let upload = format!("@{}", file.display());
+    let put = curl(
+        socks,
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/x-test",
+            "--data-binary",
+            &upload,
+            "-w",
+            "%{http_code}",
+            "http://doc.umbra/",
+        ],
+    )
+    .await;
+    assert!(put.status.success(), "curl put: {}", text(&put.stderr));
+    let out = text(&put.stdout);
+    let (uri, code) = out.trim_end().rsplit_once('\n').expect("URI and status");
+    assert_eq!(code, "201", "{out}");
+    assert!(matches!(uri.parse::<Uri>(), Ok(Uri::Chk(_))), "{uri}");
+
+    let got = dir.path().join("got.bin");
+    let got_arg = got.display().to_string();
+    let url = format!("http://doc.umbra/{uri}");
+    let get = curl(
+        socks,
+        &["-o", &got_arg, "-w", "%{http_code} %{content_type}", &url],
+    )
+    .await;
+    assert!(get.status.success(), "curl get: {}", text(&get.stderr));
+    assert_eq!(text(&get.stdout), "200 application/x-test");
+    assert_eq!(std::fs::read(&got).unwrap(), data, "bytes differ");
+
+    // POST works the same; credentials choose a circuit of their own.
+    let built = net.entry().status().await.unwrap().circuits_built;
+    let proxy = format!("socks5h://alice:secret@{socks}");
+    let post = run(
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "90",
+            "-x",
+            &proxy,
+            "-H",
+            "Content-Type: text/plain",
+            "--data-binary",
+            "posted through an isolated circuit",
+            "http://any-name.umbra/",
+        ],
+        None,
+    )
+    .await;
+    assert!(post.status.success(), "curl post: {}", text(&post.stderr));
+    let uri = text(&post.stdout).trim().to_string();
+    let fetched = curl(socks, &[&format!("http://doc.umbra/{uri}")]).await;
+    assert_eq!(text(&fetched.stdout), "posted through an isolated circuit");
+    let after = net.entry().status().await.unwrap().circuits_built;
+    assert!(
+        after > built,
+        "new credentials must get a new circuit ({built} built before, {after} after)"
+    );
+
+    // The gateway's upload form takes a multipart file.
+    let form_file = format!("file=@{}", file.display());
+    let form = run(
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "90",
+            "-F",
+            &form_file,
+            "-F",
+            "content_type=application/x-form",
+            &format!("{}/", gateway_of(&net)),
+        ],
+        None,
+    )
+    .await;
+    let page = text(&form.stdout);
+    let start = page.find("<code>").expect("the page shows the URI") + 6;
+    let end = start + page[start..].find("</code>").unwrap();
+    let uri: Uri = page[start..end].parse().expect("a URI");
+    let doc = client::fetch(&net.entry().client(), &uri).await.unwrap();
+    assert_eq!(doc.content_type, "application/x-form");
+    assert_eq!(doc.data, data);
+    net.shutdown().await;
+}
+
+/// Headless Chromium, as Debian packages it.
+async fn chromium(profile: &Path, args: &[&str]) -> String {
+    let profile = format!("--user-data-dir={}", profile.display());
+    let mut all = vec![
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        &profile,
+    ];
+    all.extend_from_slice(args);
+    let out = run("chromium", &all, None).await;
+    assert!(out.status.success(), "chromium: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+fn title(dom: &str) -> Option<&str> {
+    let start = dom.find("<title>")? + 7;
+    let end = start + dom[start..].find("</title>")?;
+    Some(&dom[start..end])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_opens_a_stored_page_through_the_proxy_and_the_gateway() {
+    let net = network(10_000).await;
+    let socks = socks_of(&net);
+    let gateway = gateway_of(&net);
+    let profile = tempfile::tempdir().unwrap();
+
+    // Stands in for the open web: an HTML document that names it must not
+    // make the browser connect to it. It counts connections and answers
+    // each with a 404.
+    let outside = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let outside_url = format!("http://{}/pixel.png", outside.local_addr().unwrap());
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    let server = tokio::spawn(async move {
+        while let Ok((mut s, _)) = outside.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = s
+                .write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )
+                .await;
+        }
+    });
+    let hits = move || hits.load(std::sync::atomic::Ordering::SeqCst);
+    let page = format!(
+        "<!doctype html><html><head><title>Stored in umbra</title>\
+         <link rel=\"stylesheet\" href=\"{outside_url}\"></head>\
+         <body><h1>hello</h1><img src=\"{outside_url}\"></body></html>"
+    );
+    let uri = client::insert(
+        &net.entry().client(),
+        "text/html; charset=utf-8",
+        page.as_bytes(),
+        Target::Chk,
+    )
+    .await
+    .unwrap();
+
+    let proxy = format!("--proxy-server=socks5://{socks}");
+    let dom = chromium(
+        profile.path(),
+        &[&proxy, "--dump-dom", &format!("http://doc.umbra/{uri}")],
+    )
+    .await;
+    assert_eq!(title(&dom), Some("Stored in umbra"), "{dom}");
+
+    let dom = chromium(profile.path(), &["--dump-dom", &format!("{gateway}/{uri}")]).await;
+    assert_eq!(title(&dom), Some("Stored in umbra"), "{dom}");
+    let index = chromium(profile.path(), &["--dump-dom", &format!("{gateway}/")]).await;
+    assert_eq!(title(&index), Some("umbra"), "{index}");
+    assert!(
+        index.contains("name=\"file\""),
+        "the index has an upload form"
+    );
+
+    // The browser has finished both loads of the page: had either asked
+    // for the outside image or style sheet, the server would have counted
+    // it.
+    assert_eq!(
+        hits(),
+        0,
+        "a stored page made the browser connect outside umbra"
+    );
+    // The same page from a file does connect: the policy, not chance,
+    // kept the stored one in.
+    let file = profile.path().join("page.html");
+    std::fs::write(&file, &page).unwrap();
+    chromium(
+        profile.path(),
+        &["--dump-dom", &format!("file://{}", file.display())],
+    )
+    .await;
+    assert!(
+        hits() > 0,
+        "control: the page outside umbra loads its image"
+    );
+    server.abort();
+    net.shutdown().await;
+}
+
+/// Send a raw SOCKS5 CONNECT (no authentication) and return the reply
+/// code.
+async fn socks_connect(socks: SocketAddr, atyp: u8, addr: &[u8], port: u16) -> u8 {
+    let mut s = TcpStream::connect(socks).await.unwrap();
+    let mut req = vec![5, 1, 0, 5, 1, 0, atyp];
+    req.extend_from_slice(addr);
+    req.extend_from_slice(&port.to_be_bytes());
+    s.write_all(&req).await.unwrap();
+    let mut reply = [0u8; 12];
+    tokio::time::timeout(CLIENT_LIMIT, s.read_exact(&mut reply))
+        .await
+        .expect("the proxy answers")
+        .expect("a whole reply");
+    assert_eq!(reply[..3], [5, 0, 5], "method selection and version");
+    reply[3]
+}
+
+fn domain(name: &str) -> Vec<u8> {
+    let mut v = vec![u8::try_from(name.len()).unwrap()];
+    v.extend_from_slice(name.as_bytes());
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_refuses_every_other_destination_and_dials_nothing() {
+    let net = network(10_000).await;
+    let socks = socks_of(&net);
+    // A server on this machine: if the proxy dialled anything asked of it,
+    // this is where the connection would land.
+    let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    target.set_nonblocking(true).unwrap();
+    let port = target.local_addr().unwrap().port();
+    const NOT_ALLOWED: u8 = 0x02;
+
+    assert_eq!(
+        socks_connect(socks, 1, &[127, 0, 0, 1], port).await,
+        NOT_ALLOWED
+    );
+    let mut v6 = [0u8; 16];
+    v6[15] = 1;
+    assert_eq!(socks_connect(socks, 4, &v6, port).await, NOT_ALLOWED);
+    for name in ["localhost", "example.com", "umbra", "doc.umbra.example.com"] {
+        assert_eq!(
+            socks_connect(socks, 3, &domain(name), port).await,
+            NOT_ALLOWED,
+            "{name}"
+        );
+    }
+    assert_eq!(socks_connect(socks, 3, &domain("doc.umbra"), 80).await, 0);
+    assert_eq!(
+        socks_connect(socks, 9, &[], port).await,
+        0x08,
+        "address type"
+    );
+
+    let out = curl(socks, &["http://example.com/"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(97),
+        "curl's code for a refused proxy connection"
+    );
+    let out = curl(socks, &[&format!("http://127.0.0.1:{port}/")]).await;
+    assert_eq!(out.status.code(), Some(97));
+
+    assert!(
+        target.accept().is_err(),
+        "the proxy connected somewhere other than umbra"
+    );
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_error_and_the_node_keeps_serving() {
+    let net = network(500).await;
+    let socks = socks_of(&net);
+    let uri = client::insert(
+        &net.entry().client(),
+        "text/plain",
+        b"still here",
+        Target::Chk,
+    )
+    .await
+    .unwrap();
+    let read_all = |mut s: TcpStream| async move {
+        let mut out = Vec::new();
+        tokio::time::timeout(CLIENT_LIMIT, s.read_to_end(&mut out))
+            .await
+            .expect("the proxy closes the connection")
+            .expect("read");
+        out
+    };
+
+    // Garbage: an HTTP request sent to the SOCKS port gets a word back.
+    let mut s = TcpStream::connect(socks).await.unwrap();
+    s.write_all(b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = text(&read_all(s).await);
+    assert!(answer.starts_with("HTTP/1.0 501"), "{answer}");
+    assert!(answer.contains("SOCKS5 proxy"), "{answer}");
+    // Random bytes: the connection closes.
+    let mut s = TcpStream::connect(socks).await.unwrap();
+    s.write_all(&[0x17, 0x03, 0x01, 0xff, 0x00]).await.unwrap();
+    assert!(read_all(s).await.is_empty());
+
+    // A handshake cut short, then silence: closed at the handshake
+    // deadline (half a second here).
+    let mut s = TcpStream::connect(socks).await.unwrap();
+    s.write_all(&[5, 2, 0]).await.unwrap();
+    assert!(read_all(s).await.is_empty());
+    // Cut short by the client closing: closed at once.
+    let mut s = TcpStream::connect(socks).await.unwrap();
+    s.write_all(&[5, 1, 0, 5, 1, 0, 3, 9, b'd', b'o'])
+        .await
+        .unwrap();
+    s.shutdown().await.unwrap();
+    assert_eq!(read_all(s).await, [5, 0]);
+
+    // An oversized request head: 431, from the HTTP library.
+    let big = format!("X-Padding: {}", "a".repeat(umbra::gateway::MAX_HEAD * 2));
+    let out = curl(
+        socks,
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            &big,
+            "http://doc.umbra/",
+        ],
+    )
+    .await;
+    assert_eq!(text(&out.stdout), "431");
+
+    // Malformed URIs: 400 with the reason and a typed code.
+    for bad in [
+        "umbra:chk:not-base32!",
+        "umbra:chk:aaaa",
+        "umbra:nope:x",
+        "umbra:ssk:%ff",
+    ] {
+        let out = curl(socks, &["-i", &format!("http://doc.umbra/{bad}")]).await;
+        let answer = text(&out.stdout);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{bad}: {answer}");
+        assert!(
+            answer.contains("x-umbra-error: malformed-uri"),
+            "{bad}: {answer}"
+        );
+        assert!(
+            answer.contains("malformed URI") || answer.contains("percent"),
+            "{bad}: {answer}"
+        );
+    }
+    // Not a URI at all: 404 pointing at the right form.
+    let out = curl(
+        socks,
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "http://doc.umbra/favicon.ico",
+        ],
+    )
+    .await;
+    assert_eq!(text(&out.stdout), "404");
+
+    // After all that, the proxy still serves.
+    let out = curl(socks, &[&format!("http://doc.umbra/{uri}")]).await;
+    assert_eq!(text(&out.stdout), "still here");
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_puts_and_gets_and_exits_with_typed_codes() {
+    let net = network(10_000).await;
+    let gateway = gateway_of(&net);
+    let dir = tempfile::tempdir().unwrap();
+    let umbra = |args: Vec<String>, stdin: Option<Vec<u8>>| {
+        let gateway = gateway.clone();
+        async move {
+            let mut all: Vec<String> = args;
+            if all[0] != "keygen" {
+                all.insert(1, "--gateway".into());
+                all.insert(2, gateway);
+            }
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            run(UMBRA, &refs, stdin.as_deref()).await
+        }
+    };
+    let s = |x: &str| x.to_string();
+
+    // A file of several blocks: the URI alone on stdout, the same bytes back.
+    let data = random(200_000);
+    let file = dir.path().join("doc.bin");
+    std::fs::write(&file, &data).unwrap();
+    let put = umbra(vec![s("put"), file.display().to_string()], None).await;
+    assert!(put.status.success(), "{}", text(&put.stderr));
+    let stdout = text(&put.stdout);
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "stdout holds the URI and nothing else"
+    );
+    let uri = stdout.trim().to_string();
+    assert!(matches!(uri.parse::<Uri>(), Ok(Uri::Chk(_))));
+    let out = dir.path().join("out.bin");
+    let get = umbra(
+        vec![s("get"), uri.clone(), s("-o"), out.display().to_string()],
+        None,
+    )
+    .await;
+    assert!(get.status.success(), "{}", text(&get.stderr));
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+
+    // Standard input in, standard output out.
+    let put = umbra(vec![s("put"), s("-")], Some(b"from stdin".to_vec())).await;
+    let uri = text(&put.stdout).trim().to_string();
+    let get = umbra(vec![s("get"), uri], None).await;
+    assert_eq!(get.stdout, b"from stdin");
+
+    // A signed subspace: the newest version wins.
+    let keys = umbra(vec![s("keygen"), s("--name"), s("blog")], None).await;
+    let keys = text(&keys.stdout);
+    let field = |label: &str| {
+        keys.lines()
+            .find_map(|l| l.strip_prefix(label))
+            .map(|v| v.trim().to_string())
+            .expect("keygen prints both URIs")
+    };
+    let (insert, request) = (field("insert URI:"), field("request URI:"));
+    for text in ["first", "second"] {
+        let put = umbra(
+            vec![s("put"), s("--ssk"), insert.clone(), s("-")],
+            Some(text.into()),
+        )
+        .await;
+        assert!(
+            put.status.success(),
+            "{}",
+            String::from_utf8_lossy(&put.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&put.stdout).trim(), request);
+    }
+    let get = umbra(vec![s("get"), request], None).await;
+    assert_eq!(get.stdout, b"second");
+
+    // Typed failures.
+    let get = umbra(vec![s("get"), s("umbra:chk:garbage")], None).await;
+    assert_eq!(get.status.code(), Some(i32::from(exit::MALFORMED_URI)));
+    assert!(
+        text(&get.stderr).contains("malformed URI"),
+        "{}",
+        text(&get.stderr)
+    );
+    let (absent, _) = chk_encode(b"a block that was never inserted").unwrap();
+    let get = umbra(vec![s("get"), Uri::Chk(absent).to_string()], None).await;
+    assert_eq!(
+        get.status.code(),
+        Some(i32::from(exit::DATA_NOT_FOUND)),
+        "{}",
+        text(&get.stderr)
+    );
+    assert!(text(&get.stderr).contains("data not found"));
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let out = run(UMBRA, &["status", "--gateway", &nowhere], None).await;
+    assert_eq!(out.status.code(), Some(i32::from(exit::UNREACHABLE)));
+    let out = run(
+        UMBRA,
+        &["get", "--gateway", &nowhere, &Uri::Chk(absent).to_string()],
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(i32::from(exit::UNREACHABLE)));
+    net.shutdown().await;
+}
