@@ -49,7 +49,7 @@ use crate::node::{NodeClient, RequestError};
 
 mod page;
 pub mod remote;
-mod url;
+pub mod url;
 
 pub use remote::{fetch_status, Fetched, GatewayError};
 

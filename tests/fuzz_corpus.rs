@@ -146,3 +146,26 @@ fn past_crashes_stay_fixed() {
         bodies::wire(&fs::read(path).unwrap());
     }
 }
+
+#[test]
+fn the_user_corpus_replays_cleanly() {
+    let files = files_in("fuzz/corpus/user");
+    let selectors: BTreeSet<u8> = files
+        .iter()
+        .map(|p| {
+            let data = fs::read(p).unwrap();
+            bodies::user(&data);
+            data.first().copied().unwrap_or(0) % 4
+        })
+        .collect();
+    assert_eq!(
+        selectors,
+        BTreeSet::from([
+            bodies::USER_SOCKS,
+            bodies::USER_URI,
+            bodies::USER_PATH,
+            bodies::USER_ROOT
+        ]),
+        "a seed for every part of the user target"
+    );
+}

@@ -130,3 +130,67 @@ pub fn onion(data: &[u8]) {
         }
     }
 }
+
+/// Selector bytes of the user target.
+pub const USER_SOCKS: u8 = 0;
+pub const USER_URI: u8 = 1;
+pub const USER_PATH: u8 = 2;
+pub const USER_ROOT: u8 = 3;
+
+/// What a local application or a user hands the node: a SOCKS handshake,
+/// a URI, a percent-encoded path or query, a document root. No panic, no
+/// hang; a handshake that opens a stream said so last; a URI that parses
+/// prints back to itself.
+pub fn user(data: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use umbra::gateway::url;
+    use umbra::keys::{decode_root, Uri};
+
+    let Some((&selector, input)) = data.split_first() else {
+        return;
+    };
+    match selector % 4 {
+        USER_SOCKS => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let (mut client, mut server) = tokio::io::duplex(1 << 16);
+                client.write_all(input).await.expect("fits the pipe");
+                client.shutdown().await.expect("half-close");
+                let result = umbra::socks::handshake(&mut server).await;
+                drop(server);
+                let mut written = Vec::new();
+                client.read_to_end(&mut written).await.expect("read back");
+                if result.is_ok() {
+                    assert!(written.ends_with(&[5, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
+                }
+            });
+        }
+        USER_URI => {
+            let Ok(text) = std::str::from_utf8(input) else {
+                return;
+            };
+            if let Ok(uri) = text.parse::<Uri>() {
+                let printed = uri.to_string();
+                let again: Uri = printed.parse().expect("a printed URI parses");
+                assert_eq!(again.to_string(), printed);
+            }
+        }
+        USER_PATH => {
+            let Ok(text) = std::str::from_utf8(input) else {
+                return;
+            };
+            if let Some(decoded) = url::percent_decode(text) {
+                let encoded = url::percent_encode_path(&decoded);
+                assert_eq!(url::percent_decode(&encoded).as_deref(), Some(&*decoded));
+            }
+            let _ = url::form_value(text, "uri");
+            let _ = url::host_allowed(text);
+            let _ = url::origin_matches(Some(text), Some(text));
+        }
+        _ => {
+            let _ = decode_root(input);
+        }
+    }
+}
