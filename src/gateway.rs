@@ -27,7 +27,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,7 +39,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::client::{self, ClientError, Document, Progress, ProgressTx, Target};
@@ -211,14 +210,26 @@ pub enum Front {
     Socks,
 }
 
-/// Bind the gateway's listener.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+/// Serve the gateway's listener until `shutdown` changes.
+pub async fn serve(listener: TcpListener, node: NodeClient, shutdown: watch::Receiver<bool>) {
+    accept_each(listener, MAX_CONNECTIONS, shutdown, move |stream| {
+        serve_connection(stream, node.clone(), Front::Gateway)
+    })
+    .await;
 }
 
-/// Serve the gateway's listener until `shutdown` changes.
-pub async fn serve(listener: TcpListener, node: NodeClient, mut shutdown: watch::Receiver<bool>) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+/// Accept connections until `shutdown` changes and hand each to `serve`,
+/// at most `limit` at once; the others wait in the kernel's accept queue.
+pub(crate) async fn accept_each<F, Fut>(
+    listener: TcpListener,
+    limit: usize,
+    mut shutdown: watch::Receiver<bool>,
+    serve: F,
+) where
+    F: Fn(TcpStream) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(limit));
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
@@ -230,9 +241,9 @@ pub async fn serve(listener: TcpListener, node: NodeClient, mut shutdown: watch:
             },
             _ = shutdown.changed() => return,
         };
-        let node = node.clone();
+        let work = serve(stream);
         tokio::spawn(async move {
-            serve_connection(stream, node, Front::Gateway).await;
+            work.await;
             drop(permit);
         });
     }
@@ -310,16 +321,20 @@ fn failure(code: ErrorCode, message: impl std::fmt::Display) -> Response<Body> {
 /// One of the interface's own HTML pages.
 fn html(status: StatusCode, body: String) -> Response<Body> {
     let mut r = respond(status, "text/html; charset=utf-8", body);
-    let h = r.headers_mut();
+    policy(r.headers_mut(), PAGE_CSP);
+    r
+}
+
+/// A content security policy, and no referrer to wherever a link leads.
+fn policy(h: &mut HeaderMap, csp: &'static str) {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(PAGE_CSP),
+        HeaderValue::from_static(csp),
     );
     h.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    r
 }
 
 /// The headers every served document carries.
@@ -329,14 +344,7 @@ fn document_headers(h: &mut HeaderMap, content_type: &str) {
         .filter(|_| !content_type.is_empty())
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     h.insert(header::CONTENT_TYPE, ctype);
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(DOCUMENT_CSP),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
+    policy(h, DOCUMENT_CSP);
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

@@ -508,6 +508,15 @@ fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// A local TCP listener and the address it got.
+async fn listen_local(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    Ok((listener, local))
+}
+
 /// Start a node. It runs until [`NodeHandle::leave`] or
 /// [`NodeHandle::crash`].
 pub async fn start(cfg: Config) -> Result<NodeHandle, Error> {
@@ -551,12 +560,7 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, Error> {
     };
     let http = match cfg.http {
         Some(addr) => {
-            let listener = crate::gateway::bind(addr)
-                .await
-                .map_err(|e| Error::Gateway(format!("cannot listen on {addr}: {e}")))?;
-            let local = listener
-                .local_addr()
-                .map_err(|e| Error::Gateway(e.to_string()))?;
+            let (listener, local) = listen_local(addr).await.map_err(Error::Gateway)?;
             tokio::spawn(crate::gateway::serve(
                 listener,
                 client.clone(),
@@ -568,12 +572,7 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, Error> {
     };
     let socks = match cfg.socks {
         Some(addr) => {
-            let listener = crate::socks::bind(addr)
-                .await
-                .map_err(|e| Error::Socks(format!("cannot listen on {addr}: {e}")))?;
-            let local = listener
-                .local_addr()
-                .map_err(|e| Error::Socks(e.to_string()))?;
+            let (listener, local) = listen_local(addr).await.map_err(Error::Socks)?;
             tokio::spawn(crate::socks::serve(
                 listener,
                 client,

@@ -11,14 +11,12 @@
 //! username/password pairs never share a circuit, so an exit cannot link
 //! them. Any credentials are accepted.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use crate::circuit::Isolation;
 use crate::gateway::{self, Front};
@@ -97,36 +95,17 @@ impl Default for Settings {
     }
 }
 
-/// Bind the proxy's listener.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}
-
 /// Serve the proxy's listener until `shutdown` changes.
 pub async fn serve(
     listener: TcpListener,
     node: NodeClient,
     settings: Settings,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(MAX_SESSIONS));
-    loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(_) => continue,
-            },
-            _ = shutdown.changed() => return,
-        };
-        let node = node.clone();
-        tokio::spawn(async move {
-            session(stream, node, settings).await;
-            drop(permit);
-        });
-    }
+    gateway::accept_each(listener, MAX_SESSIONS, shutdown, move |stream| {
+        session(stream, node.clone(), settings)
+    })
+    .await;
 }
 
 async fn session(mut stream: TcpStream, node: NodeClient, settings: Settings) {

@@ -79,6 +79,13 @@ async fn curl(socks: SocketAddr, args: &[&str]) -> Output {
     run("curl", &all, None).await
 }
 
+/// The HTTP status curl got through the proxy.
+async fn status_code(socks: SocketAddr, args: &[&str]) -> String {
+    let mut all = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+    all.extend_from_slice(args);
+    text(&curl(socks, &all).await.stdout)
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -414,20 +421,10 @@ async fn bad_input_gets_a_clear_error_and_the_node_keeps_serving() {
 
     // An oversized request head: 431, from the HTTP library.
     let big = format!("X-Padding: {}", "a".repeat(umbra::gateway::MAX_HEAD * 2));
-    let out = curl(
-        socks,
-        &[
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-H",
-            &big,
-            "http://doc.umbra/",
-        ],
-    )
-    .await;
-    assert_eq!(text(&out.stdout), "431");
+    assert_eq!(
+        status_code(socks, &["-H", &big, "http://doc.umbra/"]).await,
+        "431"
+    );
 
     // Malformed URIs: 400 with the reason and a typed code.
     for bad in [
@@ -449,18 +446,10 @@ async fn bad_input_gets_a_clear_error_and_the_node_keeps_serving() {
         );
     }
     // Not a URI at all: 404 pointing at the right form.
-    let out = curl(
-        socks,
-        &[
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "http://doc.umbra/favicon.ico",
-        ],
-    )
-    .await;
-    assert_eq!(text(&out.stdout), "404");
+    assert_eq!(
+        status_code(socks, &["http://doc.umbra/favicon.ico"]).await,
+        "404"
+    );
 
     // After all that, the proxy still serves.
     let out = curl(socks, &[&format!("http://doc.umbra/{uri}")]).await;
