@@ -52,6 +52,11 @@ pub const MAX_RELAY_CIRCUITS: usize = 4096;
 pub const MAX_CIRCUITS_PER_LINK: usize = 512;
 /// Relay descriptors a node keeps to choose circuits from.
 pub const SAMPLE_SIZE: usize = 64;
+/// Isolation keys with a circuit in use at once, per client. A new key
+/// beyond this retires the oldest key's circuit (it finishes what it
+/// carries, then closes), so a local application that invents credentials
+/// cannot make the node hold circuits without bound.
+pub const MAX_ISOLATIONS: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct Settings {

@@ -11,7 +11,10 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
-use super::{Action, CircuitError, Circuits, Isolation, CIRCUIT_WINDOW, MAX_STREAMS, SENDME_EVERY};
+use super::{
+    Action, CircuitError, Circuits, Isolation, CIRCUIT_WINDOW, MAX_ISOLATIONS, MAX_STREAMS,
+    SENDME_EVERY,
+};
 use crate::crypto::{ClientCircuit, ClientHandshake};
 use crate::ring::Peer;
 use crate::route::{Outcome, Request};
@@ -129,6 +132,7 @@ impl Circuits {
     /// with [`Action::Built`].
     pub fn build(&mut self, token: u64, iso: Isolation, now: Instant) {
         self.retire_current(iso);
+        self.make_room(iso);
         if let Some(l) = self.start_build(iso, VecDeque::new(), vec![token], 1, HashSet::new(), now)
         {
             self.current.insert(iso, l);
@@ -162,6 +166,7 @@ impl Circuits {
             Some(l) => l,
             None => {
                 self.retire_current(iso);
+                self.make_room(iso);
                 let waiting = VecDeque::from([pending]);
                 if let Some(l) = self.start_build(iso, waiting, Vec::new(), 1, HashSet::new(), now)
                 {
@@ -186,6 +191,23 @@ impl Circuits {
                 let iso = c.iso;
                 self.retire_current(iso);
             }
+        }
+    }
+
+    /// Before `iso` gets a circuit: if it has none and [`MAX_ISOLATIONS`]
+    /// keys have one, the oldest of those circuits is retired.
+    fn make_room(&mut self, iso: Isolation) {
+        if self.current.contains_key(&iso) || self.current.len() < MAX_ISOLATIONS {
+            return;
+        }
+        let oldest = self
+            .current
+            .iter()
+            .filter_map(|(i, l)| self.own.get(l).map(|c| (c.born, *i)))
+            .min_by_key(|(born, _)| *born)
+            .map(|(_, i)| i);
+        if let Some(i) = oldest {
+            self.retire_current(i);
         }
     }
 

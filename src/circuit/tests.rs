@@ -424,3 +424,26 @@ fn a_pinned_path_that_cannot_be_a_circuit_is_refused() {
         Err(CircuitError::NotEnoughRelays { .. })
     ));
 }
+
+#[test]
+fn isolation_keys_beyond_the_bound_retire_the_oldest_circuits() {
+    let mut net = Net::new(6, settings());
+    let key = RoutingKey([10; 32]);
+    net.blocks.insert(key, block(100, 10));
+    let keys = u64::try_from(MAX_ISOLATIONS).unwrap() + 10;
+    for k in 0..keys {
+        net.request(0, Isolation(k), k, key, Request::Get);
+        assert!(net.done[&k].is_ok());
+        net.advance(Duration::from_millis(1));
+    }
+    assert_eq!(net.nodes[0].stats().built, keys, "a circuit per key");
+    // The oldest were torn down along their whole length.
+    assert_eq!(net.nodes[0].stats().own, MAX_ISOLATIONS);
+    assert_eq!(net.relaying(), 3 * MAX_ISOLATIONS);
+    // The newest key still has its circuit; the first one gets a new one.
+    net.request(0, Isolation(keys - 1), 1000, key, Request::Get);
+    assert_eq!(net.nodes[0].stats().built, keys);
+    net.request(0, Isolation(0), 1001, key, Request::Get);
+    assert!(net.done[&1001].is_ok());
+    assert_eq!(net.nodes[0].stats().built, keys + 1);
+}
