@@ -946,9 +946,18 @@ impl Node {
                 .count();
             if self.ring.is_joined() && sampling < 4 {
                 // A random point, not a finger: which relays a node knows
-                // should not be predictable from its id.
+                // should not be predictable from its id. While the sample
+                // is small, every other lookup instead steps from a random
+                // known relay to its successor: a node with a short arc is
+                // rarely the successor of a random point, and a small ring
+                // would otherwise wait long to learn it.
                 let mut target = [0u8; 32];
                 rand::rngs::OsRng.fill_bytes(&mut target);
+                let ids = self.circuits.sample().ids();
+                if small && !ids.is_empty() && target[0] & 1 == 0 {
+                    let from = ids[usize::from(target[1]) % ids.len()];
+                    target = crate::ring::add_pow2(&from.0, 0);
+                }
                 let token = rand::rngs::OsRng.next_u64();
                 self.lookups.insert(token, LookupFor::Sample);
                 self.ring.lookup(target, token, now);
