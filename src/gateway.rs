@@ -490,7 +490,7 @@ impl Service {
     async fn insert(&self, req: Request<Incoming>, target: Option<Uri>) -> Response<Body> {
         let key = match signing_key(target) {
             Ok(k) => k,
-            Err(r) => return r,
+            Err(why) => return failure(ErrorCode::BadRequest, why),
         };
         let content_type = header_str(req.headers(), header::CONTENT_TYPE)
             .unwrap_or("application/octet-stream")
@@ -559,12 +559,7 @@ impl Service {
         };
         let key = match signing_key(target) {
             Ok(k) => k,
-            Err(_) => {
-                return page_failure(
-                    ErrorCode::BadRequest,
-                    "the insert URI must be umbra:ssk-insert:… or umbra:ksk:…",
-                )
-            }
+            Err(why) => return page_failure(ErrorCode::BadRequest, why),
         };
         let content_type = form
             .content_type
@@ -604,20 +599,20 @@ fn is_multipart(h: &HeaderMap) -> bool {
     })
 }
 
-/// The key an insert to `target` is signed with: none for a content-hash
-/// key, the subspace's for an insert URI, the keyword's for a keyword.
-#[allow(clippy::result_large_err)]
-fn signing_key(
-    target: Option<Uri>,
-) -> Result<Option<(SskInsertKey, Option<String>)>, Response<Body>> {
+/// What an insert is signed with: nothing for a content-hash key, the
+/// subspace's key for an insert URI, the keyword's key (and the keyword,
+/// to name the result) for a keyword.
+type Signer = Option<(SskInsertKey, Option<String>)>;
+
+/// The signer for an insert to `target`; other URIs cannot be inserted to.
+fn signing_key(target: Option<Uri>) -> Result<Signer, &'static str> {
     match target {
         None => Ok(None),
         Some(Uri::SskInsert(k)) => Ok(Some((k, None))),
         Some(Uri::Ksk(word)) => Ok(Some((keys::ksk(&word), Some(word)))),
-        Some(_) => Err(failure(
-            ErrorCode::BadRequest,
-            "insert to / for a content-hash key, or to an umbra:ssk-insert: or umbra:ksk: URI",
-        )),
+        Some(_) => Err(
+            "an insert goes to / for a content-hash key, or to an umbra:ssk-insert: or umbra:ksk: URI",
+        ),
     }
 }
 
@@ -627,7 +622,7 @@ async fn insert(
     node: &NodeClient,
     content_type: &str,
     data: &[u8],
-    key: Option<(SskInsertKey, Option<String>)>,
+    key: Signer,
     progress: Option<&ProgressTx>,
 ) -> Result<Uri, ClientError> {
     match key {

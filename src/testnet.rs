@@ -184,6 +184,7 @@ pub fn ring_correct(statuses: &[Status], successors: usize) -> Result<(), String
     ids.sort_unstable();
     let n = ids.len();
     for s in statuses {
+        let short = s.id.get(..8).unwrap_or(&s.id);
         let i = ids
             .binary_search(&s.id.as_str())
             .map_err(|_| "unknown node")?;
@@ -191,16 +192,10 @@ pub fn ring_correct(statuses: &[Status], successors: usize) -> Result<(), String
             .map(|k| ids[(i + k) % n])
             .collect();
         if s.successors.iter().map(String::as_str).collect::<Vec<_>>() != want {
-            return Err(format!(
-                "node {}: successor list not yet right",
-                &s.id[..8.min(s.id.len())]
-            ));
+            return Err(format!("node {short}: successor list not yet right"));
         }
         if n > 1 && s.predecessor.as_deref() != Some(ids[(i + n - 1) % n]) {
-            return Err(format!(
-                "node {}: predecessor not yet right",
-                &s.id[..8.min(s.id.len())]
-            ));
+            return Err(format!("node {short}: predecessor not yet right"));
         }
     }
     Ok(())
