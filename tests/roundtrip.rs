@@ -88,6 +88,8 @@ fn arb_peer_message() -> impl Strategy<Value = PeerMessage> {
             }
         }),
         arb_descriptor().prop_map(|node| Hello { node }),
+        arb_addr().prop_map(|addr| Observed { addr }),
+        (any::<[u8; 16]>(), any::<u16>()).prop_map(|(nonce, port)| Probe { nonce, port }),
         (arb_id(), any::<u8>(), arb_kind(), arb_bytes32()).prop_map(|(id, htl, kind, k)| Get {
             id,
             htl,

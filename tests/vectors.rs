@@ -175,6 +175,25 @@ fn peer_messages() {
             PeerMessage::Hello { node: d.clone() },
         ),
         (
+            "0a 04 0a4d000a 1b58".into(),
+            PeerMessage::Observed {
+                addr: addr("10.77.0.10:7000"),
+            },
+        ),
+        (
+            "0a 06 20010db8000000000000000000000001 01bb".into(),
+            PeerMessage::Observed {
+                addr: addr("[2001:db8::1]:443"),
+            },
+        ),
+        (
+            "0b {5a*16} 1b58".into(),
+            PeerMessage::Probe {
+                nonce: [0x5a; 16],
+                port: 7000,
+            },
+        ),
+        (
             "20 1122334455667788 12 01 {cc*32}".into(),
             PeerMessage::Get {
                 id: RequestId(0x1122_3344_5566_7788),

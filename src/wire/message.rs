@@ -48,6 +48,8 @@ open_code! {
         NOTIFY = 0x07,
         LEAVING = 0x08,
         HELLO = 0x09,
+        OBSERVED = 0x0a,
+        PROBE = 0x0b,
         GET = 0x20,
         PUT = 0x21,
         DATA = 0x22,
@@ -179,6 +181,19 @@ pub enum PeerMessage {
     Hello {
         node: NodeDescriptor,
     },
+    /// "This link reaches me from `addr`": the address the sender sees the
+    /// receiver at, second on every link. A node that listens on an
+    /// unspecified address learns what to advertise from several of these.
+    Observed {
+        addr: NodeAddr,
+    },
+    /// "Dial me back on `port` at the address you see me at, from a socket
+    /// you have never used with me, and present `nonce`": a reachability
+    /// test that a NAT or a firewall fails (`link::reach`).
+    Probe {
+        nonce: [u8; 16],
+        port: u16,
+    },
     // Routed requests (Freenet-style, Clarke et al. 2001).
     Get {
         id: RequestId,
@@ -240,6 +255,8 @@ impl PeerMessage {
             Notify { .. } => MessageKind::NOTIFY,
             Leaving { .. } => MessageKind::LEAVING,
             Hello { .. } => MessageKind::HELLO,
+            Observed { .. } => MessageKind::OBSERVED,
+            Probe { .. } => MessageKind::PROBE,
             Get { .. } => MessageKind::GET,
             Put { .. } => MessageKind::PUT,
             Data { .. } => MessageKind::DATA,
@@ -291,6 +308,13 @@ impl PeerMessage {
             },
             MessageKind::HELLO => Hello {
                 node: NodeDescriptor::read(&mut r)?,
+            },
+            MessageKind::OBSERVED => Observed {
+                addr: read_addr(&mut r)?,
+            },
+            MessageKind::PROBE => Probe {
+                nonce: r.array()?,
+                port: r.u16()?,
             },
             MessageKind::GET => Get {
                 id: RequestId(r.u64()?),
@@ -365,6 +389,11 @@ impl PeerMessage {
                 write_descriptors(&mut w, successors)?;
             }
             Notify { node } | Hello { node } => node.write(&mut w)?,
+            Observed { addr } => write_addr(&mut w, addr),
+            Probe { nonce, port } => {
+                w.bytes(nonce);
+                w.u16(*port);
+            }
             Leaving {
                 predecessor,
                 successors,
@@ -475,17 +504,7 @@ pub(super) fn read_addrs(r: &mut Reader<'_>) -> Result<Vec<NodeAddr>, Error> {
     let n = r.bounded_count(n, MAX_ADDRS, MIN_ADDR_LEN, "address list")?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let ip = match r.u8()? {
-            4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>()?)),
-            6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>()?)),
-            family => {
-                return Err(Error::BadValue {
-                    what: "address family",
-                    value: u64::from(family),
-                })
-            }
-        };
-        out.push(NodeAddr(SocketAddr::new(ip, r.u16()?)));
+        out.push(read_addr(r)?);
     }
     Ok(out)
 }
@@ -493,19 +512,37 @@ pub(super) fn read_addrs(r: &mut Reader<'_>) -> Result<Vec<NodeAddr>, Error> {
 pub(super) fn write_addrs(w: &mut Writer, addrs: &[NodeAddr]) -> Result<(), Error> {
     w.count_u8(addrs.len(), MAX_ADDRS, "address list")?;
     for a in addrs {
-        match a.0.ip() {
-            IpAddr::V4(ip) => {
-                w.u8(4);
-                w.bytes(&ip.octets());
-            }
-            IpAddr::V6(ip) => {
-                w.u8(6);
-                w.bytes(&ip.octets());
-            }
-        }
-        w.u16(a.0.port());
+        write_addr(w, a);
     }
     Ok(())
+}
+
+fn read_addr(r: &mut Reader<'_>) -> Result<NodeAddr, Error> {
+    let ip = match r.u8()? {
+        4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>()?)),
+        6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>()?)),
+        family => {
+            return Err(Error::BadValue {
+                what: "address family",
+                value: u64::from(family),
+            })
+        }
+    };
+    Ok(NodeAddr(SocketAddr::new(ip, r.u16()?)))
+}
+
+fn write_addr(w: &mut Writer, a: &NodeAddr) {
+    match a.0.ip() {
+        IpAddr::V4(ip) => {
+            w.u8(4);
+            w.bytes(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            w.u8(6);
+            w.bytes(&ip.octets());
+        }
+    }
+    w.u16(a.0.port());
 }
 
 #[cfg(test)]
