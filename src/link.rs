@@ -12,7 +12,14 @@
 //! (QUIC flow-control windows), frames queued for sending
 //! ([`Config::send_queue`]), and the reader's buffer (one frame, at most
 //! [`MAX_FRAME_LEN`] bytes). Keep-alives and an idle timeout detect dead
-//! links.
+//! links; the keep-alives also hold NAT mappings open (see
+//! [`Config::keep_alive`]).
+//!
+//! Addresses: [`addr`] says which ones a node may advertise and dial, and in
+//! what order; [`reach`] learns a reachable one from peers. A reachability
+//! probe is a short connection of its own protocol ([`PROBE_ALPN`]) from a
+//! fresh socket: [`probe`] makes one, and [`Endpoint::complete`] tells it
+//! apart from a link.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -26,9 +33,11 @@ use tokio::sync::mpsc;
 use crate::crypto::Identity;
 use crate::wire::{self, decode_frame, encode_frame, Frame, NodeId, PeerMessage, MAX_FRAME_LEN};
 
+pub mod addr;
+pub mod reach;
 mod tls;
 
-pub use tls::{certificate, peer_id, ALPN};
+pub use tls::{certificate, peer_id, ALPN, PROBE_ALPN};
 
 /// Close codes, as the peer sees them.
 pub mod close {
@@ -44,6 +53,12 @@ pub mod close {
 pub struct Config {
     /// A link silent this long is dead.
     pub idle_timeout: Duration,
+    /// An idle link sends a QUIC PING this often. Besides keeping the link
+    /// alive, this holds open the mapping of any NAT on the way: UDP
+    /// mappings are forgotten after as little as 30 s of silence (Linux
+    /// conntrack's default for a flow; many home routers do the same,
+    /// though RFC 4787 asks for 2 minutes), so a keep-alive must come well
+    /// within that.
     pub keep_alive: Duration,
     /// Links this node keeps open at once.
     pub max_links: usize,
@@ -150,7 +165,7 @@ impl Endpoint {
                 }))
                 .with_single_cert(vec![cert.clone()], key.clone_key())
                 .map_err(|e| Error::Tls(e.to_string()))?;
-            tls.alpn_protocols = vec![ALPN.to_vec()];
+            tls.alpn_protocols = vec![ALPN.to_vec(), PROBE_ALPN.to_vec()];
             let quic = QuicServerConfig::try_from(tls).map_err(|e| Error::Tls(e.to_string()))?;
             let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
             server.transport_config(transport.clone());
@@ -190,36 +205,19 @@ impl Endpoint {
     /// Dial `addr`. With `expected`, the link fails unless the peer's key
     /// hashes to that id.
     pub async fn dial(&self, addr: SocketAddr, expected: Option<NodeId>) -> Result<Link, Error> {
-        let provider = tls::provider();
-        let mismatch = Arc::new(AtomicBool::new(false));
-        let verifier = tls::ServerVerifier {
+        let (client, mismatch) = client_config(
+            &self.cert,
+            &self.key,
             expected,
-            provider: provider.clone(),
-            mismatch: mismatch.clone(),
-        };
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| Error::Tls(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_client_auth_cert(vec![self.cert.clone()], self.key.clone_key())
-            .map_err(|e| Error::Tls(e.to_string()))?;
-        tls.alpn_protocols = vec![ALPN.to_vec()];
-        let quic = QuicClientConfig::try_from(tls).map_err(|e| Error::Tls(e.to_string()))?;
-        let mut client = quinn::ClientConfig::new(Arc::new(quic));
-        client.transport_config(self.transport.clone());
+            ALPN,
+            self.transport.clone(),
+        )?;
         let connecting = self
             .ep
             .connect_with(client, addr, "umbra")
             .map_err(|e| Error::Connect(e.to_string()))?;
         let setup = async {
-            let conn = connecting.await.map_err(|e| {
-                if mismatch.load(Ordering::Relaxed) {
-                    Error::WrongPeer
-                } else {
-                    Error::Connect(e.to_string())
-                }
-            })?;
+            let conn = connecting.await.map_err(|e| connect_error(&mismatch, e))?;
             let peer = authenticated_id(&conn)?;
             if expected.is_some_and(|want| want != peer) {
                 conn.close(close::PROTOCOL, b"wrong peer");
@@ -236,6 +234,48 @@ impl Endpoint {
             .map_err(|_| Error::Timeout)?
     }
 
+    /// Dial the first of `addrs` that answers, racing them as Happy
+    /// Eyeballs does (RFC 8305): each attempt gets [`DIAL_STAGGER`] to
+    /// succeed before the next one starts alongside it, and the first link
+    /// up wins. `addrs` come in the order to try (see
+    /// [`addr::Policy::dial_order`]). The error is the last attempt's.
+    pub async fn dial_any(
+        self: &Arc<Self>,
+        addrs: &[SocketAddr],
+        expected: Option<NodeId>,
+    ) -> Result<Link, Error> {
+        let mut pending = tokio::task::JoinSet::new();
+        let mut next = addrs.iter().copied();
+        let mut last = Error::Connect("no address to dial".into());
+        loop {
+            if let Some(a) = next.next() {
+                let me = self.clone();
+                pending.spawn(async move { me.dial(a, expected).await });
+            } else if pending.is_empty() {
+                return Err(last);
+            }
+            let more = next.len() > 0;
+            let outcome = if more {
+                match tokio::time::timeout(DIAL_STAGGER, pending.join_next()).await {
+                    Ok(r) => r,
+                    // Still going: start the next address beside it.
+                    Err(_) => continue,
+                }
+            } else {
+                pending.join_next().await
+            };
+            match outcome {
+                Some(Ok(Ok(link))) => {
+                    // Dropping the set aborts the other attempts.
+                    return Ok(link);
+                }
+                Some(Ok(Err(e))) => last = e,
+                Some(Err(e)) => last = Error::Connect(e.to_string()),
+                None => {}
+            }
+        }
+    }
+
     /// The next incoming connection attempt; `None` once the endpoint is
     /// closed. The caller decides whether to [`Endpoint::complete`] it or
     /// refuse it.
@@ -243,17 +283,31 @@ impl Endpoint {
         self.ep.accept().await
     }
 
-    /// Finish accepting: TLS, the peer's id, and the dialer's stream.
-    pub async fn complete(&self, incoming: quinn::Incoming) -> Result<Link, Error> {
+    /// Finish accepting: TLS, the peer's id, and the dialer's stream; or,
+    /// for a reachability probe, its nonce.
+    pub async fn complete(&self, incoming: quinn::Incoming) -> Result<Accepted, Error> {
         let remote = incoming.remote_address();
         let setup = async {
             let conn = incoming.await.map_err(|e| Error::Connect(e.to_string()))?;
             let peer = authenticated_id(&conn)?;
+            if negotiated_alpn(&conn).as_deref() == Some(PROBE_ALPN) {
+                let (_send, mut recv) = conn
+                    .accept_bi()
+                    .await
+                    .map_err(|e| Error::Connect(e.to_string()))?;
+                let mut nonce = [0u8; 16];
+                let read = recv.read_exact(&mut nonce).await;
+                conn.close(close::NORMAL, b"");
+                read.map_err(|_| Error::Closed)?;
+                return Ok(Accepted::Probe { nonce });
+            }
             let (send, recv) = conn
                 .accept_bi()
                 .await
                 .map_err(|e| Error::Connect(e.to_string()))?;
-            Ok(Link::new(conn, peer, remote, true, send, recv))
+            Ok(Accepted::Link(Link::new(
+                conn, peer, remote, true, send, recv,
+            )))
         };
         tokio::time::timeout(self.cfg.handshake_timeout, setup)
             .await
@@ -266,6 +320,113 @@ impl Endpoint {
         self.ep.close(close::LEAVING, b"leaving");
         let _ = tokio::time::timeout(self.cfg.idle_timeout, self.ep.wait_idle()).await;
     }
+}
+
+/// How long a dial to one address runs alone before the next address is
+/// tried beside it (RFC 8305 suggests 250 ms; a QUIC handshake to a peer
+/// that is there takes one round trip).
+pub const DIAL_STAGGER: Duration = Duration::from_millis(300);
+
+/// What an inbound connection turned out to be.
+pub enum Accepted {
+    Link(Link),
+    /// A reachability probe that presented this nonce.
+    Probe {
+        nonce: [u8; 16],
+    },
+}
+
+/// A client configuration presenting `cert`, checking the server against
+/// `expected`, speaking `alpn`; the flag is set when the server was the
+/// wrong node.
+fn client_config(
+    cert: &rustls::pki_types::CertificateDer<'static>,
+    key: &rustls::pki_types::PrivateKeyDer<'static>,
+    expected: Option<NodeId>,
+    alpn: &[u8],
+    transport: Arc<quinn::TransportConfig>,
+) -> Result<(quinn::ClientConfig, Arc<AtomicBool>), Error> {
+    let provider = tls::provider();
+    let mismatch = Arc::new(AtomicBool::new(false));
+    let verifier = tls::ServerVerifier {
+        expected,
+        provider: provider.clone(),
+        mismatch: mismatch.clone(),
+    };
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_auth_cert(vec![cert.clone()], key.clone_key())
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    let quic = QuicClientConfig::try_from(tls).map_err(|e| Error::Tls(e.to_string()))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(quic));
+    client.transport_config(transport);
+    Ok((client, mismatch))
+}
+
+fn connect_error(mismatch: &AtomicBool, e: quinn::ConnectionError) -> Error {
+    if mismatch.load(Ordering::Relaxed) {
+        Error::WrongPeer
+    } else {
+        Error::Connect(e.to_string())
+    }
+}
+
+fn negotiated_alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
+}
+
+/// Dial `target` as a reachability probe for the node `expected`: from a
+/// fresh socket (so that no NAT or firewall on the target's side has seen
+/// this flow), under a throwaway identity (so the probe links to nothing),
+/// presenting `nonce`. Succeeds once the target has read the nonce.
+pub async fn probe(
+    target: SocketAddr,
+    expected: NodeId,
+    nonce: [u8; 16],
+    cfg: &Config,
+) -> Result<(), Error> {
+    let throwaway = Identity::generate(&mut rand::rngs::OsRng);
+    let (cert, key) = certificate(&throwaway)?;
+    let (client, mismatch) =
+        client_config(&cert, &key, Some(expected), PROBE_ALPN, transport(cfg)?)?;
+    let bind: SocketAddr = if target.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = std::net::UdpSocket::bind(bind).map_err(|e| Error::Io(e.to_string()))?;
+    let runtime = quinn::default_runtime().ok_or_else(|| Error::Io("no async runtime".into()))?;
+    let ep = quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
+        .map_err(|e| Error::Io(e.to_string()))?;
+    let run = async {
+        let conn = ep
+            .connect_with(client, target, "umbra")
+            .map_err(|e| Error::Connect(e.to_string()))?
+            .await
+            .map_err(|e| connect_error(&mismatch, e))?;
+        let (mut send, _recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| Error::Connect(e.to_string()))?;
+        send.write_all(&nonce).await.map_err(|_| Error::Closed)?;
+        send.finish().map_err(|_| Error::Closed)?;
+        // The target closes once it has the nonce.
+        conn.closed().await;
+        Ok(())
+    };
+    let r = tokio::time::timeout(cfg.handshake_timeout, run)
+        .await
+        .map_err(|_| Error::Timeout)
+        .and_then(|r| r);
+    ep.close(close::NORMAL, b"");
+    r
 }
 
 fn authenticated_id(conn: &quinn::Connection) -> Result<NodeId, Error> {

@@ -22,6 +22,9 @@ use crate::wire::NodeId;
 
 /// The application protocol name: links only talk to umbra nodes.
 pub const ALPN: &[u8] = b"umbra/1";
+/// The protocol of a reachability probe (`link::reach`): one nonce, then
+/// the connection closes. Never a link.
+pub const PROBE_ALPN: &[u8] = b"umbra-probe/1";
 
 /// DER of an Ed25519 SubjectPublicKeyInfo, up to the key (RFC 8410).
 const ED25519_SPKI_PREFIX: [u8; 12] = [
