@@ -307,6 +307,12 @@ impl Circuits {
         &self.settings
     }
 
+    /// Start or stop relaying for others (a node that learns its address
+    /// starts once others can reach it). Circuits already relayed go on.
+    pub fn set_relay(&mut self, relay: bool) {
+        self.settings.relay = relay;
+    }
+
     pub fn sample(&self) -> &Sample {
         &self.sample
     }

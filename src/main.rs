@@ -89,9 +89,20 @@ struct NodeArgs {
     /// Where the node keeps its identity and datastore.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// QUIC address to listen on.
+    /// QUIC (UDP) address to listen on; 0.0.0.0:PORT or [::]:PORT for
+    /// every interface.
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// An address other hosts reach this node at (repeatable, IPv4 and
+    /// IPv6). Without it, a node listening on an unspecified address learns
+    /// its address from its peers.
+    #[arg(long, value_name = "ADDR")]
+    public_addr: Vec<SocketAddr>,
+    /// The narrowest addresses this node advertises, dials and relays to:
+    /// global, private or loopback (default: the narrowest of the listen,
+    /// public and bootstrap addresses).
+    #[arg(long, value_name = "SCOPE")]
+    addr_scope: Option<umbra::link::addr::Scope>,
     /// A node of the ring to join, as ADDR or ID@ADDR (repeatable). None
     /// starts a new ring.
     #[arg(long)]
@@ -227,6 +238,19 @@ async fn status(gateway: &str, json: bool) -> Result<(), Failure> {
     let short = |id: &str| id.get(..16).unwrap_or(id).to_string();
     println!("node         {}", s.id);
     println!("listening    {}", s.listen);
+    let reach = match s.reachability {
+        node::Reachability::Configured => "given",
+        node::Reachability::Learning => "learning from peers, not relaying yet",
+        node::Reachability::Learned => "learned from peers, tested by a dial-back",
+        node::Reachability::Unreachable => {
+            "unreachable: peers could not dial this node back, so it does not relay"
+        }
+        node::Reachability::ClientOnly => "none: client only",
+    };
+    println!("addresses    {reach}");
+    for a in &s.addresses {
+        println!("             {a}");
+    }
     println!("joined       {}", if s.joined { "yes" } else { "not yet" });
     println!(
         "predecessor  {}",
@@ -503,6 +527,12 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     }
     if let Some(l) = args.listen {
         cfg.listen = l;
+    }
+    if !args.public_addr.is_empty() {
+        cfg.public_addr = args.public_addr;
+    }
+    if let Some(scope) = args.addr_scope {
+        cfg.addr_scope = Some(scope);
     }
     if !args.bootstrap.is_empty() {
         cfg.bootstrap = args.bootstrap;

@@ -22,7 +22,9 @@ use tokio::task::JoinHandle;
 
 use crate::circuit::{self, CircuitError, Circuits, Isolation};
 use crate::crypto::{verify_descriptor, Identity};
-use crate::link::{self, close, Endpoint, Link};
+use crate::link::addr::{self, canonical};
+use crate::link::reach::{self, Learner, Responder};
+use crate::link::{self, close, Accepted, Endpoint, Link};
 use crate::ring::{Dest, Event as RingEvent, Peer, Ring};
 use crate::route::{self, Outcome, Request, Router};
 use crate::store::{self, Found, Store};
@@ -57,6 +59,14 @@ const SAMPLE_ENOUGH: usize = 24;
 /// Where the outcome of a store goes: the id of the node that acknowledged.
 type StoreDone = oneshot::Sender<Result<NodeId, StoreError>>;
 
+/// A finished dial: the node wanted, the bootstrap address dialled (if it
+/// was one), and the outcome.
+type DialResult = (
+    Option<NodeId>,
+    Option<SocketAddr>,
+    Result<Link, link::Error>,
+);
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("configuration: {0}")]
@@ -69,6 +79,8 @@ pub enum Error {
     Link(#[from] link::Error),
     #[error("gateway: {0}")]
     Gateway(String),
+    #[error("cannot sign the node descriptor: {0}")]
+    Identity(String),
     #[error("SOCKS proxy: {0}")]
     Socks(String),
     #[error("the node has stopped")]
@@ -119,6 +131,23 @@ impl From<CircuitError> for RequestError {
     }
 }
 
+/// How a node knows the addresses it advertises.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reachability {
+    /// Given: `public_addr`, or a specific listen address.
+    Configured,
+    /// Learning from peers; not relaying yet.
+    Learning,
+    /// Learned from peers and tested by a dial-back.
+    Learned,
+    /// Peers agreed on an address but no dial-back reached this node
+    /// there (a NAT or a firewall): it does not relay.
+    Unreachable,
+    /// Relays nothing and advertises no address.
+    ClientOnly,
+}
+
 /// What `GET /status` and `umbra status --json` report. Stable for
 /// scripts; documented in README.md.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -126,6 +155,9 @@ pub struct Status {
     /// Node id, hex.
     pub id: String,
     pub listen: SocketAddr,
+    /// The addresses in this node's descriptor: where others dial it.
+    pub addresses: Vec<SocketAddr>,
+    pub reachability: Reachability,
     pub joined: bool,
     pub predecessor: Option<String>,
     /// Successor list, nearest first, hex ids.
@@ -143,7 +175,8 @@ pub struct Status {
     pub requests_forwarded: u64,
     /// Loop answers this node has received.
     pub loops_received: u64,
-    /// Whether this node relays circuits (false: client only).
+    /// Whether this node relays circuits now (false: client only, or no
+    /// address others can reach yet).
     pub relay: bool,
     /// Circuits this node carries for others, as relay or exit.
     pub circuits_relayed: usize,
@@ -465,6 +498,20 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// This node's descriptor advertising `addrs`: a relay's when there are
+/// any, a client's (no address, no relay flag) when there are none.
+fn sign_descriptor(identity: &Identity, addrs: &[SocketAddr]) -> Result<NodeDescriptor, Error> {
+    let flags = if addrs.is_empty() {
+        0
+    } else {
+        NodeDescriptor::FLAG_RELAY
+    };
+    let addrs = addrs.iter().map(|a| NodeAddr(*a)).collect();
+    identity
+        .sign_descriptor(addrs, unix_now(), flags)
+        .map_err(|e| Error::Identity(e.to_string()))
+}
+
 /// Load the node's identity from `data_dir`, or create one.
 pub fn load_identity(data_dir: &Path) -> Result<Identity, Error> {
     let err = |message: String| Error::DataDir {
@@ -538,19 +585,47 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, Error> {
         cfg.link(),
     )?);
     let listen = endpoint.local_addr()?;
-    let flags = if cfg.relay {
-        NodeDescriptor::FLAG_RELAY
+    let policy = addr::Policy::new(cfg.scope());
+    // What to advertise: the addresses given, else a specific listen
+    // address, else what peers will tell us (until then, nothing: a node
+    // nobody can dial must not pose as a relay).
+    let (advertised, learner) = if !cfg.relay {
+        (Vec::new(), None)
+    } else if !cfg.public_addr.is_empty() {
+        (cfg.public_addr.clone(), None)
+    } else if !listen.ip().is_unspecified() {
+        (vec![listen], None)
     } else {
-        0
+        let settings = reach::Settings {
+            quorum: cfg.observed_quorum,
+            ..reach::Settings::default()
+        };
+        (Vec::new(), Some(Learner::new(settings, policy)))
     };
-    let desc = identity
-        .sign_descriptor(vec![NodeAddr(listen)], unix_now(), flags)
-        .map_err(|e| Error::Gateway(e.to_string()))?;
+    let relaying = !advertised.is_empty();
+    let desc = sign_descriptor(&identity, &advertised)?;
     let now = Instant::now();
-    let mut ring = Ring::new(desc, cfg.ring(), now, rand::rngs::OsRng.next_u64());
+    let ring_cfg = crate::ring::Config {
+        member: relaying,
+        ..cfg.ring()
+    };
+    let mut ring = Ring::new(desc, ring_cfg, now, rand::rngs::OsRng.next_u64());
     ring.join(cfg.bootstrap.iter().map(|b| (b.addr, b.id)).collect(), now);
     let id = ring.id();
-    let circuits = Circuits::new(identity, cfg.circuits(), rand::rngs::OsRng.next_u64());
+    let circuit_settings = crate::circuit::Settings {
+        relay: relaying,
+        ..cfg.circuits()
+    };
+    // The circuits own the identity for their handshakes; the node keeps a
+    // copy to sign new descriptors with.
+    let signer = Identity::from_secret_bytes(&identity.secret_bytes());
+    let circuits = Circuits::new(identity, circuit_settings, rand::rngs::OsRng.next_u64());
+    if learner.is_some() {
+        tracing::info!(
+            "listening on an unspecified address with no public address: learning one from peers; \
+             not relaying until others can reach this node"
+        );
+    }
 
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -598,12 +673,17 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, Error> {
     ));
 
     tracing::info!("node started");
-    tracing::debug!(?id, %listen, "node identity and address");
+    tracing::debug!(?id, %listen, ?advertised, "node identity and addresses");
     let node = Node {
         cfg,
+        identity: signer,
         ring,
         store,
         endpoint,
+        policy,
+        advertised,
+        learner,
+        responder: Responder::default(),
         links: HashMap::new(),
         dialing: HashMap::new(),
         dialing_addr: HashMap::new(),
@@ -642,7 +722,7 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, Error> {
 
 async fn accept_loop(
     endpoint: Arc<Endpoint>,
-    accepted: mpsc::Sender<Link>,
+    accepted: mpsc::Sender<Accepted>,
     link_count: Arc<AtomicUsize>,
     misbehaving: Arc<AtomicUsize>,
     mut shutdown: watch::Receiver<bool>,
@@ -664,8 +744,8 @@ async fn accept_loop(
         let misbehaving = misbehaving.clone();
         tokio::spawn(async move {
             match endpoint.complete(incoming).await {
-                Ok(link) => {
-                    let _ = accepted.send(link).await;
+                Ok(a) => {
+                    let _ = accepted.send(a).await;
                 }
                 Err(link::Error::NoIdentity) => {
                     misbehaving.fetch_add(1, Ordering::Relaxed);
@@ -710,9 +790,18 @@ struct Leaving {
 
 struct Node {
     cfg: Config,
+    identity: Identity,
     ring: Ring,
     store: Store,
     endpoint: Arc<Endpoint>,
+    /// Which addresses this node advertises and dials.
+    policy: addr::Policy,
+    /// The addresses in this node's descriptor.
+    advertised: Vec<SocketAddr>,
+    /// Learns what to advertise, when nothing was given.
+    learner: Option<Learner>,
+    /// Limits the dial-backs this node makes for others.
+    responder: Responder,
     links: HashMap<NodeId, link::Handle>,
     /// Messages waiting for a link being dialled.
     dialing: HashMap<NodeId, Vec<PeerMessage>>,
@@ -721,7 +810,7 @@ struct Node {
     misbehaving: Arc<AtomicUsize>,
     link_count: Arc<AtomicUsize>,
     link_tx: mpsc::Sender<link::Event>,
-    dial_tx: mpsc::Sender<(Option<NodeId>, SocketAddr, Result<Link, link::Error>)>,
+    dial_tx: mpsc::Sender<DialResult>,
     replicate_at: Option<Instant>,
     /// Nodes that acknowledged a block over their current link. Forgotten
     /// when the link closes: a node that comes back may have lost its disk.
@@ -833,14 +922,17 @@ impl Node {
         mut self,
         mut cmds: mpsc::Receiver<Command>,
         mut link_rx: mpsc::Receiver<link::Event>,
-        mut accept_rx: mpsc::Receiver<Link>,
-        mut dial_rx: mpsc::Receiver<(Option<NodeId>, SocketAddr, Result<Link, link::Error>)>,
+        mut accept_rx: mpsc::Receiver<Accepted>,
+        mut dial_rx: mpsc::Receiver<DialResult>,
     ) {
         loop {
             let deadline = self.next_deadline();
             tokio::select! {
                 Some(ev) = link_rx.recv() => self.on_link_event(ev),
-                Some(link) = accept_rx.recv() => self.link_up(link),
+                Some(accepted) = accept_rx.recv() => match accepted {
+                    Accepted::Link(link) => self.link_up(link),
+                    Accepted::Probe { nonce } => self.probe_arrived(nonce),
+                },
                 Some((want, addr, res)) = dial_rx.recv() => self.on_dial(want, addr, res),
                 cmd = cmds.recv() => match cmd {
                     Some(Command::Status(tx)) => { let _ = tx.send(self.status()); }
@@ -917,6 +1009,9 @@ impl Node {
         if let Some(c) = self.circuits.poll_timeout() {
             d = d.min(c);
         }
+        if let Some(l) = self.learner.as_ref().and_then(Learner::poll_timeout) {
+            d = d.min(l);
+        }
         d.min(self.next_sample)
     }
 
@@ -935,6 +1030,11 @@ impl Node {
         }
         if self.circuits.poll_timeout().is_some_and(|t| t <= now) {
             self.circuits.handle_timeout(now);
+        }
+        if let Some(l) = &mut self.learner {
+            if l.poll_timeout().is_some_and(|t| t <= now) {
+                l.handle_timeout(now, &mut rand::rngs::OsRng);
+            }
         }
         if self.next_sample <= now {
             let small = self.circuits.sample().len() < SAMPLE_ENOUGH;
@@ -992,6 +1092,14 @@ impl Node {
         let _ = handle.send(Frame::Message(PeerMessage::Hello {
             node: self.ring.me().desc.clone(),
         }));
+        // Where the link comes from, as this end sees it: how the peer
+        // learns what to advertise.
+        let _ = handle.send(Frame::Message(PeerMessage::Observed {
+            addr: NodeAddr(canonical(remote)),
+        }));
+        if let Some(l) = &mut self.learner {
+            l.handle_link_up(peer, remote.ip(), Instant::now(), &mut rand::rngs::OsRng);
+        }
         self.links.insert(peer, handle);
         self.link_count.store(self.links.len(), Ordering::Relaxed);
         self.circuits.link_up(peer, !inbound, Instant::now());
@@ -1008,7 +1116,12 @@ impl Node {
         }
     }
 
-    fn on_dial(&mut self, want: Option<NodeId>, addr: SocketAddr, res: Result<Link, link::Error>) {
+    fn on_dial(
+        &mut self,
+        want: Option<NodeId>,
+        addr: Option<SocketAddr>,
+        res: Result<Link, link::Error>,
+    ) {
         match res {
             Ok(link) => self.link_up(link),
             Err(e) => {
@@ -1016,23 +1129,52 @@ impl Node {
                 if matches!(e, link::Error::WrongPeer | link::Error::NoIdentity) {
                     self.misbehaving.fetch_add(1, Ordering::Relaxed);
                 }
-                self.dialing_addr.remove(&addr);
+                if let Some(addr) = addr {
+                    self.dialing_addr.remove(&addr);
+                }
                 if let Some(id) = want {
-                    self.dialing.remove(&id);
-                    self.ring.handle_failure(id, Instant::now());
-                    self.pushes_failed(id);
-                    self.circuits.link_failed(id, Instant::now());
+                    self.dial_failed(id);
                 }
             }
         }
     }
 
+    fn dial_failed(&mut self, id: NodeId) {
+        self.dialing.remove(&id);
+        self.ring.handle_failure(id, Instant::now());
+        self.pushes_failed(id);
+        self.circuits.link_failed(id, Instant::now());
+    }
+
+    /// Dial a bootstrap address, given by the user.
     fn dial(&mut self, addr: SocketAddr, want: Option<NodeId>) {
         let endpoint = self.endpoint.clone();
         let tx = self.dial_tx.clone();
         tokio::spawn(async move {
             let res = endpoint.dial(addr, want).await;
-            let _ = tx.send((want, addr, res)).await;
+            let _ = tx.send((want, Some(addr), res)).await;
+        });
+    }
+
+    /// Dial a node at the addresses of its descriptor that this node's
+    /// policy allows, in Happy Eyeballs order. None usable is a failed
+    /// dial (reported before this returns, so callers queue first).
+    fn dial_peer(&mut self, id: NodeId, addrs: &[NodeAddr]) {
+        let local = self
+            .endpoint
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let order = self.policy.dial_order(addrs, local);
+        if order.is_empty() {
+            tracing::debug!("no address of a peer is allowed or reachable from here");
+            self.dial_failed(id);
+            return;
+        }
+        let endpoint = self.endpoint.clone();
+        let tx = self.dial_tx.clone();
+        tokio::spawn(async move {
+            let res = endpoint.dial_any(&order, Some(id)).await;
+            let _ = tx.send((Some(id), None, res)).await;
         });
     }
 
@@ -1064,6 +1206,9 @@ impl Node {
                 }
                 if self.links.get(&peer).is_some_and(|h| h.serial == serial) {
                     self.links.remove(&peer);
+                    if let Some(l) = &mut self.learner {
+                        l.handle_link_down(peer);
+                    }
                     self.link_count.store(self.links.len(), Ordering::Relaxed);
                     self.ring.handle_failure(peer, Instant::now());
                     self.pushes_failed(peer);
@@ -1109,7 +1254,9 @@ impl Node {
             if self.verified.contains(&d.signature) {
                 continue;
             }
-            if verify_descriptor(d).is_err() || d.addrs.is_empty() {
+            // A relay must say where to reach it; a client says nothing.
+            let relay = d.flags & NodeDescriptor::FLAG_RELAY != 0;
+            if verify_descriptor(d).is_err() || (relay && d.addrs.is_empty()) {
                 return false;
             }
             if self.verified.len() >= VERIFIED_CACHE {
@@ -1139,6 +1286,13 @@ impl Node {
                     self.misbehaved(peer, "hello for another node");
                 }
             }
+            PeerMessage::Observed { addr } => {
+                let from = self.links.get(&peer).map(|h| h.remote.ip());
+                if let (Some(l), Some(from)) = (&mut self.learner, from) {
+                    l.handle_observed(peer, from, addr.0, now, &mut rand::rngs::OsRng);
+                }
+            }
+            PeerMessage::Probe { nonce, port } => self.probe_for(peer, nonce, port, now),
             PeerMessage::StoreReplica {
                 id,
                 kind,
@@ -1223,7 +1377,8 @@ impl Node {
     /// none of them has anything left (each can give the others work).
     fn flush(&mut self) {
         loop {
-            let mut busy = self.flush_ring_and_router();
+            let mut busy = self.flush_learner();
+            busy |= self.flush_ring_and_router();
             while let Some(action) = self.circuits.poll_action() {
                 busy = true;
                 self.circuit_action(action);
@@ -1249,13 +1404,10 @@ impl Node {
                     self.circuits.link_up(to, we_dialed, Instant::now());
                 } else if let std::collections::hash_map::Entry::Vacant(e) = self.dialing.entry(to)
                 {
-                    match addrs.first() {
-                        Some(addr) => {
-                            e.insert(Vec::new());
-                            self.dial(addr.0, Some(to));
-                        }
-                        None => self.circuits.link_failed(to, Instant::now()),
-                    }
+                    // An extend names the addresses; only those this
+                    // node's policy allows are dialled.
+                    e.insert(Vec::new());
+                    self.dial_peer(to, &addrs);
                 }
             }
             circuit::Action::Route {
@@ -1297,9 +1449,9 @@ impl Node {
                         self.send_on_link(p.id, t.msg);
                     } else if let Some(q) = self.dialing.get_mut(&p.id) {
                         q.push(t.msg);
-                    } else if let Some(addr) = p.desc.addrs.first() {
+                    } else {
                         self.dialing.insert(p.id, vec![t.msg]);
-                        self.dial(addr.0, Some(p.id));
+                        self.dial_peer(p.id, &p.desc.addrs);
                     }
                 }
                 Dest::Addr(addr, expect) => {
@@ -1522,9 +1674,9 @@ impl Node {
             self.send_on_link(peer.id, msg);
         } else if let Some(q) = self.dialing.get_mut(&peer.id) {
             q.push(msg);
-        } else if let Some(addr) = peer.desc.addrs.first() {
+        } else {
             self.dialing.insert(peer.id, vec![msg]);
-            self.dial(addr.0, Some(peer.id));
+            self.dial_peer(peer.id, &peer.desc.addrs);
         }
     }
 
@@ -1539,7 +1691,10 @@ impl Node {
                 }
             }
             LookupFor::Sample => {
-                if let Some(peer) = found {
+                let local = self.endpoint.local_addr().ok();
+                if let Some(peer) =
+                    found.filter(|p| local.is_some_and(|l| self.policy.reachable(&p.desc.addrs, l)))
+                {
                     self.circuits.add_relay(peer);
                 }
             }
@@ -1639,6 +1794,98 @@ impl Node {
         self.endpoint.close().await;
     }
 
+    // ---- addresses ----
+
+    fn reachability(&self) -> Reachability {
+        match &self.learner {
+            _ if !self.cfg.relay => Reachability::ClientOnly,
+            None => Reachability::Configured,
+            Some(l) => match l.state() {
+                reach::State::Reachable => Reachability::Learned,
+                reach::State::Unreachable => Reachability::Unreachable,
+                reach::State::Learning | reach::State::Probing => Reachability::Learning,
+            },
+        }
+    }
+
+    /// Carry out what the address learner wants; whether it wanted
+    /// anything.
+    fn flush_learner(&mut self) -> bool {
+        let mut busy = false;
+        let was = self.reachability();
+        while let Some(action) = self.learner.as_mut().and_then(Learner::poll_action) {
+            busy = true;
+            match action {
+                reach::Action::Probe { via, nonce, port } => {
+                    tracing::debug!(port, "asking a peer to dial this node back");
+                    self.send_on_link(via, PeerMessage::Probe { nonce, port });
+                }
+                reach::Action::Advertise(addrs) => self.advertise(addrs),
+            }
+        }
+        let now = self.reachability();
+        if now != was && now == Reachability::Unreachable {
+            tracing::warn!(
+                "peers agree on this node's address, but none could dial it there (a NAT or a \
+                 firewall?): it will not relay, and tries again in a few minutes; give \
+                 --public-addr if it can be reached"
+            );
+        }
+        busy
+    }
+
+    /// Advertise `addrs` from now on: a new descriptor, and a place on the
+    /// ring as a relay.
+    fn advertise(&mut self, addrs: Vec<SocketAddr>) {
+        let desc = match sign_descriptor(&self.identity, &addrs) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!("cannot sign a new descriptor: {e}");
+                return;
+            }
+        };
+        let first = self.advertised.is_empty();
+        self.advertised = addrs;
+        tracing::debug!(addrs = ?self.advertised, "advertising learned addresses");
+        if first {
+            tracing::info!("learned a reachable address from peers; relaying from now on");
+        }
+        self.ring.set_descriptor(desc.clone());
+        self.ring.set_member(true, Instant::now());
+        self.circuits.set_relay(true);
+        for h in self.links.values() {
+            let _ = h.send(Frame::Message(PeerMessage::Hello { node: desc.clone() }));
+        }
+    }
+
+    /// A peer asks to be dialled back on `port` at the address its link
+    /// comes from. Never any other address: a probe cannot be aimed at a
+    /// third party.
+    fn probe_for(&mut self, peer: NodeId, nonce: [u8; 16], port: u16, now: Instant) {
+        let Some(from) = self.links.get(&peer).map(|h| canonical(h.remote).ip()) else {
+            return;
+        };
+        let target = SocketAddr::new(from, port);
+        if !self.cfg.relay || !self.policy.allows(target) || !self.responder.allow(peer, now) {
+            tracing::debug!("not dialling a peer back");
+            return;
+        }
+        let cfg = self.endpoint.config().clone();
+        tokio::spawn(async move {
+            if let Err(e) = link::probe(target, peer, nonce, &cfg).await {
+                tracing::debug!("dial-back probe failed: {e}");
+            }
+        });
+    }
+
+    fn probe_arrived(&mut self, nonce: [u8; 16]) {
+        if let Some(l) = &mut self.learner {
+            if !l.handle_probe_arrived(nonce, Instant::now(), &mut rand::rngs::OsRng) {
+                tracing::debug!("a probe arrived that this node did not ask for");
+            }
+        }
+    }
+
     fn status(&self) -> Status {
         let hex = NodeId::to_hex;
         let stats = self.store.stats().unwrap_or_default();
@@ -1649,6 +1896,8 @@ impl Node {
                 .endpoint
                 .local_addr()
                 .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+            addresses: self.advertised.clone(),
+            reachability: self.reachability(),
             joined: self.ring.is_joined(),
             predecessor: self.ring.predecessor().map(|p| hex(&p.id)),
             successors: self.ring.successors().iter().map(|p| hex(&p.id)).collect(),
@@ -1664,7 +1913,7 @@ impl Node {
             .unwrap_or(u64::MAX),
             requests_forwarded: self.forwarded,
             loops_received: self.loops,
-            relay: self.cfg.relay,
+            relay: self.circuits.settings().relay,
             circuits_relayed: circuits.relaying,
             circuits_own: circuits.own,
             circuits_built: circuits.built,

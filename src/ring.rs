@@ -219,6 +219,20 @@ impl Ring {
         self.me.desc = desc;
     }
 
+    /// Take a place on the ring, or give it up. A node that learns its
+    /// address joins as a non-member and becomes one once others can reach
+    /// it: the next stabilize notifies its successor.
+    pub fn set_member(&mut self, member: bool, now: Instant) {
+        if member && !self.cfg.member {
+            self.next_stabilize = now;
+        }
+        self.cfg.member = member;
+    }
+
+    pub fn is_member(&self) -> bool {
+        self.cfg.member
+    }
+
     pub fn predecessor(&self) -> Option<&Peer> {
         self.predecessor.as_ref()
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::link::addr::{self, Scope};
 use crate::wire::NodeId;
 
 /// A node to join through: `ADDR`, or `ID@ADDR` to also check that the
@@ -55,6 +56,11 @@ impl From<Bootstrap> for String {
     }
 }
 
+/// The longest a link stays quiet before a keep-alive, whatever the link
+/// timeout: half the 30 s after which Linux conntrack and many home routers
+/// drop an idle UDP mapping (see `link::Config::keep_alive`).
+pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -62,6 +68,19 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// QUIC address to listen on.
     pub listen: SocketAddr,
+    /// Addresses to advertise, as other hosts reach this node (IPv4 and
+    /// IPv6, at most four). Without any, a node advertises its listen
+    /// address, or, listening on an unspecified one, learns what to
+    /// advertise from its peers (`link::reach`).
+    pub public_addr: Vec<SocketAddr>,
+    /// The narrowest address scope this node advertises, dials and relays
+    /// to: `global` (the public internet only), `private` (also private
+    /// networks) or `loopback` (also this host). Without it, the narrowest
+    /// scope of the listen, public and bootstrap addresses, else `global`.
+    pub addr_scope: Option<Scope>,
+    /// Observer networks that must agree on an address before a node that
+    /// learns its address tests it (at least 2).
+    pub observed_quorum: usize,
     /// Nodes to join through; none starts a new ring.
     pub bootstrap: Vec<Bootstrap>,
     /// Local HTTP gateway: documents, the index page, status.
@@ -114,6 +133,9 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("umbra-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            public_addr: Vec::new(),
+            addr_scope: None,
+            observed_quorum: 2,
             bootstrap: Vec::new(),
             http: None,
             socks: None,
@@ -200,7 +222,70 @@ impl Config {
                 "a client-only node (relay = false) needs a bootstrap node".into(),
             ));
         }
-        Ok(())
+        self.validate_addresses()
+    }
+
+    fn validate_addresses(&self) -> Result<(), Error> {
+        let policy = addr::Policy::new(self.scope());
+        if self.public_addr.len() > crate::wire::MAX_ADDRS {
+            return Err(Error::Invalid(format!(
+                "public_addr takes at most {} addresses",
+                crate::wire::MAX_ADDRS
+            )));
+        }
+        for a in &self.public_addr {
+            if let Some(why) = policy.refusal(*a) {
+                return Err(Error::Invalid(format!("public_addr {a}: {why}")));
+            }
+        }
+        for b in &self.bootstrap {
+            if let Some(why) = policy.refusal(b.addr) {
+                return Err(Error::Invalid(format!("bootstrap {}: {why}", b.addr)));
+            }
+        }
+        if self.observed_quorum < 2 {
+            return Err(Error::Invalid(
+                "observed_quorum must be at least 2: one peer's word is not enough".into(),
+            ));
+        }
+        if !self.relay || !self.public_addr.is_empty() {
+            return Ok(());
+        }
+        if self.listen.ip().is_unspecified() {
+            if self.bootstrap.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "listening on {} with no public_addr, this node would learn its address \
+                     from peers, but the first node of a new ring has none: give it \
+                     --public-addr",
+                    self.listen
+                )));
+            }
+            return Ok(());
+        }
+        // The listen address is what gets advertised; its port may be 0
+        // (the OS picks one).
+        let probe = SocketAddr::new(self.listen.ip(), self.listen.port().max(1));
+        match policy.refusal(probe) {
+            Some(why) => Err(Error::Invalid(format!(
+                "listen {}: {why}; give --public-addr with an address others can reach",
+                self.listen
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The narrowest address scope this node works in: `addr_scope`, else
+    /// the narrowest of the addresses it was given, else global.
+    pub fn scope(&self) -> Scope {
+        if let Some(s) = self.addr_scope {
+            return s;
+        }
+        let listen = Some(self.listen.ip()).filter(|ip| !ip.is_unspecified());
+        let given = listen
+            .into_iter()
+            .chain(self.public_addr.iter().map(SocketAddr::ip))
+            .chain(self.bootstrap.iter().map(|b| b.addr.ip()));
+        addr::narrowest(given).unwrap_or(Scope::Global)
     }
 
     pub fn socks(&self) -> crate::socks::Settings {
@@ -238,7 +323,7 @@ impl Config {
         let timeout = Duration::from_millis(self.link_timeout_ms);
         crate::link::Config {
             idle_timeout: timeout,
-            keep_alive: timeout / 4,
+            keep_alive: (timeout / 4).min(MAX_KEEP_ALIVE),
             max_links: self.max_links,
             ..crate::link::Config::default()
         }
@@ -272,5 +357,85 @@ mod tests {
             ..Config::default()
         };
         assert!(bad.validate().is_err());
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().expect("address")
+    }
+
+    #[test]
+    fn addresses_are_checked_against_the_scope_they_imply() {
+        let c: Config = toml::from_str(
+            "listen = \"0.0.0.0:7000\"\npublic_addr = [\"10.0.0.1:7000\", \"[fd00::1]:7000\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.public_addr.len(), 2);
+        assert_eq!(c.scope(), Scope::Private);
+        c.validate().unwrap();
+        // The default listens on loopback: a test network on one host.
+        assert_eq!(Config::default().scope(), Scope::Loopback);
+        Config::default().validate().unwrap();
+        let first_learner = Config {
+            listen: sa("0.0.0.0:7000"),
+            ..Config::default()
+        };
+        assert_eq!(first_learner.scope(), Scope::Global);
+        let e = first_learner.validate().unwrap_err().to_string();
+        assert!(e.contains("--public-addr"), "{e}");
+        let learner = Config {
+            listen: sa("0.0.0.0:7000"),
+            bootstrap: vec!["10.0.0.1:7000".parse().unwrap()],
+            ..Config::default()
+        };
+        learner.validate().unwrap();
+        for bad in [
+            "0.0.0.0:7000",
+            "10.0.0.1:0",
+            "169.254.0.1:7000",
+            "224.0.0.1:7000",
+        ] {
+            let c = Config {
+                listen: sa("0.0.0.0:7000"),
+                public_addr: vec![sa(bad)],
+                ..Config::default()
+            };
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        let narrower = Config {
+            listen: sa("0.0.0.0:7000"),
+            public_addr: vec![sa("127.0.0.1:7000")],
+            addr_scope: Some(Scope::Global),
+            ..Config::default()
+        };
+        let e = narrower.validate().unwrap_err().to_string();
+        assert!(e.contains("narrower"), "{e}");
+        let bootstrap_outside = Config {
+            addr_scope: Some(Scope::Private),
+            bootstrap: vec!["127.0.0.1:7000".parse().unwrap()],
+            listen: sa("10.0.0.2:7000"),
+            ..Config::default()
+        };
+        assert!(bootstrap_outside.validate().is_err());
+        let one_word = Config {
+            observed_quorum: 1,
+            ..Config::default()
+        };
+        assert!(one_word.validate().is_err());
+        let t: Config = toml::from_str("addr_scope = \"private\"").unwrap();
+        assert_eq!(t.addr_scope, Some(Scope::Private));
+        assert!(toml::from_str::<Config>("addr_scope = \"lan\"").is_err());
+    }
+
+    #[test]
+    fn keep_alives_stay_under_nat_mapping_lifetimes() {
+        let slow = Config {
+            link_timeout_ms: 600_000,
+            ..Config::default()
+        };
+        assert_eq!(slow.link().keep_alive, MAX_KEEP_ALIVE);
+        assert_eq!(
+            Config::default().link().keep_alive,
+            Duration::from_millis(1500)
+        );
     }
 }

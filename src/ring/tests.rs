@@ -273,3 +273,40 @@ fn a_lone_node_owns_everything_and_a_pair_splits_the_circle() {
     let key = [0x42; 32];
     assert!(sim.nodes[&a].owns(&key) != sim.nodes[&b].owns(&key));
 }
+
+#[test]
+fn a_node_that_joins_as_a_non_member_takes_its_place_once_it_becomes_one() {
+    let (mut sim, boot) = grow(11, 8);
+    let port = 10_000 + u16::try_from(sim.nodes.len()).unwrap();
+    let desc = descriptor(&mut sim.rng, port);
+    let cfg = Config {
+        member: false,
+        ..Config::default()
+    };
+    let seed = sim.rng.gen();
+    let mut ring = Ring::new(desc, cfg, sim.now, seed);
+    ring.join(vec![(boot, None)], sim.now);
+    let id = ring.id();
+    sim.nodes.insert(id, ring);
+    sim.run(Duration::from_secs(5));
+    // Joined for lookups, but nobody counts it as a neighbour.
+    assert!(sim.nodes[&id].is_joined());
+    let pointing = |sim: &Sim| {
+        sim.nodes
+            .iter()
+            .filter(|(other, r)| {
+                **other != id
+                    && (r.predecessor().is_some_and(|p| p.id == id)
+                        || r.successors().iter().any(|p| p.id == id))
+            })
+            .count()
+    };
+    assert_eq!(pointing(&sim), 0);
+    let now = sim.now;
+    if let Some(r) = sim.nodes.get_mut(&id) {
+        r.set_member(true, now);
+    }
+    let took = sim.converge(Duration::from_secs(30));
+    assert!(sim.check().is_empty(), "not converged after {took:?}");
+    assert!(pointing(&sim) > 0);
+}
