@@ -1,6 +1,7 @@
 //! Helpers shared by the black-box tests.
 #![allow(dead_code)]
 
+pub mod lab;
 pub mod net;
 pub mod samples;
 
