@@ -10,8 +10,9 @@
 //! node inserts and fetches through circuits, and a node that would relay
 //! finds that nobody can dial it and does not pretend to be a relay.
 //!
-//! Needs root (or CAP_SYS_ADMIN and CAP_NET_ADMIN), iproute2 and nftables;
-//! fails saying so when it cannot build its network.
+//! Needs iproute2 and nftables, and root or, where the kernel allows them,
+//! an unprivileged user namespace (the test then runs itself again inside
+//! one); fails saying so when it cannot build its network.
 
 mod common;
 
@@ -143,6 +144,9 @@ fn addr(ip: &str) -> SocketAddr {
 
 #[test]
 fn nodes_on_separate_hosts_and_behind_nat_insert_and_fetch() {
+    if common::lab::in_own_namespaces("nodes_on_separate_hosts_and_behind_nat_insert_and_fetch") {
+        return;
+    }
     let started = Instant::now();
     let mut lab = Lab::new("net").unwrap_or_else(|e| panic!("cannot build the test network: {e}"));
     let dir = tempfile::tempdir().expect("temp dir");
@@ -350,6 +354,9 @@ fn nodes_on_separate_hosts_and_behind_nat_insert_and_fetch() {
 /// shows the first is the keep-alives' doing.
 #[test]
 fn keep_alives_hold_a_nat_mapping_open() {
+    if common::lab::in_own_namespaces("keep_alives_hold_a_nat_mapping_open") {
+        return;
+    }
     let mut lab = Lab::new("ka").unwrap_or_else(|e| panic!("cannot build the test network: {e}"));
     let host = lab.host("s", "10.78.0.10/24").expect("host");
     let router = lab

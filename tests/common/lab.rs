@@ -3,13 +3,68 @@
 //! nftables. Everything lives inside namespaces this module creates (the
 //! bridge too, in a namespace of its own), so the machine's own network is
 //! never touched; dropping the [`Lab`] removes them all, on failure too.
-//! Needs root (CI runs as root) and `ip` (iproute2) and `nft` (nftables).
+//! Needs `ip` (iproute2) and `nft` (nftables), and root: CI runs as root;
+//! elsewhere [`in_own_namespaces`] runs the test again as root of a user
+//! namespace of its own, where the kernel allows unprivileged ones.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 /// Namespaces of this test process start with this, then the pid.
 const PREFIX: &str = "umbra-lab";
+/// Set in a test run again inside a user namespace of its own.
+const INSIDE: &str = "UMBRA_LAB_USER_NAMESPACE";
+
+/// Whether this process runs as root (effective uid 0).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Call first in a test that builds a [`Lab`]. As root it returns false
+/// and the test goes on. Otherwise it runs the test `name` again, alone, in
+/// a new user, network and mount namespace where this user is root (`unshare
+/// --user --map-root-user --net --mount`, with a private /run for `ip
+/// netns`), and returns true once that run passed; it panics, saying why,
+/// if it failed or the namespaces could not be made.
+pub fn in_own_namespaces(name: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    if std::env::var_os(INSIDE).is_some() {
+        panic!("running inside a user namespace, yet not root there");
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    eprintln!("{name}: not root; running again in a user namespace of its own");
+    let status = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--net", "--mount", "--fork"])
+        .args([
+            "sh",
+            "-c",
+            "mount -t tmpfs tmpfs /run && exec \"$0\" \"$@\"",
+        ])
+        .arg(exe)
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(INSIDE, "1")
+        .status();
+    match status {
+        Err(e) => panic!(
+            "{name} needs root, or `unshare` for an unprivileged user namespace, which \
+             cannot run here ({e}): run it as root (CI does) or with sudo"
+        ),
+        Ok(s) if !s.success() => panic!(
+            "{name} failed inside an unprivileged user namespace ({s}); if unshare said \
+             it could not make one, this kernel forbids them: run the test as root"
+        ),
+        Ok(_) => true,
+    }
+}
 
 pub struct Lab {
     /// `PREFIX-PID-`: every namespace of this lab starts with it.
@@ -44,8 +99,19 @@ fn run(cmd: &mut Command) -> Result<Output, String> {
     }
 }
 
+/// Where a system tool lives: on the PATH, or in the sbin directories a
+/// user's PATH often lacks.
+fn tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
 fn ip(args: &[&str]) -> Result<Output, String> {
-    run(Command::new("ip").args(args))
+    run(Command::new(tool("ip")).args(args))
 }
 
 /// Whether `pid` names a running process.
@@ -76,8 +142,8 @@ impl Lab {
     /// running at once apart. Fails, saying why, when namespaces cannot be
     /// made here.
     pub fn new(tag: &str) -> Result<Lab, String> {
-        for tool in ["ip", "nft"] {
-            if Command::new(tool)
+        for name in ["ip", "nft"] {
+            if Command::new(tool(name))
                 .arg("-V")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -85,7 +151,7 @@ impl Lab {
                 .is_err()
             {
                 return Err(format!(
-                    "`{tool}` is not installed: the many-host test needs iproute2 and nftables \
+                    "`{name}` is not installed: the many-host test needs iproute2 and nftables \
                      (scripts/test installs them)"
                 ));
             }
@@ -159,7 +225,7 @@ impl Lab {
         ip(&["-n", &ns, "link", "add", "lan", "type", "bridge"])?;
         ip(&["-n", &ns, "addr", "add", lan_cidr, "dev", "lan"])?;
         ip(&["-n", &ns, "link", "set", "lan", "up"])?;
-        self.exec(&ns, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])?;
+        self.sysctl(&ns, "net.ipv4.ip_forward", "1")?;
         let rules = "\
 table ip nat {
   chain post { type nat hook postrouting priority srcnat; oifname \"wan\" masquerade; }
@@ -177,8 +243,10 @@ table inet filter {
   }
 }
 ";
-        let mut nft = Command::new("ip");
-        nft.args(["netns", "exec", &ns, "nft", "-f", "-"])
+        let mut nft = Command::new(tool("ip"));
+        nft.args(["netns", "exec", &ns])
+            .arg(tool("nft"))
+            .args(["-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -237,9 +305,17 @@ table inet filter {
         })
     }
 
+    /// Set a sysctl of the namespace `ns`, through its /proc/sys (which
+    /// `ip netns exec` mounts for it).
+    fn sysctl(&self, ns: &str, key: &str, value: &str) -> Result<(), String> {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        let script = format!("echo {value} > {path}");
+        self.exec(ns, &["sh", "-c", &script]).map(drop)
+    }
+
     /// A command to run inside `ns`.
     pub fn command(&self, ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("ip");
+        let mut c = Command::new(tool("ip"));
         c.args(["netns", "exec", ns]).arg(program);
         c
     }
