@@ -6,6 +6,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::net::{config, eventually, Net, REPLICAS};
@@ -283,4 +284,56 @@ async fn misbehaving_peers_are_disconnected_and_counted() {
         || net.ring_correct(),
     )
     .await;
+}
+
+/// A descriptor's addresses are tried in turn, Happy Eyeballs style: a
+/// first address where nothing answers does not stop the dial, an address
+/// held by another node fails the id check, and the link that comes up is
+/// the one at the right node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_tries_every_address_and_takes_the_one_that_answers() {
+    let bind = |accept| {
+        let identity = Identity::generate(&mut rand::rngs::OsRng);
+        let ep = Endpoint::bind(
+            &identity,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            accept,
+            link::Config::default(),
+        )
+        .expect("binds");
+        (identity.id(), Arc::new(ep))
+    };
+    let (target_id, target) = bind(true);
+    let (_, stranger) = bind(true);
+    let (_, dialer) = bind(false);
+    // A UDP port that nobody answers on: bound, never read.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("binds");
+    let silent = silent.local_addr().expect("address");
+    // Both listening nodes accept, and hold their links until the end.
+    let serve = |ep: Arc<Endpoint>| {
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Some(incoming) = ep.incoming().await {
+                if let Ok(link::Accepted::Link(l)) = ep.complete(incoming).await {
+                    held.push(l);
+                }
+            }
+        })
+    };
+    let serving = [serve(target.clone()), serve(stranger.clone())];
+    let stranger_addr = stranger.local_addr().expect("address");
+    let target_addr = target.local_addr().expect("address");
+    let link = dialer
+        .dial_any(&[silent, stranger_addr, target_addr], Some(target_id))
+        .await
+        .expect("the third address answers as the node");
+    assert_eq!(link.peer, target_id);
+    assert_eq!(link.remote, target_addr);
+    let none = dialer
+        .dial_any(&[silent, stranger_addr], Some(target_id))
+        .await;
+    assert!(none.is_err(), "no address holds the node");
+    for task in serving {
+        task.abort();
+    }
 }
