@@ -43,6 +43,8 @@ const LEAVE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Replication waits this long after a membership change, so that a burst
 /// of changes causes one pass.
 const REPLICATE_DELAY: Duration = Duration::from_millis(300);
+/// A node still learning its address after this long says so in its log.
+const LEARN_PATIENCE: Duration = Duration::from_secs(120);
 /// Verified descriptor signatures kept to skip re-verification.
 const VERIFIED_CACHE: usize = 4096;
 /// Replica pushes awaiting acknowledgement at once; the rest wait their
@@ -682,6 +684,7 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, Error> {
         endpoint,
         policy,
         advertised,
+        learn_warning: learner.as_ref().map(|_| now + LEARN_PATIENCE),
         learner,
         responder: Responder::default(),
         links: HashMap::new(),
@@ -800,6 +803,8 @@ struct Node {
     advertised: Vec<SocketAddr>,
     /// Learns what to advertise, when nothing was given.
     learner: Option<Learner>,
+    /// When to warn that no address has been learned yet.
+    learn_warning: Option<Instant>,
     /// Limits the dial-backs this node makes for others.
     responder: Responder,
     links: HashMap<NodeId, link::Handle>,
@@ -1012,6 +1017,9 @@ impl Node {
         if let Some(l) = self.learner.as_ref().and_then(Learner::poll_timeout) {
             d = d.min(l);
         }
+        if let Some(w) = self.learn_warning {
+            d = d.min(w);
+        }
         d.min(self.next_sample)
     }
 
@@ -1034,6 +1042,18 @@ impl Node {
         if let Some(l) = &mut self.learner {
             if l.poll_timeout().is_some_and(|t| t <= now) {
                 l.handle_timeout(now, &mut rand::rngs::OsRng);
+            }
+        }
+        if self.learn_warning.is_some_and(|t| t <= now) {
+            self.learn_warning = None;
+            if self.reachability() == Reachability::Learning {
+                tracing::warn!(
+                    "no reachable address learned after {} s: peers have not agreed where they \
+                     see this node ({} from different networks must); it does not relay \
+                     meanwhile (give --public-addr if you know its address)",
+                    LEARN_PATIENCE.as_secs(),
+                    self.cfg.observed_quorum
+                );
             }
         }
         if self.next_sample <= now {
