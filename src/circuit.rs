@@ -27,6 +27,7 @@ use crate::crypto::Identity;
 use crate::observe::{Observation, Observer};
 use crate::ring::Peer;
 use crate::route::{Outcome, Request};
+use crate::token::Token;
 use crate::wire::{
     Cell, CircId, DestroyReason, KeyKind, NodeAddr, NodeId, RelayMessage, RoutingKey, MAX_HOPS,
 };
@@ -130,20 +131,20 @@ pub enum Action {
     /// As an exit: start a routed request and report its outcome with
     /// [`Circuits::route_done`].
     Route {
-        token: u64,
+        token: Token,
         kind: KeyKind,
         key: RoutingKey,
         request: Request,
     },
     /// A request made with [`Circuits::request`] ended.
     Done {
-        token: u64,
+        token: Token,
         result: Result<Outcome, CircuitError>,
     },
     /// A circuit asked for with [`Circuits::build`] is ready (its relays,
     /// first hop first) or could not be built.
     Built {
-        token: u64,
+        token: Token,
         result: Result<Vec<NodeId>, CircuitError>,
     },
     /// The peer broke the circuit protocol.
@@ -263,7 +264,8 @@ pub struct Circuits {
     by_next: HashMap<LinkCirc, u64>,
     next_local: u64,
     /// Exit streams waiting for a routed request: token to (circuit, stream).
-    routes: HashMap<u64, (u64, crate::wire::StreamId)>,
+    routes: HashMap<Token, (u64, crate::wire::StreamId)>,
+    tokens: crate::token::Tokens,
     /// The node's own circuits, by a local number, and by their first
     /// hop's link and id once they have one.
     own: HashMap<u64, ClientCirc>,
@@ -277,7 +279,7 @@ pub struct Circuits {
 }
 
 impl Circuits {
-    pub fn new(identity: Identity, settings: Settings, seed: u64) -> Circuits {
+    pub fn new(identity: Identity, settings: Settings, seed: [u8; 32]) -> Circuits {
         let settings = Settings {
             hops: settings.hops.clamp(1, MAX_HOPS),
             ..settings
@@ -286,7 +288,7 @@ impl Circuits {
             me: identity.id(),
             identity,
             settings,
-            rng: StdRng::seed_from_u64(seed),
+            rng: StdRng::from_seed(seed),
             links: HashMap::new(),
             sample: Sample::default(),
             relayed: HashMap::new(),
@@ -294,6 +296,7 @@ impl Circuits {
             by_next: HashMap::new(),
             next_local: 0,
             routes: HashMap::new(),
+            tokens: crate::token::Tokens::default(),
             own: HashMap::new(),
             own_links: HashMap::new(),
             current: HashMap::new(),

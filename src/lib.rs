@@ -20,4 +20,5 @@ pub mod route;
 pub mod socks;
 pub mod store;
 pub mod testnet;
+pub mod token;
 pub mod wire;

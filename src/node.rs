@@ -28,6 +28,7 @@ use crate::link::{self, close, Accepted, Endpoint, Link};
 use crate::ring::{Dest, Event as RingEvent, Peer, Ring};
 use crate::route::{self, Outcome, Request, Router};
 use crate::store::{self, Found, Store};
+use crate::token::Token;
 use crate::wire::{
     Frame, KeyKind, NodeAddr, NodeDescriptor, NodeId, PeerMessage, RequestId, RoutingKey,
 };
@@ -494,6 +495,13 @@ impl NodeHandle {
     }
 }
 
+/// A seed for a state machine's generator, from the OS.
+fn seed32() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut seed);
+    seed
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -611,7 +619,7 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, Error> {
         member: relaying,
         ..cfg.ring()
     };
-    let mut ring = Ring::new(desc, ring_cfg, now, rand::rngs::OsRng.next_u64());
+    let mut ring = Ring::new(desc, ring_cfg, now, seed32());
     ring.join(cfg.bootstrap.iter().map(|b| (b.addr, b.id)).collect(), now);
     let id = ring.id();
     let circuit_settings = crate::circuit::Settings {
@@ -621,7 +629,7 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, Error> {
     // The circuits own the identity for their handshakes; the node keeps a
     // copy to sign new descriptors with.
     let signer = Identity::from_secret_bytes(&identity.secret_bytes());
-    let circuits = Circuits::new(identity, circuit_settings, rand::rngs::OsRng.next_u64());
+    let circuits = Circuits::new(identity, circuit_settings, seed32());
     if learner.is_some() {
         tracing::info!(
             "listening on an unspecified address with no public address: learning one from peers; \
@@ -703,7 +711,7 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, Error> {
         lookups: HashMap::new(),
         leaving: None,
         shutdown: shutdown_tx,
-        router: Router::new(route::Config::default(), rand::rngs::OsRng.next_u64()),
+        router: Router::new(route::Config::default(), seed32()),
         routed: HashMap::new(),
         forwarded: 0,
         loops: 0,
@@ -826,17 +834,17 @@ struct Node {
     pushes: HashMap<u64, Push>,
     /// Replica pushes waiting for a free slot.
     push_queue: VecDeque<(KeyKind, RoutingKey, Peer)>,
-    lookups: HashMap<u64, LookupFor>,
+    lookups: HashMap<Token, LookupFor>,
     leaving: Option<Leaving>,
     shutdown: watch::Sender<bool>,
     router: Router,
     /// Routed requests waiting for their outcome, by token.
-    routed: HashMap<u64, RouteWaiter>,
+    routed: HashMap<Token, RouteWaiter>,
     forwarded: u64,
     loops: u64,
     circuits: Circuits,
-    circuit_requests: HashMap<u64, oneshot::Sender<Result<Outcome, CircuitError>>>,
-    builds: HashMap<u64, oneshot::Sender<Result<Vec<NodeId>, CircuitError>>>,
+    circuit_requests: HashMap<Token, oneshot::Sender<Result<Outcome, CircuitError>>>,
+    builds: HashMap<Token, oneshot::Sender<Result<Vec<NodeId>, CircuitError>>>,
     next_sample: Instant,
 }
 
@@ -946,7 +954,7 @@ impl Node {
                         let _ = tx.send(self.store.has(kind, &key).unwrap_or(false));
                     }
                     Some(Command::Route { kind, key, request, id, done }) => {
-                        let token = rand::rngs::OsRng.next_u64();
+                        let token = Token(rand::rngs::OsRng.next_u64());
                         self.routed.insert(token, RouteWaiter::Local(done));
                         let now = Instant::now();
                         self.with_router(|r, ctx| {
@@ -957,12 +965,12 @@ impl Node {
                         let _ = tx.send(self.store.forget(kind, &key).is_ok());
                     }
                     Some(Command::Circuit { iso, kind, key, request, done }) => {
-                        let token = rand::rngs::OsRng.next_u64();
+                        let token = Token(rand::rngs::OsRng.next_u64());
                         self.circuit_requests.insert(token, done);
                         self.circuits.request(token, iso, kind, key, request, Instant::now());
                     }
                     Some(Command::BuildCircuit(iso, done)) => {
-                        let token = rand::rngs::OsRng.next_u64();
+                        let token = Token(rand::rngs::OsRng.next_u64());
                         self.builds.insert(token, done);
                         self.circuits.build(token, iso, Instant::now());
                     }
@@ -1078,7 +1086,7 @@ impl Node {
                     let from = ids[usize::from(target[1]) % ids.len()];
                     target = crate::ring::add_pow2(&from.0, 0);
                 }
-                let token = rand::rngs::OsRng.next_u64();
+                let token = Token(rand::rngs::OsRng.next_u64());
                 self.lookups.insert(token, LookupFor::Sample);
                 self.ring.lookup(target, token, now);
             }
@@ -1590,7 +1598,7 @@ impl Node {
                     continue;
                 }
                 place_budget -= 1;
-                let token = rand::rngs::OsRng.next_u64();
+                let token = Token(rand::rngs::OsRng.next_u64());
                 self.lookups.insert(token, LookupFor::Place(kind, key));
                 self.ring.lookup(key.0, token, now);
             }
@@ -1755,7 +1763,7 @@ impl Node {
             let _ = done.send(Err(StoreError::BadBlock));
             return;
         }
-        let token = rand::rngs::OsRng.next_u64();
+        let token = Token(rand::rngs::OsRng.next_u64());
         self.lookups
             .insert(token, LookupFor::Store(kind, key, block, done));
         self.ring.lookup(key.0, token, Instant::now());

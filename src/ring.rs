@@ -21,6 +21,7 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
 use crate::crypto::node_id;
+use crate::token::Token;
 use crate::wire::{NodeDescriptor, NodeId, PeerMessage, MAX_SUCCESSORS};
 
 mod id;
@@ -124,7 +125,7 @@ pub enum Event {
     Joined,
     /// A lookup started with [`Ring::lookup`] finished.
     LookupDone {
-        token: u64,
+        token: Token,
         result: Result<Box<Peer>, LookupError>,
     },
 }
@@ -133,7 +134,7 @@ pub enum Event {
 enum Purpose {
     Join,
     Finger(usize),
-    User(u64),
+    User(Token),
 }
 
 #[derive(Debug)]
@@ -180,8 +181,9 @@ pub struct Ring {
 }
 
 impl Ring {
-    /// A ring of one. `seed` makes query ids reproducible in simulations.
-    pub fn new(me: NodeDescriptor, cfg: Config, now: Instant, seed: u64) -> Ring {
+    /// A ring of one. `seed` seeds the generator of query ids: from the
+    /// OS in a node, fixed in a simulation.
+    pub fn new(me: NodeDescriptor, cfg: Config, now: Instant, seed: [u8; 32]) -> Ring {
         let cfg = Config {
             successors: cfg.successors.clamp(1, MAX_SUCCESSORS),
             ..cfg
@@ -201,7 +203,7 @@ impl Ring {
             next_check: now + cfg.check_predecessor_every,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
-            rng: StdRng::seed_from_u64(seed),
+            rng: StdRng::from_seed(seed),
             cfg,
         }
     }
@@ -347,7 +349,7 @@ impl Ring {
 
     /// Find the successor of `target`; the answer comes as
     /// [`Event::LookupDone`] with `token`.
-    pub fn lookup(&mut self, target: [u8; 32], token: u64, now: Instant) {
+    pub fn lookup(&mut self, target: [u8; 32], token: Token, now: Instant) {
         self.start_lookup(target, Purpose::User(token), now);
     }
 

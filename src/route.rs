@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::token::Token;
 use crate::wire::{KeyKind, NodeId, PeerMessage, RequestId, RoutingKey};
 
 /// Hops-to-live a request starts with.
@@ -86,7 +87,7 @@ pub enum Action {
     },
     /// A local request finished.
     Deliver {
-        token: u64,
+        token: Token,
         outcome: Outcome,
     },
     /// A neighbour sent a block that does not match its key.
@@ -111,7 +112,7 @@ pub trait Context {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Origin {
-    Local(u64),
+    Local(Token),
     Peer(NodeId),
 }
 
@@ -143,7 +144,7 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(cfg: Config, seed: u64) -> Router {
+    pub fn new(cfg: Config, seed: [u8; 32]) -> Router {
         Router {
             cfg,
             seen: HashMap::new(),
@@ -152,7 +153,7 @@ impl Router {
             decrement_at_max: HashMap::new(),
             penalised: HashMap::new(),
             actions: VecDeque::new(),
-            rng: StdRng::seed_from_u64(seed),
+            rng: StdRng::from_seed(seed),
         }
     }
 
@@ -182,7 +183,7 @@ impl Router {
     pub fn start(
         &mut self,
         id: Option<RequestId>,
-        token: u64,
+        token: Token,
         kind: KeyKind,
         key: RoutingKey,
         request: Request,

@@ -18,6 +18,7 @@ use super::{
 use crate::crypto::{ClientCircuit, ClientHandshake};
 use crate::ring::Peer;
 use crate::route::{Outcome, Request};
+use crate::token::Token;
 use crate::wire::{
     Cell, CircId, CreateBody, CreatedBody, DestroyReason, EndStatus, HandshakeType, KeyKind,
     NodeId, RelayMessage, RoutingKey, StreamId, MAX_BLOCK_LEN, MAX_HOPS, ONION_LEN, RELAY_BODY_MAX,
@@ -47,7 +48,7 @@ pub(super) struct ClientCirc {
     /// Relays that failed earlier attempts of this build.
     failed: HashSet<NodeId>,
     /// [`Circuits::build`] callers waiting for this circuit.
-    build_tokens: Vec<u64>,
+    build_tokens: Vec<Token>,
 }
 
 enum State {
@@ -64,7 +65,7 @@ enum State {
 }
 
 struct Pending {
-    token: u64,
+    token: Token,
     kind: KeyKind,
     key: RoutingKey,
     request: Request,
@@ -73,18 +74,18 @@ struct Pending {
 
 enum Stream {
     Get {
-        token: u64,
+        token: Token,
         block: Vec<u8>,
         deadline: Instant,
     },
     Put {
-        token: u64,
+        token: Token,
         deadline: Instant,
     },
 }
 
 impl Stream {
-    fn token(&self) -> u64 {
+    fn token(&self) -> Token {
         match self {
             Stream::Get { token, .. } | Stream::Put { token, .. } => *token,
         }
@@ -130,7 +131,7 @@ impl Circuits {
 
     /// Build a fresh circuit for `iso`, replacing the one in use; answered
     /// with [`Action::Built`].
-    pub fn build(&mut self, token: u64, iso: Isolation, now: Instant) {
+    pub fn build(&mut self, token: Token, iso: Isolation, now: Instant) {
         self.retire_current(iso);
         self.make_room(iso);
         if let Some(l) = self.start_build(iso, VecDeque::new(), vec![token], 1, HashSet::new(), now)
@@ -143,7 +144,7 @@ impl Circuits {
     /// [`Action::Done`].
     pub fn request(
         &mut self,
-        token: u64,
+        token: Token,
         iso: Isolation,
         kind: KeyKind,
         key: RoutingKey,
@@ -235,7 +236,7 @@ impl Circuits {
         &mut self,
         iso: Isolation,
         waiting: VecDeque<Pending>,
-        build_tokens: Vec<u64>,
+        build_tokens: Vec<Token>,
         attempt: u32,
         failed: HashSet<NodeId>,
         now: Instant,
@@ -284,7 +285,7 @@ impl Circuits {
         iso: Isolation,
         path: Vec<Peer>,
         waiting: VecDeque<Pending>,
-        build_tokens: Vec<u64>,
+        build_tokens: Vec<Token>,
         attempt: u32,
         failed: HashSet<NodeId>,
         now: Instant,
@@ -483,7 +484,7 @@ impl Circuits {
     fn fail_waiting(
         &mut self,
         waiting: VecDeque<Pending>,
-        build_tokens: Vec<u64>,
+        build_tokens: Vec<Token>,
         err: &CircuitError,
     ) {
         for p in waiting {

@@ -13,10 +13,10 @@ use super::{
     Action, Circuits, LinkCirc, CIRCUIT_WINDOW, MAX_CIRCUITS_PER_LINK, MAX_RELAY_CIRCUITS,
     MAX_STREAMS, SENDME_EVERY,
 };
-use rand::Rng;
 
 use crate::crypto::{respond, RelayLayer};
 use crate::route::{Outcome, Request};
+use crate::token::Token;
 use crate::wire::{
     Cell, CircId, CreateBody, CreatedBody, DestroyReason, EndStatus, HandshakeType, KeyKind,
     NodeId, RelayMessage, RoutingKey, StreamId, MAX_BLOCK_LEN, ONION_LEN, RELAY_BODY_MAX,
@@ -72,7 +72,7 @@ enum ExitStream {
         block: Vec<u8>,
     },
     /// The routed request is out.
-    Routing { token: u64 },
+    Routing { token: Token },
 }
 
 impl RelayCirc {
@@ -493,7 +493,7 @@ impl Circuits {
         key: RoutingKey,
         request: Request,
     ) {
-        let token = self.rng.gen();
+        let token = self.tokens.next();
         if let Some(exit) = self.exit_mut(local) {
             exit.streams.insert(stream, ExitStream::Routing { token });
             self.routes.insert(token, (local, stream));
@@ -556,7 +556,7 @@ impl Circuits {
     }
 
     /// The routed request behind an exit stream ended.
-    pub fn route_done(&mut self, token: u64, outcome: Outcome) {
+    pub fn route_done(&mut self, token: Token, outcome: Outcome) {
         let Some((local, stream)) = self.routes.remove(&token) else {
             return;
         };

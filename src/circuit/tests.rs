@@ -10,6 +10,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::*;
+use crate::token::Token;
 use crate::wire::{NodeDescriptor, MAX_BLOCK_LEN, RELAY_BODY_MAX};
 
 struct Net {
@@ -53,7 +54,7 @@ impl Net {
                 )
                 .unwrap();
             peers.push(Peer::new(desc));
-            nodes.push(Circuits::new(identity, settings.clone(), i as u64));
+            nodes.push(Circuits::new(identity, settings.clone(), [i as u8; 32]));
         }
         let ids: Vec<NodeId> = peers.iter().map(|p| p.id).collect();
         for node in &mut nodes {
@@ -129,10 +130,10 @@ impl Net {
                     self.nodes[from].route_done(token, outcome);
                 }
                 Action::Done { token, result } => {
-                    assert!(self.done.insert(token, result).is_none(), "answered twice");
+                    assert!(self.done.insert(token.0, result).is_none(), "answered twice");
                 }
                 Action::Built { token, result } => {
-                    self.built.insert(token, result);
+                    self.built.insert(token.0, result);
                 }
                 Action::Misbehaved { peer, why } => self.misbehaved.push((peer, why)),
             }
@@ -160,7 +161,7 @@ impl Net {
 
     fn build(&mut self, client: usize, iso: Isolation, token: u64) -> Vec<NodeId> {
         let now = self.now;
-        self.nodes[client].build(token, iso, now);
+        self.nodes[client].build(Token(token), iso, now);
         self.run();
         self.built
             .remove(&token)
@@ -170,7 +171,7 @@ impl Net {
 
     fn request(&mut self, client: usize, iso: Isolation, token: u64, key: RoutingKey, r: Request) {
         let now = self.now;
-        self.nodes[client].request(token, iso, KeyKind::CHK, key, r, now);
+        self.nodes[client].request(Token(token), iso, KeyKind::CHK, key, r, now);
         self.run();
     }
 
@@ -292,7 +293,7 @@ fn a_dead_relay_is_replaced_during_the_build() {
         token += 1;
         assert!(token < 20, "the dead relay was never drawn");
         let now = net.now;
-        net.nodes[0].build(token, Isolation(0), now);
+        net.nodes[0].build(Token(token), Isolation(0), now);
         net.run();
         for _ in 0..20 {
             if net.built.contains_key(&token) {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use rand::Rng;
 
 use super::*;
+use crate::token::Token;
 use crate::wire::NodeAddr;
 
 struct Sim {
@@ -42,7 +43,7 @@ impl Sim {
         let port = 10_000 + u16::try_from(self.nodes.len()).unwrap();
         let desc = descriptor(&mut self.rng, port);
         let addr = desc.addrs[0].0;
-        let seed = self.rng.gen();
+        let seed: [u8; 32] = self.rng.gen();
         let mut ring = Ring::new(desc, Config::default(), self.now, seed);
         if let Some(b) = bootstrap {
             ring.join(vec![(b, None)], self.now);
@@ -189,14 +190,14 @@ fn lookups_find_the_true_successor_in_few_steps() {
         let from = ids[sim.rng.gen_range(0..ids.len())];
         let before = sim.delivered;
         let now = sim.now;
-        sim.nodes.get_mut(&from).unwrap().lookup(target, token, now);
+        sim.nodes.get_mut(&from).unwrap().lookup(target, Token(token), now);
         // Collect the answer by pumping by hand, watching for the event.
         let mut answer = None;
         for _ in 0..100 {
             let ring = sim.nodes.get_mut(&from).unwrap();
             while let Some(e) = ring.poll_event() {
                 if let Event::LookupDone { token: t, result } = e {
-                    assert_eq!(t, token);
+                    assert_eq!(t, Token(token));
                     answer = Some(result);
                 }
             }
@@ -283,7 +284,7 @@ fn a_node_that_joins_as_a_non_member_takes_its_place_once_it_becomes_one() {
         member: false,
         ..Config::default()
     };
-    let seed = sim.rng.gen();
+    let seed: [u8; 32] = sim.rng.gen();
     let mut ring = Ring::new(desc, cfg, sim.now, seed);
     ring.join(vec![(boot, None)], sim.now);
     let id = ring.id();

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::token::Token;
 use crate::ring::{distance, in_half_open, in_open};
 
 /// A node's store and view of the ring.
@@ -57,7 +58,7 @@ struct Net {
     nodes: BTreeMap<NodeId, (Router, Node)>,
     dead: HashSet<NodeId>,
     now: Instant,
-    delivered: Vec<(NodeId, u64, Outcome)>,
+    delivered: Vec<(NodeId, Token, Outcome)>,
     misbehaved: Vec<NodeId>,
 }
 
@@ -78,7 +79,7 @@ impl Net {
                 };
                 (
                     id,
-                    (Router::new(Config::default(), u64::from(id.0[0])), node),
+                    (Router::new(Config::default(), [id.0[0]; 32]), node),
                 )
             })
             .collect();
@@ -141,6 +142,7 @@ impl Net {
     }
 
     fn get(&mut self, from: NodeId, key: RoutingKey, token: u64) -> Outcome {
+        let token = Token(token);
         let now = self.now;
         let (router, node) = self.nodes.get_mut(&from).unwrap();
         router.start(None, token, KeyKind::CHK, key, Request::Get, now, node);
@@ -246,7 +248,7 @@ fn a_dead_hop_and_a_corrupting_hop_are_routed_around() {
 
 #[test]
 fn htl_at_the_maximum_is_decided_once_per_neighbour() {
-    let mut r = Router::new(Config::default(), 3);
+    let mut r = Router::new(Config::default(), [3; 32]);
     for n in 0..32u8 {
         let to = NodeId([n; 32]);
         let first = r.next_htl(MAX_HTL, to);
@@ -269,7 +271,7 @@ fn seen_ids_are_bounded() {
             max_seen: 100,
             ..Config::default()
         },
-        1,
+        [1; 32],
     );
     let now = Instant::now();
     for i in 0..1000 {
