@@ -21,7 +21,7 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    pub fn next(&mut self) -> Token {
+    pub fn issue(&mut self) -> Token {
         self.next = self.next.wrapping_add(1);
         Token(self.next)
     }

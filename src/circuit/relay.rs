@@ -493,7 +493,7 @@ impl Circuits {
         key: RoutingKey,
         request: Request,
     ) {
-        let token = self.tokens.next();
+        let token = self.tokens.issue();
         if let Some(exit) = self.exit_mut(local) {
             exit.streams.insert(stream, ExitStream::Routing { token });
             self.routes.insert(token, (local, stream));
