@@ -857,7 +857,7 @@ struct RouteCtx<'a> {
     stored: Vec<RoutingKey>,
 }
 
-impl route::Context for RouteCtx<'_> {
+impl RouteCtx<'_> {
     fn lookup(&mut self, kind: KeyKind, key: &RoutingKey) -> Option<Vec<u8>> {
         // A signed block can be updated, and only its successor is sure to
         // hold the newest version it acknowledged (replicas lag by a
@@ -871,22 +871,6 @@ impl route::Context for RouteCtx<'_> {
             Ok(Some((block, _))) => Some(block),
             _ => None,
         }
-    }
-
-    fn owns(&self, key: &RoutingKey) -> bool {
-        self.ring.owns(&key.0)
-    }
-
-    fn candidates(&self, key: &RoutingKey) -> Vec<NodeId> {
-        self.ring
-            .next_hops(&key.0, self.replicas)
-            .into_iter()
-            .map(|p| p.id)
-            .collect()
-    }
-
-    fn verify(&self, kind: KeyKind, key: &RoutingKey, block: &[u8]) -> bool {
-        crate::keys::verify_block(kind, key, block)
     }
 
     fn store(&mut self, kind: KeyKind, key: &RoutingKey, block: &[u8]) -> bool {
@@ -907,6 +891,24 @@ impl route::Context for RouteCtx<'_> {
         if kind == KeyKind::CHK {
             let _ = self.store.cache(kind, key, block);
         }
+    }
+}
+
+impl route::Context for RouteCtx<'_> {
+    fn owns(&self, key: &RoutingKey) -> bool {
+        self.ring.owns(&key.0)
+    }
+
+    fn candidates(&self, key: &RoutingKey) -> Vec<NodeId> {
+        self.ring
+            .next_hops(&key.0, self.replicas)
+            .into_iter()
+            .map(|p| p.id)
+            .collect()
+    }
+
+    fn verify(&self, kind: KeyKind, key: &RoutingKey, block: &[u8]) -> bool {
+        crate::keys::verify_block(kind, key, block)
     }
 }
 
@@ -1521,6 +1523,27 @@ impl Node {
                 },
                 route::Action::Misbehaved(_) => {
                     self.misbehaving.fetch_add(1, Ordering::Relaxed);
+                }
+                route::Action::Read { id, kind, key } => {
+                    let now = Instant::now();
+                    self.with_router(|r, ctx| {
+                        let block = ctx.lookup(kind, &key);
+                        r.handle_read(id, block, now, ctx);
+                    });
+                }
+                route::Action::Write {
+                    id,
+                    kind,
+                    key,
+                    block,
+                } => {
+                    self.with_router(|r, ctx| {
+                        let ok = ctx.store(kind, &key, &block);
+                        r.handle_written(id, ok);
+                    });
+                }
+                route::Action::Cache { kind, key, block } => {
+                    self.with_router(|_, ctx| ctx.cache(kind, &key, &block));
                 }
             }
         }

@@ -4,8 +4,13 @@
 //! after Freenet's "decrement at max" rule).
 //!
 //! A sans-IO state machine: requests and replies come in with the time, and
-//! the node's store and ring are reached through [`Context`]; messages to
-//! send and results to deliver come out of [`Router::poll_action`].
+//! the node's ring is reached through [`Context`]; messages to send, reads
+//! and writes of the node's store, and results to deliver come out of
+//! [`Router::poll_action`]. A read or a write is answered later with
+//! [`Router::handle_read`] or [`Router::handle_written`], so the router
+//! never waits on a disk: a put is acknowledged upstream only once the
+//! write is done (durable), and a get is searched for only once the
+//! node's own store has said it lacks the block.
 //!
 //! For each request a node keeps only where it came from, which next hops
 //! it has tried, and a deadline. It asks the best untried candidate (the
@@ -85,6 +90,27 @@ pub enum Action {
         to: NodeId,
         msg: PeerMessage,
     },
+    /// Look for the block in the store and the cache; answer with
+    /// [`Router::handle_read`].
+    Read {
+        id: RequestId,
+        kind: KeyKind,
+        key: RoutingKey,
+    },
+    /// Store a block this node owns (a put reached its successor), durably;
+    /// answer with [`Router::handle_written`].
+    Write {
+        id: RequestId,
+        kind: KeyKind,
+        key: RoutingKey,
+        block: Vec<u8>,
+    },
+    /// Cache a verified block passing by; no answer.
+    Cache {
+        kind: KeyKind,
+        key: RoutingKey,
+        block: Vec<u8>,
+    },
     /// A local request finished.
     Deliver {
         token: Token,
@@ -94,20 +120,24 @@ pub enum Action {
     Misbehaved(NodeId),
 }
 
-/// What the router needs from the node.
+/// What the router needs to know of the node, at once.
 pub trait Context {
-    /// The block, from the store or the cache.
-    fn lookup(&mut self, kind: KeyKind, key: &RoutingKey) -> Option<Vec<u8>>;
     /// Whether this node is the key's successor.
     fn owns(&self, key: &RoutingKey) -> bool;
     /// Known nodes ranked as next hops toward the key, best first.
     fn candidates(&self, key: &RoutingKey) -> Vec<NodeId>;
     fn verify(&self, kind: KeyKind, key: &RoutingKey, block: &[u8]) -> bool;
-    /// Store a block this node owns (a put reached its successor); true if
-    /// stored (or already held).
-    fn store(&mut self, kind: KeyKind, key: &RoutingKey, block: &[u8]) -> bool;
-    /// Cache a block passing by.
-    fn cache(&mut self, kind: KeyKind, key: &RoutingKey, block: &[u8]);
+}
+
+/// Where a request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Waiting for this node's store to say whether it has the block.
+    Reading,
+    /// Waiting for this node's store to write the block durably.
+    Writing,
+    /// Asking other nodes.
+    Searching,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +149,7 @@ enum Origin {
 #[derive(Debug)]
 struct Pending {
     origin: Origin,
+    stage: Stage,
     kind: KeyKind,
     key: RoutingKey,
     request: Request,
@@ -262,37 +293,6 @@ impl Router {
         ctx: &mut impl Context,
     ) {
         self.remember(id, now);
-        match &request {
-            Request::Get => {
-                if let Some(block) = ctx.lookup(kind, &key) {
-                    self.answer(origin, id, Answer::Data(block));
-                    return;
-                }
-                if ctx.owns(&key) || htl == 0 {
-                    self.answer(origin, id, Answer::DataNotFound);
-                    return;
-                }
-            }
-            Request::Put(block) => {
-                if !ctx.verify(kind, &key, block) {
-                    if let Origin::Peer(p) = origin {
-                        self.actions.push_back(Action::Misbehaved(p));
-                    }
-                    self.answer(origin, id, Answer::Rejected);
-                    return;
-                }
-                if ctx.owns(&key) {
-                    let ok = ctx.store(kind, &key, block);
-                    let a = if ok { Answer::Stored } else { Answer::Rejected };
-                    self.answer(origin, id, a);
-                    return;
-                }
-                if htl == 0 {
-                    self.answer(origin, id, Answer::RouteNotFound);
-                    return;
-                }
-            }
-        }
         let budget = match origin {
             // The origin gives the whole search the time its first hop
             // would get, and some slack for backtracking.
@@ -303,21 +303,101 @@ impl Router {
         if let Origin::Peer(p) = origin {
             tried.insert(p);
         }
-        self.pending.insert(
-            id,
-            Pending {
-                origin,
-                kind,
-                key,
-                request,
-                htl,
-                tried,
-                current: None,
-                hop_deadline: now,
-                expires: now + budget,
-            },
-        );
+        let mut pending = Pending {
+            origin,
+            stage: Stage::Searching,
+            kind,
+            key,
+            request: Request::Get,
+            htl,
+            tried,
+            current: None,
+            hop_deadline: now,
+            expires: now + budget,
+        };
+        match request {
+            Request::Get => {
+                // The node's own store first; the search waits for it.
+                pending.stage = Stage::Reading;
+                pending.hop_deadline = pending.expires;
+                self.pending.insert(id, pending);
+                self.actions.push_back(Action::Read { id, kind, key });
+            }
+            Request::Put(block) => {
+                if !ctx.verify(kind, &key, &block) {
+                    if let Origin::Peer(p) = origin {
+                        self.actions.push_back(Action::Misbehaved(p));
+                    }
+                    self.answer(origin, id, Answer::Rejected);
+                    return;
+                }
+                if ctx.owns(&key) {
+                    pending.stage = Stage::Writing;
+                    pending.hop_deadline = pending.expires;
+                    self.pending.insert(id, pending);
+                    self.actions.push_back(Action::Write {
+                        id,
+                        kind,
+                        key,
+                        block,
+                    });
+                    return;
+                }
+                if htl == 0 {
+                    self.answer(origin, id, Answer::RouteNotFound);
+                    return;
+                }
+                pending.request = Request::Put(block);
+                self.pending.insert(id, pending);
+                self.try_next(id, now, ctx);
+            }
+        }
+    }
+
+    /// The store's answer to [`Action::Read`]: the block, or `None` when
+    /// this node has no copy it may serve.
+    pub fn handle_read(
+        &mut self,
+        id: RequestId,
+        block: Option<Vec<u8>>,
+        now: Instant,
+        ctx: &mut impl Context,
+    ) {
+        let Some(p) = self.pending.get_mut(&id) else {
+            return;
+        };
+        if p.stage != Stage::Reading {
+            return;
+        }
+        // The store checks every block against its key as it reads it.
+        if let Some(block) = block {
+            self.finish(id, Answer::Data(block));
+            return;
+        }
+        if ctx.owns(&p.key) || p.htl == 0 {
+            self.finish(id, Answer::DataNotFound);
+            return;
+        }
+        p.stage = Stage::Searching;
+        p.hop_deadline = now;
         self.try_next(id, now, ctx);
+    }
+
+    /// The store's answer to [`Action::Write`]: whether the block is held
+    /// now (stored, or already there).
+    pub fn handle_written(&mut self, id: RequestId, stored: bool) {
+        if self
+            .pending
+            .get(&id)
+            .is_some_and(|p| p.stage == Stage::Writing)
+        {
+            let a = if stored {
+                Answer::Stored
+            } else {
+                Answer::Rejected
+            };
+            self.finish(id, a);
+        }
     }
 
     /// Ask the best untried candidate, or give up with route not found.
@@ -407,7 +487,7 @@ impl Router {
         let Some(p) = self.pending.get(&id) else {
             return;
         };
-        if p.current != Some(from) {
+        if p.stage != Stage::Searching || p.current != Some(from) {
             // A late answer from a hop we gave up on.
             return;
         }
@@ -423,7 +503,11 @@ impl Router {
                 // origin (maximum HTL): caching there would let a neighbour
                 // read the origin's own requests off its cache.
                 if p.htl < MAX_HTL && matches!(p.origin, Origin::Peer(_)) {
-                    ctx.cache(p.kind, &p.key, &block);
+                    self.actions.push_back(Action::Cache {
+                        kind: p.kind,
+                        key: p.key,
+                        block: block.clone(),
+                    });
                 }
                 self.finish(id, Answer::Data(block));
             }
@@ -439,7 +523,7 @@ impl Router {
         let waiting: Vec<RequestId> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.current == Some(peer))
+            .filter(|(_, p)| p.stage == Stage::Searching && p.current == Some(peer))
             .map(|(&id, _)| id)
             .collect();
         for id in waiting {

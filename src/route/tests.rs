@@ -15,10 +15,13 @@ struct Node {
     corrupt: bool,
 }
 
-impl Context for Node {
-    fn lookup(&mut self, _: KeyKind, key: &RoutingKey) -> Option<Vec<u8>> {
+impl Node {
+    fn lookup(&self, key: &RoutingKey) -> Option<Vec<u8>> {
         self.store.get(key).or_else(|| self.cache.get(key)).cloned()
     }
+}
+
+impl Context for Node {
     fn owns(&self, key: &RoutingKey) -> bool {
         let i = self.ring.iter().position(|n| *n == self.id).unwrap();
         let pred = self.ring[(i + self.ring.len() - 1) % self.ring.len()];
@@ -44,13 +47,6 @@ impl Context for Node {
     }
     fn verify(&self, _: KeyKind, key: &RoutingKey, block: &[u8]) -> bool {
         crate::keys::chk_routing_key(block) == *key
-    }
-    fn store(&mut self, _: KeyKind, key: &RoutingKey, block: &[u8]) -> bool {
-        self.store.insert(*key, block.to_vec());
-        true
-    }
-    fn cache(&mut self, _: KeyKind, key: &RoutingKey, block: &[u8]) {
-        self.cache.insert(*key, block.to_vec());
     }
 }
 
@@ -109,6 +105,21 @@ impl Net {
                         self.delivered.push((from, token, outcome))
                     }
                     Action::Misbehaved(n) => self.misbehaved.push(n),
+                    // The node's own store answers at once.
+                    Action::Read { id, key, .. } => {
+                        let now = self.now;
+                        let (router, node) = self.nodes.get_mut(&from).unwrap();
+                        let block = node.lookup(&key);
+                        router.handle_read(id, block, now, node);
+                    }
+                    Action::Write { id, key, block, .. } => {
+                        let (router, node) = self.nodes.get_mut(&from).unwrap();
+                        node.store.insert(key, block);
+                        router.handle_written(id, true);
+                    }
+                    Action::Cache { key, block, .. } => {
+                        self.nodes.get_mut(&from).unwrap().1.cache.insert(key, block);
+                    }
                     Action::Send { to, mut msg } => {
                         if self.dead.contains(&to) {
                             continue;
@@ -281,4 +292,39 @@ fn seen_ids_are_bounded() {
     assert!(r.seen.contains_key(&RequestId(999)));
     r.forget_old(now + Duration::from_secs(121));
     assert!(r.seen.is_empty());
+}
+
+#[test]
+fn a_put_is_acknowledged_only_once_its_owner_has_written_it() {
+    let mut net = Net::new(4);
+    let ids: Vec<NodeId> = net.nodes.keys().copied().collect();
+    let block = b"durable first".to_vec();
+    let key = crate::keys::chk_routing_key(&block);
+    let owner = net.owner(&key);
+    let from = *ids.iter().find(|n| **n != owner).unwrap();
+    let put = PeerMessage::Put {
+        id: RequestId(5),
+        htl: 3,
+        kind: KeyKind::CHK,
+        key,
+        block: block.clone(),
+    };
+    let now = net.now;
+    let (router, node) = net.nodes.get_mut(&owner).unwrap();
+    router.handle_request(from, put, now, node);
+    let actions: Vec<Action> = std::iter::from_fn(|| router.poll_action()).collect();
+    assert!(
+        matches!(&actions[..], [Action::Write { id: RequestId(5), block: b, .. }] if *b == block),
+        "{actions:?}"
+    );
+    // The write fails: the put is refused, not acknowledged.
+    router.handle_written(RequestId(5), false);
+    let reply: Vec<Action> = std::iter::from_fn(|| router.poll_action()).collect();
+    assert!(
+        matches!(&reply[..], [Action::Send { to, msg: PeerMessage::Rejected { .. } }] if *to == from),
+        "{reply:?}"
+    );
+    // A late second answer to the same write changes nothing.
+    router.handle_written(RequestId(5), true);
+    assert!(router.poll_action().is_none());
 }
