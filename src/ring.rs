@@ -302,23 +302,35 @@ impl Ring {
         }) {
             out.extend(self.successors[i..].iter().take(replicas).cloned());
         }
-        let mut before = Vec::new();
-        let mut after = Vec::new();
-        for p in self.known() {
-            if out.contains(&p) || self.dead.contains_key(&p.id) {
-                continue;
-            }
-            if in_open(&p.id.0, me, key) {
-                before.push(p);
-            } else {
-                after.push(p);
-            }
-        }
-        before.sort_by_key(|p| distance(&p.id.0, key));
+        let before: Vec<Peer> = self.preceding(key).filter(|p| !out.contains(p)).collect();
+        let mut after: Vec<Peer> = self
+            .known()
+            .into_iter()
+            .filter(|p| {
+                !out.contains(p)
+                    && !self.dead.contains_key(&p.id)
+                    && !in_open(&p.id.0, me, key)
+            })
+            .collect();
         after.sort_by_key(|p| distance(key, &p.id.0));
         out.extend(before);
         out.extend(after);
         out
+    }
+
+    /// The known nodes between this node and `target`, closest to the
+    /// target first: Chord's closest preceding node, then the next best.
+    /// Both searches walk it: a lookup asks the first it has not tried, and
+    /// a routed request ([`Ring::next_hops`]) tries them in turn.
+    pub fn preceding(&self, target: &[u8; 32]) -> std::vec::IntoIter<Peer> {
+        let me = &self.me.id.0;
+        let mut out: Vec<Peer> = self
+            .known()
+            .into_iter()
+            .filter(|p| !self.dead.contains_key(&p.id) && in_open(&p.id.0, me, target))
+            .collect();
+        out.sort_by_key(|p| distance(&p.id.0, target));
+        out.into_iter()
     }
 
     /// Join the ring that `bootstrap` belongs to: addresses, each with the
@@ -535,19 +547,10 @@ impl Ring {
         }
     }
 
-    /// The known node closest to `target` without passing it.
+    /// The known node closest to `target` without passing it, skipping
+    /// `exclude`.
     fn closest_preceding(&self, target: &[u8; 32], exclude: &HashSet<NodeId>) -> Option<Peer> {
-        self.fingers
-            .iter()
-            .flatten()
-            .chain(self.successors.iter())
-            .filter(|p| {
-                !exclude.contains(&p.id)
-                    && !self.dead.contains_key(&p.id)
-                    && in_open(&p.id.0, &self.me.id.0, target)
-            })
-            .max_by_key(|p| distance(&self.me.id.0, &p.id.0))
-            .cloned()
+        self.preceding(target).find(|p| !exclude.contains(&p.id))
     }
 
     fn start_lookup(&mut self, target: [u8; 32], purpose: Purpose, now: Instant) {
