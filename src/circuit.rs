@@ -28,14 +28,13 @@ use crate::observe::{Observation, Observer};
 use crate::ring::Peer;
 use crate::route::{Outcome, Request};
 use crate::token::Token;
-use crate::wire::{
-    Cell, CircId, DestroyReason, KeyKind, NodeAddr, NodeId, RelayMessage, RoutingKey, MAX_HOPS,
-};
+use crate::wire::{Cell, CircId, DestroyReason, KeyKind, NodeAddr, NodeId, RoutingKey, MAX_HOPS};
 
 mod client;
 mod relay;
 #[cfg(test)]
 mod tests;
+mod window;
 
 use client::ClientCirc;
 use relay::RelayCirc;
@@ -227,23 +226,6 @@ impl Sample {
         pool.shuffle(rng);
         Ok(pool.into_iter().take(n).cloned().collect())
     }
-}
-
-/// Take from `queue`, in order, what the window allows: DATA spends one
-/// unit of `package`; other messages pass freely but never overtake DATA
-/// held back before them.
-fn drain_window(queue: &mut VecDeque<RelayMessage>, package: &mut u32) -> Vec<RelayMessage> {
-    let mut out = Vec::new();
-    while let Some(front) = queue.front() {
-        if matches!(front, RelayMessage::Data { .. }) {
-            if *package == 0 {
-                break;
-            }
-            *package -= 1;
-        }
-        out.extend(queue.pop_front());
-    }
-    out
 }
 
 /// A circuit on one link: the peer and the id on that link.

@@ -307,9 +307,7 @@ impl Ring {
             .known()
             .into_iter()
             .filter(|p| {
-                !out.contains(p)
-                    && !self.dead.contains_key(&p.id)
-                    && !in_open(&p.id.0, me, key)
+                !out.contains(p) && !self.dead.contains_key(&p.id) && !in_open(&p.id.0, me, key)
             })
             .collect();
         after.sort_by_key(|p| distance(key, &p.id.0));

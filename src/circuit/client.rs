@@ -11,10 +11,8 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
-use super::{
-    Action, CircuitError, Circuits, Isolation, CIRCUIT_WINDOW, MAX_ISOLATIONS, MAX_STREAMS,
-    SENDME_EVERY,
-};
+use super::window::Window;
+use super::{Action, CircuitError, Circuits, Isolation, MAX_ISOLATIONS, MAX_STREAMS, SENDME_EVERY};
 use crate::crypto::{ClientCircuit, ClientHandshake};
 use crate::ring::Peer;
 use crate::route::{Outcome, Request};
@@ -39,11 +37,7 @@ pub(super) struct ClientCirc {
     streams: HashMap<StreamId, Stream>,
     next_stream: u16,
     waiting: VecDeque<Pending>,
-    /// Data cells we may still send.
-    package: u32,
-    queued: VecDeque<RelayMessage>,
-    /// Data cells received since our last SENDME.
-    received: u16,
+    window: Window,
     attempt: u32,
     /// Relays that failed earlier attempts of this build.
     failed: HashSet<NodeId>,
@@ -309,9 +303,7 @@ impl Circuits {
                 streams: HashMap::new(),
                 next_stream: 1,
                 waiting,
-                package: CIRCUIT_WINDOW,
-                queued: VecDeque::new(),
-                received: 0,
+                window: Window::default(),
                 attempt,
                 failed,
                 build_tokens,
@@ -619,7 +611,7 @@ impl Circuits {
                         },
                     );
                     for chunk in block.chunks(RELAY_BODY_MAX) {
-                        c.queued.push_back(RelayMessage::Data {
+                        c.window.push(RelayMessage::Data {
                             stream,
                             data: chunk.to_vec(),
                         });
@@ -642,7 +634,7 @@ impl Circuits {
     /// Send queued data as far as the window allows.
     fn client_flush(&mut self, local: u64) {
         let out = match self.own.get_mut(&local) {
-            Some(c) => super::drain_window(&mut c.queued, &mut c.package),
+            Some(c) => c.window.drain(),
             None => return,
         };
         for m in out {
@@ -710,12 +702,10 @@ impl Circuits {
             RelayMessage::Data { stream, data } => self.client_data(local, stream, data),
             RelayMessage::End { stream, status } => self.client_end(local, stream, status),
             RelayMessage::Sendme { stream, cells } => {
-                let package = c.package.saturating_add(u32::from(cells));
-                if stream != StreamId::CIRCUIT || package > CIRCUIT_WINDOW {
+                if c.window.sendme(stream, cells).is_err() {
                     self.client_violation(local, "sendme beyond the window");
                     return;
                 }
-                c.package = package;
                 self.client_flush(local);
             }
             RelayMessage::Drop | RelayMessage::Unrecognized { .. } => {}
@@ -727,11 +717,7 @@ impl Circuits {
         let Some(c) = self.own.get_mut(&local) else {
             return;
         };
-        c.received += 1;
-        let sendme = c.received >= SENDME_EVERY;
-        if sendme {
-            c.received -= SENDME_EVERY;
-        }
+        let sendme = c.window.received();
         let bad = match c.streams.get_mut(&stream) {
             Some(Stream::Get { block, .. }) => {
                 if block.len() + data.len() > MAX_BLOCK_LEN {
@@ -831,7 +817,7 @@ impl Circuits {
             for &stream in &late {
                 if let Some(s) = c.streams.remove(&stream) {
                     out.push(s.token());
-                    c.queued.retain(|m| m.stream() != stream);
+                    c.window.forget(stream);
                 }
             }
             let (expired, rest): (Vec<Pending>, Vec<Pending>) =

@@ -6,12 +6,13 @@
 //! puts on) its own layer. It learns whether it is the exit by having no
 //! next hop when a cell arrives, and nothing else of its position.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::Instant;
 
+use super::window::Window;
 use super::{
-    Action, Circuits, LinkCirc, CIRCUIT_WINDOW, MAX_CIRCUITS_PER_LINK, MAX_RELAY_CIRCUITS,
-    MAX_STREAMS, SENDME_EVERY,
+    Action, Circuits, LinkCirc, MAX_CIRCUITS_PER_LINK, MAX_RELAY_CIRCUITS, MAX_STREAMS,
+    SENDME_EVERY,
 };
 
 use crate::crypto::{respond, RelayLayer};
@@ -55,12 +56,8 @@ enum Next {
 #[derive(Default)]
 struct Exit {
     streams: HashMap<StreamId, ExitStream>,
-    /// Data cells the exit may still send toward the client.
-    package: u32,
-    /// Messages toward the client held back by the window, in order.
-    queued: VecDeque<RelayMessage>,
-    /// Data cells received since the last SENDME sent.
-    received: u16,
+    /// Flow control toward the client.
+    window: Window,
 }
 
 enum ExitStream {
@@ -129,10 +126,7 @@ impl Circuits {
             RelayCirc {
                 prev: (peer, circ),
                 layer: RelayLayer::new(&keys),
-                next: Next::Exit(Exit {
-                    package: CIRCUIT_WINDOW,
-                    ..Exit::default()
-                }),
+                next: Next::Exit(Exit::default()),
             },
         );
         self.by_prev.insert((peer, circ), local);
@@ -386,14 +380,12 @@ impl Circuits {
                 let Some(exit) = self.exit_mut(local) else {
                     return;
                 };
-                let package = exit.package.saturating_add(u32::from(cells));
-                if stream != StreamId::CIRCUIT || package > CIRCUIT_WINDOW {
+                if exit.window.sendme(stream, cells).is_err() {
                     // More than was ever sent: a client trying to make the
                     // relays buffer for it.
                     self.relay_teardown(local, None, DestroyReason::PROTOCOL);
                     return;
                 }
-                exit.package = package;
                 self.exit_flush(local);
             }
             RelayMessage::Extended { .. } => {
@@ -510,11 +502,7 @@ impl Circuits {
         let Some(exit) = self.exit_mut(local) else {
             return;
         };
-        exit.received += 1;
-        let sendme = exit.received >= SENDME_EVERY;
-        if sendme {
-            exit.received -= SENDME_EVERY;
-        }
+        let sendme = exit.window.received();
         let mut complete = None;
         let mut bad = false;
         if let Some(ExitStream::Receiving {
@@ -589,7 +577,7 @@ impl Circuits {
     /// Queue a stream message toward the client, behind the window.
     fn exit_send(&mut self, local: u64, msg: RelayMessage) {
         if let Some(exit) = self.exit_mut(local) {
-            exit.queued.push_back(msg);
+            exit.window.push(msg);
             self.exit_flush(local);
         }
     }
@@ -597,7 +585,7 @@ impl Circuits {
     /// Send what the window allows, in order.
     fn exit_flush(&mut self, local: u64) {
         let out = match self.exit_mut(local) {
-            Some(exit) => super::drain_window(&mut exit.queued, &mut exit.package),
+            Some(exit) => exit.window.drain(),
             None => return,
         };
         for m in out {

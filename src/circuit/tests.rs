@@ -130,7 +130,10 @@ impl Net {
                     self.nodes[from].route_done(token, outcome);
                 }
                 Action::Done { token, result } => {
-                    assert!(self.done.insert(token.0, result).is_none(), "answered twice");
+                    assert!(
+                        self.done.insert(token.0, result).is_none(),
+                        "answered twice"
+                    );
                 }
                 Action::Built { token, result } => {
                     self.built.insert(token.0, result);

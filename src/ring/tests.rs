@@ -190,7 +190,10 @@ fn lookups_find_the_true_successor_in_few_steps() {
         let from = ids[sim.rng.gen_range(0..ids.len())];
         let before = sim.delivered;
         let now = sim.now;
-        sim.nodes.get_mut(&from).unwrap().lookup(target, Token(token), now);
+        sim.nodes
+            .get_mut(&from)
+            .unwrap()
+            .lookup(target, Token(token), now);
         // Collect the answer by pumping by hand, watching for the event.
         let mut answer = None;
         for _ in 0..100 {

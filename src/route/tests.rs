@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::token::Token;
 use crate::ring::{distance, in_half_open, in_open};
+use crate::token::Token;
 
 /// A node's store and view of the ring.
 struct Node {
@@ -73,10 +73,7 @@ impl Net {
                     ring: ids.clone(),
                     corrupt: false,
                 };
-                (
-                    id,
-                    (Router::new(Config::default(), [id.0[0]; 32]), node),
-                )
+                (id, (Router::new(Config::default(), [id.0[0]; 32]), node))
             })
             .collect();
         Net {
@@ -118,7 +115,12 @@ impl Net {
                         router.handle_written(id, true);
                     }
                     Action::Cache { key, block, .. } => {
-                        self.nodes.get_mut(&from).unwrap().1.cache.insert(key, block);
+                        self.nodes
+                            .get_mut(&from)
+                            .unwrap()
+                            .1
+                            .cache
+                            .insert(key, block);
                     }
                     Action::Send { to, mut msg } => {
                         if self.dead.contains(&to) {
