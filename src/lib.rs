@@ -10,6 +10,7 @@
 pub mod circuit;
 pub mod client;
 pub mod crypto;
+pub mod daemon;
 pub mod gateway;
 pub mod keys;
 pub mod link;

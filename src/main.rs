@@ -551,7 +551,9 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     }
     warn_if_exposed("SOCKS proxy", cfg.socks);
     warn_if_exposed("gateway", cfg.http);
-    let handle = node::start(cfg).await.context("cannot start the node")?;
+    let handle = umbra::daemon::Daemon::start(cfg)
+        .await
+        .context("cannot start the node")?;
     // For the person at the terminal and for scripts: where to reach it.
     println!("listening {}", handle.listen);
     if let Some(http) = handle.http {

@@ -80,12 +80,8 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error("link: {0}")]
     Link(#[from] link::Error),
-    #[error("gateway: {0}")]
-    Gateway(String),
     #[error("cannot sign the node descriptor: {0}")]
     Identity(String),
-    #[error("SOCKS proxy: {0}")]
-    Socks(String),
     #[error("the node has stopped")]
     Stopped,
 }
@@ -231,8 +227,6 @@ pub(crate) enum Command {
 pub struct NodeHandle {
     pub id: NodeId,
     pub listen: SocketAddr,
-    pub http: Option<SocketAddr>,
-    pub socks: Option<SocketAddr>,
     cmd: mpsc::Sender<Command>,
     task: JoinHandle<()>,
 }
@@ -565,15 +559,6 @@ fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// A local TCP listener and the address it got.
-async fn listen_local(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), String> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
-    Ok((listener, local))
-}
-
 /// Start a node. It runs until [`NodeHandle::leave`] or
 /// [`NodeHandle::crash`].
 pub async fn start(cfg: Config) -> Result<NodeHandle, Error> {
@@ -639,36 +624,6 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, Error> {
 
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let client = NodeClient {
-        cmd: cmd_tx.clone(),
-        via: Via::Circuit(Isolation::default()),
-    };
-    let http = match cfg.http {
-        Some(addr) => {
-            let (listener, local) = listen_local(addr).await.map_err(Error::Gateway)?;
-            tokio::spawn(crate::gateway::serve(
-                listener,
-                client.clone(),
-                shutdown_rx.clone(),
-            ));
-            Some(local)
-        }
-        None => None,
-    };
-    let socks = match cfg.socks {
-        Some(addr) => {
-            let (listener, local) = listen_local(addr).await.map_err(Error::Socks)?;
-            tokio::spawn(crate::socks::serve(
-                listener,
-                client,
-                cfg.socks(),
-                shutdown_rx.clone(),
-            ));
-            Some(local)
-        }
-        None => None,
-    };
-
     let (link_tx, link_rx) = mpsc::channel(1024);
     let (accept_tx, accept_rx) = mpsc::channel(16);
     let (dial_tx, dial_rx) = mpsc::channel(64);
@@ -724,8 +679,6 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, Error> {
     Ok(NodeHandle {
         id,
         listen,
-        http,
-        socks,
         cmd: cmd_tx,
         task,
     })

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::circuit::Isolation;
-use crate::node::{self, Bootstrap, Config, NodeHandle, Status};
+use crate::daemon::{self, Daemon};
+use crate::node::{Bootstrap, Config, Status};
 
 /// Relays in each circuit of a test network.
 pub const HOPS: usize = 3;
@@ -22,7 +23,7 @@ pub enum Error {
     Node {
         index: usize,
         #[source]
-        source: node::Error,
+        source: daemon::Error,
     },
     #[error("cannot make a data directory: {0}")]
     DataDir(std::io::Error),
@@ -65,7 +66,7 @@ impl Settings {
 
 /// A running test network.
 pub struct Testnet {
-    nodes: Vec<NodeHandle>,
+    nodes: Vec<Daemon>,
     successors: usize,
     _temp: Option<tempfile::TempDir>,
 }
@@ -99,7 +100,7 @@ impl Testnet {
             http: None,
             ..settings.template.clone()
         };
-        let first = node::start(Config {
+        let first = Daemon::start(Config {
             socks: settings.socks,
             http: settings.http,
             ..config(0, None)
@@ -109,7 +110,7 @@ impl Testnet {
         let bootstrap = first.listen;
         let mut nodes = vec![first];
         for i in 1..settings.nodes {
-            match node::start(config(i, Some(bootstrap))).await {
+            match Daemon::start(config(i, Some(bootstrap))).await {
                 Ok(h) => nodes.push(h),
                 Err(source) => {
                     for h in nodes {
@@ -127,11 +128,11 @@ impl Testnet {
     }
 
     /// The node with the proxy and the gateway.
-    pub fn entry(&self) -> &NodeHandle {
+    pub fn entry(&self) -> &Daemon {
         &self.nodes[0]
     }
 
-    pub fn nodes(&self) -> &[NodeHandle] {
+    pub fn nodes(&self) -> &[Daemon] {
         &self.nodes
     }
 

@@ -83,9 +83,10 @@ pub struct Config {
     pub observed_quorum: usize,
     /// Nodes to join through; none starts a new ring.
     pub bootstrap: Vec<Bootstrap>,
-    /// Local HTTP gateway: documents, the index page, status.
+    /// Local HTTP gateway: documents, the index page, status. Read by the
+    /// daemon, which serves it; the node itself has no front door.
     pub http: Option<SocketAddr>,
-    /// Local SOCKS5 proxy to `.umbra` names.
+    /// Local SOCKS5 proxy to `.umbra` names (the daemon's too).
     pub socks: Option<SocketAddr>,
     /// A SOCKS client must finish its handshake within this time, in
     /// milliseconds.
@@ -286,12 +287,6 @@ impl Config {
             .chain(self.public_addr.iter().map(SocketAddr::ip))
             .chain(self.bootstrap.iter().map(|b| b.addr.ip()));
         addr::narrowest(given).unwrap_or(Scope::Global)
-    }
-
-    pub fn socks(&self) -> crate::socks::Settings {
-        crate::socks::Settings {
-            handshake_timeout: Duration::from_millis(self.socks_handshake_ms),
-        }
     }
 
     pub fn circuits(&self) -> crate::circuit::Settings {
