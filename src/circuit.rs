@@ -75,9 +75,6 @@ pub struct Settings {
     pub build_attempts: u32,
     /// How long a request on a circuit may take, end to end.
     pub request_timeout: Duration,
-    /// Fault injection for tests: flip a bit in every cell this node relays
-    /// away from the client.
-    pub fault_flip_cells: bool,
     /// Sees the relay messages this node reads (tests, debugging).
     pub observer: Option<Observer>,
 }
@@ -92,7 +89,6 @@ impl Default for Settings {
             hop_timeout: Duration::from_secs(5),
             build_attempts: 3,
             request_timeout: Duration::from_secs(45),
-            fault_flip_cells: false,
             observer: None,
         }
     }

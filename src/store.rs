@@ -140,7 +140,28 @@ impl Store {
         verify: Verifier,
         supersedes: Supersedes,
     ) -> Result<Store, Error> {
-        let db = Database::create(path)?;
+        Store::with_db(Database::create(path)?, limits, verify, supersedes)
+    }
+
+    /// A store held in memory: the same code on the same database engine,
+    /// with no file (simulations of many nodes in one process).
+    pub fn in_memory(
+        limits: Limits,
+        verify: Verifier,
+        supersedes: Supersedes,
+    ) -> Result<Store, Error> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| Error::Db(e.to_string()))?;
+        Store::with_db(db, limits, verify, supersedes)
+    }
+
+    fn with_db(
+        db: Database,
+        limits: Limits,
+        verify: Verifier,
+        supersedes: Supersedes,
+    ) -> Result<Store, Error> {
         let txn = db.begin_write()?;
         {
             // Create the tables so that readers never meet a missing one.
@@ -160,41 +181,78 @@ impl Store {
 
     /// Store a block this node is responsible for. Durable on return.
     pub fn put(&self, kind: KeyKind, key: &RoutingKey, block: &[u8]) -> Result<Put, Error> {
-        if !(self.verify)(kind, key, block) {
-            return Err(Error::BadBlock);
+        self.put_many(&[(kind, *key, block)])
+            .pop()
+            .unwrap_or(Err(Error::Db("no outcome".into())))
+    }
+
+    /// Store several blocks in one transaction, with one fsync for all:
+    /// every outcome is durable on return (group commit). Each block
+    /// succeeds or fails on its own; if the commit fails, all fail.
+    pub fn put_many(&self, blocks: &[(KeyKind, RoutingKey, &[u8])]) -> Vec<Result<Put, Error>> {
+        match self.put_txn(blocks) {
+            Ok(outcomes) => outcomes,
+            Err(e) => blocks
+                .iter()
+                .map(|_| Err(Error::Db(e.to_string())))
+                .collect(),
         }
-        let k = store_key(kind, key);
+    }
+
+    fn put_txn(
+        &self,
+        blocks: &[(KeyKind, RoutingKey, &[u8])],
+    ) -> Result<Vec<Result<Put, Error>>, Error> {
+        let mut outcomes = Vec::with_capacity(blocks.len());
         let txn = self.db.begin_write()?;
-        let outcome = {
+        let mut wrote = false;
+        {
             let mut primary = txn.open_table(PRIMARY)?;
-            let mut old_len = None;
-            if let Some(old) = primary.get(k)? {
-                if !(self.supersedes)(kind, old.value(), block) {
-                    return Ok(Put::AlreadyHad);
-                }
-                old_len = Some(len64(old.value()));
-            }
             let mut meta = txn.open_table(META)?;
-            let used = meta.get(PRIMARY_BYTES)?.map_or(0, |v| v.value());
-            let after = used
-                .saturating_sub(old_len.unwrap_or(0))
-                .saturating_add(len64(block));
-            if after > self.limits.primary_bytes {
-                return Err(Error::Full {
-                    used,
-                    limit: self.limits.primary_bytes,
-                });
+            let mut used = meta.get(PRIMARY_BYTES)?.map_or(0, |v| v.value());
+            for &(kind, key, block) in blocks {
+                if !(self.verify)(kind, &key, block) {
+                    outcomes.push(Err(Error::BadBlock));
+                    continue;
+                }
+                let k = store_key(kind, &key);
+                let mut old_len = None;
+                if let Some(old) = primary.get(k)? {
+                    if !(self.supersedes)(kind, old.value(), block) {
+                        outcomes.push(Ok(Put::AlreadyHad));
+                        continue;
+                    }
+                    old_len = Some(len64(old.value()));
+                }
+                let after = used
+                    .saturating_sub(old_len.unwrap_or(0))
+                    .saturating_add(len64(block));
+                if after > self.limits.primary_bytes {
+                    outcomes.push(Err(Error::Full {
+                        used,
+                        limit: self.limits.primary_bytes,
+                    }));
+                    continue;
+                }
+                primary.insert(k, block)?;
+                used = after;
+                wrote = true;
+                outcomes.push(Ok(if old_len.is_some() {
+                    Put::Replaced
+                } else {
+                    Put::Stored
+                }));
             }
-            primary.insert(k, block)?;
-            meta.insert(PRIMARY_BYTES, after)?;
-            if old_len.is_some() {
-                Put::Replaced
-            } else {
-                Put::Stored
+            if wrote {
+                meta.insert(PRIMARY_BYTES, used)?;
             }
-        };
-        txn.commit()?;
-        Ok(outcome)
+        }
+        if wrote {
+            txn.commit()?;
+        } else {
+            txn.abort()?;
+        }
+        Ok(outcomes)
     }
 
     /// Keep a block that passed through this node, evicting the least
@@ -416,6 +474,38 @@ mod tests {
         assert!(s.remove(KeyKind::CHK, &key).unwrap());
         assert_eq!(s.get(KeyKind::CHK, &key).unwrap(), None);
         assert_eq!(s.stats().unwrap().bytes_stored, 0);
+    }
+
+    #[test]
+    fn a_group_commit_judges_each_block_on_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(
+            &dir,
+            Limits {
+                primary_bytes: 250,
+                cache_bytes: 0,
+            },
+        );
+        let (k1, b1) = block(1, 100);
+        let (k2, b2) = block(2, 100);
+        let (k3, b3) = block(3, 100);
+        let (wrong, _) = block(4, 100);
+        let out = s.put_many(&[
+            (KeyKind::CHK, k1, &b1),
+            (KeyKind::CHK, wrong, &b1),
+            (KeyKind::CHK, k1, &b1),
+            (KeyKind::CHK, k2, &b2),
+            (KeyKind::CHK, k3, &b3),
+        ]);
+        assert!(matches!(out[0], Ok(Put::Stored)));
+        assert!(matches!(out[1], Err(Error::BadBlock)));
+        assert!(matches!(out[2], Ok(Put::AlreadyHad)));
+        assert!(matches!(out[3], Ok(Put::Stored)));
+        assert!(matches!(out[4], Err(Error::Full { used: 200, .. })));
+        drop(s);
+        let s = open(&dir, Limits::default());
+        assert_eq!(s.stats().unwrap().blocks_stored, 2);
+        assert_eq!(s.stats().unwrap().bytes_stored, 200);
     }
 
     #[test]

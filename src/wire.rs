@@ -135,7 +135,7 @@ short_hex_debug!(RoutingKey, "RoutingKey");
 macro_rules! open_code {
     ($(#[$m:meta])* $name:ident { $($(#[$cm:meta])* $c:ident = $v:expr),* $(,)? }) => {
         $(#[$m])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash)]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(pub u8);
         impl $name {
             $($(#[$cm])* pub const $c: $name = $name($v);)*

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::net::{config, eventually};
+use common::taps::FlipForwardCells;
 use rand::RngCore;
 use tempfile::TempDir;
 use umbra::circuit::{CircuitError, Isolation};
@@ -137,12 +138,17 @@ impl Testnet {
         let mut first = None;
         for i in 0..relays {
             let dir = tempfile::tempdir().expect("temp dir");
-            let cfg = Config {
-                fault_flip_cells: faulty.contains(&i),
-                observer: Some(net.log.observer()),
-                ..config(dir.path(), first)
+            let cfg = config(dir.path(), first);
+            let tap: Option<Box<dyn node::Tap>> = if faulty.contains(&i) {
+                Some(Box::new(FlipForwardCells::default()))
+            } else {
+                None
             };
-            let h = node::start(cfg).await.expect("relay starts");
+            let hooks = node::Hooks {
+                observer: Some(net.log.observer()),
+                tap,
+            };
+            let h = node::start_with(cfg, hooks).await.expect("relay starts");
             first.get_or_insert(h.listen);
             net.relays.push((h, dir));
         }
@@ -175,10 +181,13 @@ impl Testnet {
                     addr: boot,
                     id: None,
                 }],
-                observer: Some(net.log.observer()),
                 ..config(dir.path(), None)
             };
-            let h = node::start(cfg).await.expect("client starts");
+            let hooks = node::Hooks {
+                observer: Some(net.log.observer()),
+                tap: None,
+            };
+            let h = node::start_with(cfg, hooks).await.expect("client starts");
             net.clients.push((h, dir));
         }
         // Every node's sample must offer a choice beyond a circuit's three.

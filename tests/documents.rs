@@ -184,9 +184,12 @@ async fn searches_route_around_corruption_and_loops_and_miss_fast() {
     let mut net = Net::grow(19).await;
     // A twentieth node that corrupts every block it serves.
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path(), Some(net.nodes[0].0.listen));
-    cfg.fault_corrupt_blocks = true;
-    let bad = node::start(cfg).await.unwrap();
+    let cfg = config(dir.path(), Some(net.nodes[0].0.listen));
+    let hooks = node::Hooks {
+        observer: None,
+        tap: Some(Box::new(common::taps::CorruptBlocks)),
+    };
+    let bad = node::start_with(cfg, hooks).await.unwrap();
     let bad_id = bad.id;
     net.nodes.push((bad, dir));
     eventually("ring correct", Duration::from_secs(30), || {

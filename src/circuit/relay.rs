@@ -179,9 +179,6 @@ impl Circuits {
         match &c.next {
             Next::Linked((to, circ)) => {
                 let (to, circ) = (*to, *circ);
-                if self.settings.fault_flip_cells {
-                    onion[ONION_LEN / 2] ^= 0x01;
-                }
                 self.send(to, Cell::Relay { circ, onion });
             }
             Next::Exit(_) => {

@@ -11,7 +11,7 @@ use rand::SeedableRng;
 
 use super::*;
 use crate::token::Token;
-use crate::wire::{NodeDescriptor, MAX_BLOCK_LEN, RELAY_BODY_MAX};
+use crate::wire::{NodeDescriptor, MAX_BLOCK_LEN, ONION_LEN, RELAY_BODY_MAX};
 
 struct Net {
     nodes: Vec<Circuits>,
@@ -27,6 +27,9 @@ struct Net {
     held: Vec<(usize, NodeId, Cell)>,
     /// Cells to these nodes vanish.
     black_holes: HashSet<usize>,
+    /// Relay cells from the first node to the second get a bit flipped on
+    /// the way: a relay tampering with what it forwards.
+    flip: Option<(usize, usize)>,
     misbehaved: Vec<(NodeId, &'static str)>,
     now: Instant,
 }
@@ -72,6 +75,7 @@ impl Net {
             hold: HashSet::new(),
             held: Vec::new(),
             black_holes: HashSet::new(),
+            flip: None,
             misbehaved: Vec::new(),
             now: Instant::now(),
         }
@@ -95,9 +99,14 @@ impl Net {
             };
             let now = self.now;
             match action {
-                Action::Send { to, cell } => {
+                Action::Send { to, mut cell } => {
                     let j = self.index(to);
                     let from_id = self.ids[from];
+                    if let (Some(f), Cell::Relay { onion, .. }) = (self.flip, &mut cell) {
+                        if f == (from, j) {
+                            onion[ONION_LEN / 2] ^= 0x01;
+                        }
+                    }
                     if self.black_holes.contains(&j) {
                     } else if self.hold.contains(&j) {
                         self.held.push((j, from_id, cell));
@@ -230,7 +239,7 @@ fn a_flipped_bit_is_caught_at_the_next_relay_and_every_hop_lets_go() {
     let mut net = Net::new(5, settings());
     let path = net.build(0, Isolation(0), 1);
     let first = net.index(path[0]);
-    net.nodes[first].settings.fault_flip_cells = true;
+    net.flip = Some((first, net.index(path[1])));
     net.request(0, Isolation(0), 2, RoutingKey([4; 32]), Request::Get);
     assert_eq!(net.done[&2], Err(CircuitError::Closed));
     let second = net.index(path[1]);

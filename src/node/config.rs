@@ -116,17 +116,6 @@ pub struct Config {
     pub circuit_lifetime_secs: u64,
     /// ... or for this many requests, then is replaced.
     pub circuit_requests: u32,
-    /// Fault injection for tests: this node flips a bit in every block it
-    /// serves. Not settable from a file.
-    #[serde(skip)]
-    pub fault_corrupt_blocks: bool,
-    /// Fault injection for tests: this node flips a bit in every cell it
-    /// relays away from the client. Not settable from a file.
-    #[serde(skip)]
-    pub fault_flip_cells: bool,
-    /// Sees everything the node receives (tests). Not settable from a file.
-    #[serde(skip)]
-    pub observer: Option<crate::observe::Observer>,
 }
 
 impl Default for Config {
@@ -152,9 +141,6 @@ impl Default for Config {
             circuit_hops: 3,
             circuit_lifetime_secs: 600,
             circuit_requests: 2048,
-            fault_corrupt_blocks: false,
-            fault_flip_cells: false,
-            observer: None,
         }
     }
 }
@@ -295,9 +281,39 @@ impl Config {
             relay: self.relay,
             lifetime: Duration::from_secs(self.circuit_lifetime_secs),
             requests: self.circuit_requests,
-            fault_flip_cells: self.fault_flip_cells,
-            observer: self.observer.clone(),
             ..crate::circuit::Settings::default()
+        }
+    }
+
+    /// The core's settings, for a node whose socket is bound to `listen`.
+    pub fn core_settings(&self, listen: SocketAddr) -> super::core::Settings {
+        // What to advertise: the addresses given, else a specific listen
+        // address, else what peers will tell (until then, nothing: a node
+        // nobody can dial must not pose as a relay).
+        let (advertised, learn) = if !self.relay {
+            (Vec::new(), None)
+        } else if !self.public_addr.is_empty() {
+            (self.public_addr.clone(), None)
+        } else if !listen.ip().is_unspecified() {
+            (vec![listen], None)
+        } else {
+            let learn = crate::link::reach::Settings {
+                quorum: self.observed_quorum,
+                ..crate::link::reach::Settings::default()
+            };
+            (Vec::new(), Some(learn))
+        };
+        super::core::Settings {
+            listen,
+            relay: self.relay,
+            replicas: self.replicas,
+            ring: self.ring(),
+            route: crate::route::Config::default(),
+            circuits: self.circuits(),
+            policy: addr::Policy::new(self.scope()),
+            advertised,
+            learn,
+            bootstrap: self.bootstrap.iter().map(|b| (b.addr, b.id)).collect(),
         }
     }
 

@@ -4,6 +4,7 @@
 pub mod lab;
 pub mod net;
 pub mod samples;
+pub mod taps;
 
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;

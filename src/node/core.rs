@@ -1,0 +1,555 @@
+//! The node core: the whole node as one deterministic state machine.
+//!
+//! It composes the ring ([`Ring`]), the router ([`Router`]), the circuits
+//! ([`Circuits`]), placement and replication ([`placement`]), the pace of
+//! relay sampling ([`sampling`]) and address learning (`link::reach`), and
+//! owns the tables that join them: which peer each link reaches, what is
+//! waiting for a dial, which store operations are in flight and why.
+//!
+//! Its interface has the shape of quinn-proto's: everything that comes in
+//! is a `handle_*` call with the time ([`Core::handle_link_up`],
+//! [`Core::handle_frame`], [`Core::handle_store`],
+//! [`Core::handle_request`], [`Core::handle_timeout`], …), and everything
+//! that goes out is an [`Action`] from [`Core::poll_action`] (a frame for a
+//! link, a dial, a close, a store operation, a dial-back probe, a reply to
+//! the local user) or the next deadline from [`Core::poll_timeout`].
+//! Nothing here reads a clock, touches a socket or a disk, spawns a task or
+//! draws from the OS: time comes in with every call, randomness from a
+//! generator seeded by the caller. The real node drives it over QUIC
+//! (`node::driver`); the simulator drives thousands of them in one process
+//! (`sim`).
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use crate::circuit::{self, CircuitError, Circuits, Isolation};
+use crate::crypto::Identity;
+use crate::link::addr;
+use crate::link::reach::{self, Learner, Responder};
+use crate::ring::{self, Ring};
+use crate::route::{self, Outcome, Router};
+use crate::store;
+use crate::token::{Token, Tokens};
+use crate::wire::{Frame, KeyKind, NodeDescriptor, NodeId, PeerMessage, RequestId, RoutingKey};
+
+mod dispatch;
+mod links;
+mod local;
+pub mod placement;
+pub mod sampling;
+
+pub use placement::StoreError;
+
+use placement::{Placement, View};
+use sampling::Sampler;
+
+/// How long a graceful leave may spend handing blocks over.
+pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(15);
+/// A node still learning its address after this long says so in its log.
+pub const LEARN_PATIENCE: Duration = Duration::from_secs(120);
+/// Verified descriptor signatures kept to skip re-verification.
+const VERIFIED_CACHE: usize = 4096;
+/// Cache writes in flight at once; beyond this, blocks passing by are not
+/// cached (caching is optional, and a slow disk must not make the node
+/// hold blocks without bound).
+const CACHE_WRITES: usize = 64;
+
+/// A link, as the driver numbers it. Unique for the life of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LinkId(pub u64);
+
+/// A dial the core asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DialId(pub u64);
+
+/// A store operation the core asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OpId(pub u64);
+
+/// Why the core closes a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer broke the protocol.
+    Protocol,
+    /// Another link to the same peer is kept.
+    Duplicate,
+}
+
+/// Work for the datastore. Reads and writes are the store's own: it checks
+/// every block against its key both ways, and a `Put` is durable before
+/// its result comes back.
+#[derive(Debug)]
+pub enum StoreOp {
+    Get {
+        kind: KeyKind,
+        key: RoutingKey,
+    },
+    Put {
+        kind: KeyKind,
+        key: RoutingKey,
+        block: Vec<u8>,
+    },
+    Cache {
+        kind: KeyKind,
+        key: RoutingKey,
+        block: Vec<u8>,
+    },
+    Has {
+        kind: KeyKind,
+        key: RoutingKey,
+    },
+    Forget {
+        kind: KeyKind,
+        key: RoutingKey,
+    },
+    Stats,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreFailure {
+    /// The block does not match its key.
+    BadBlock,
+    /// The primary store is full.
+    Full,
+    /// The database failed.
+    Db(String),
+}
+
+/// What a store operation came to.
+#[derive(Debug)]
+pub enum StoreResult {
+    Block(Option<(Vec<u8>, store::Found)>),
+    Put(Result<store::Put, StoreFailure>),
+    Bool(bool),
+    Stats(store::Stats),
+    /// A cache write, done or not: nobody waits for it.
+    Done,
+    Failed(StoreFailure),
+}
+
+/// What the local user asks of the node.
+#[derive(Debug)]
+pub enum Request {
+    Status,
+    /// Store a block on its key's successor, found through the ring.
+    Store {
+        kind: KeyKind,
+        key: RoutingKey,
+        block: Vec<u8>,
+    },
+    /// Whether the primary store holds a block.
+    Holds {
+        kind: KeyKind,
+        key: RoutingKey,
+    },
+    /// Drop a block from the store and the cache.
+    Forget {
+        kind: KeyKind,
+        key: RoutingKey,
+    },
+    /// A routed request from this node itself, with no circuit.
+    Route {
+        kind: KeyKind,
+        key: RoutingKey,
+        request: route::Request,
+        id: Option<RequestId>,
+    },
+    /// A request through a circuit of `iso`.
+    Circuit {
+        iso: Isolation,
+        kind: KeyKind,
+        key: RoutingKey,
+        request: route::Request,
+    },
+    /// Build a fresh circuit for `iso` and say its relays.
+    BuildCircuit(Isolation),
+    /// Make circuits for `iso` use exactly these relays (diagnostics).
+    PinPath(Isolation, Vec<NodeId>),
+    /// The relays circuits are drawn from.
+    Sample,
+    /// Leave the ring gracefully; [`Action::Stop`] follows the reply.
+    Leave,
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug)]
+pub enum Reply {
+    Status(Box<super::Status>),
+    Stored(Result<NodeId, StoreError>),
+    Bool(bool),
+    Routed(Outcome),
+    Circuit(Result<Outcome, CircuitError>),
+    Built(Result<Vec<NodeId>, CircuitError>),
+    Sample(Vec<NodeId>),
+    Done,
+}
+
+/// What the driver must do.
+#[derive(Debug)]
+pub enum Action {
+    /// Queue a frame on a link.
+    Send {
+        link: LinkId,
+        frame: Frame,
+    },
+    /// Open a link: to `peer` at the first of `addrs` that answers (in
+    /// this order), or to whoever is at a bootstrap address. Answer with
+    /// [`Core::handle_link_up`] or [`Core::handle_dial_failed`].
+    Dial {
+        dial: DialId,
+        peer: Option<NodeId>,
+        addrs: Vec<SocketAddr>,
+    },
+    Close {
+        link: LinkId,
+        reason: CloseReason,
+    },
+    /// Answer with [`Core::handle_store`].
+    Store {
+        op: OpId,
+        what: StoreOp,
+    },
+    /// Dial `target` back from a fresh socket as a reachability probe for
+    /// `peer`, presenting `nonce` (`link::probe`).
+    Probe {
+        target: SocketAddr,
+        peer: NodeId,
+        nonce: [u8; 16],
+    },
+    /// The answer to the local request `token`.
+    Reply {
+        token: Token,
+        reply: Reply,
+    },
+    /// The node left: close every link and stop.
+    Stop,
+}
+
+/// What the core is set up with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The address the node's socket is bound to.
+    pub listen: SocketAddr,
+    /// Whether the node may relay once it has an address others can reach
+    /// (false: client only).
+    pub relay: bool,
+    pub replicas: usize,
+    pub ring: ring::Config,
+    pub route: route::Config,
+    pub circuits: circuit::Settings,
+    pub policy: addr::Policy,
+    /// Addresses given (public, or a specific listen address).
+    pub advertised: Vec<SocketAddr>,
+    /// Set when the node must learn its address from its peers.
+    pub learn: Option<reach::Settings>,
+    pub bootstrap: Vec<(SocketAddr, Option<NodeId>)>,
+}
+
+/// A link to a peer.
+#[derive(Debug, Clone, Copy)]
+struct LinkInfo {
+    id: LinkId,
+    /// The peer dialled us.
+    inbound: bool,
+    remote: SocketAddr,
+}
+
+/// Why a ring lookup was started.
+enum LookupFor {
+    Placement(placement::LookupId),
+    Sample,
+}
+
+/// Who waits for a routed request.
+enum RouteWaiter {
+    /// The local user, with this token.
+    Local(Token),
+    /// An exit stream of a circuit this node ends, with the circuits'
+    /// token.
+    Exit(Token),
+}
+
+/// What a dial was for.
+enum Dialed {
+    Peer(NodeId),
+    Addr(SocketAddr, Option<NodeId>),
+}
+
+/// Why a store operation was asked for.
+enum OpFor {
+    RouterRead {
+        id: RequestId,
+        kind: KeyKind,
+    },
+    RouterWrite {
+        id: RequestId,
+        key: RoutingKey,
+        kind: KeyKind,
+    },
+    Cache,
+    PushRead {
+        push: RequestId,
+        kind: KeyKind,
+        key: RoutingKey,
+    },
+    Replica {
+        from: NodeId,
+        id: RequestId,
+        kind: KeyKind,
+        key: RoutingKey,
+    },
+    LocalWrite {
+        token: Token,
+        kind: KeyKind,
+        key: RoutingKey,
+    },
+    Holds(Token),
+    Forget {
+        token: Token,
+        kind: KeyKind,
+        key: RoutingKey,
+    },
+    Status(Token),
+}
+
+pub struct Core {
+    settings: Settings,
+    /// Signs this node's descriptor when its addresses change.
+    signer: Identity,
+    /// The clock at construction, and the Unix time then: descriptors are
+    /// dated from these, never from a clock read here.
+    born: Instant,
+    unix_born: u64,
+    tokens: Tokens,
+    next_id: u64,
+    /// Secrets and choices others must not predict (sampling targets,
+    /// probe nonces): seeded by the caller, from the OS in a real node.
+    rng: StdRng,
+    ring: Ring,
+    router: Router,
+    circuits: Circuits,
+    placement: Placement,
+    sampler: Sampler,
+    /// The sample's size at the last timer, to notice it shrink.
+    sample_seen: usize,
+    learner: Option<Learner>,
+    learn_warning: Option<Instant>,
+    responder: Responder,
+    advertised: Vec<SocketAddr>,
+    /// The link in use for each peer.
+    links: HashMap<NodeId, LinkInfo>,
+    /// Every open link (a duplicate still draining included) and its peer.
+    link_peers: HashMap<LinkId, NodeId>,
+    /// Messages waiting for a link being dialled.
+    dialing: HashMap<NodeId, Vec<PeerMessage>>,
+    dialing_addr: HashMap<SocketAddr, Vec<PeerMessage>>,
+    dials: HashMap<DialId, Dialed>,
+    verified: HashSet<[u8; 64]>,
+    /// The keys of the primary store.
+    held: BTreeSet<(KeyKind, RoutingKey)>,
+    ops: HashMap<OpId, OpFor>,
+    cache_writes: usize,
+    lookups: HashMap<Token, LookupFor>,
+    routed: HashMap<Token, RouteWaiter>,
+    forwarded: u64,
+    loops: u64,
+    misbehaving: u64,
+    /// The local user waiting for a leave to finish.
+    leaving: Option<Token>,
+    stopped: bool,
+    actions: VecDeque<Action>,
+}
+
+/// A generator's seed drawn from `rng`.
+fn seed(rng: &mut StdRng) -> [u8; 32] {
+    let mut s = [0u8; 32];
+    rand::RngCore::fill_bytes(rng, &mut s);
+    s
+}
+
+impl Core {
+    /// A node that holds the blocks `held` (its primary store's keys),
+    /// joining through `settings.bootstrap`. `seed` seeds every generator
+    /// inside (the driver draws it from the OS; a simulation fixes it);
+    /// `unix_now` is the Unix time at `now`, to date descriptors.
+    pub fn new(
+        identity: Identity,
+        settings: Settings,
+        held: impl IntoIterator<Item = (KeyKind, RoutingKey)>,
+        seed32: [u8; 32],
+        now: Instant,
+        unix_now: u64,
+    ) -> Result<Core, crate::crypto::Error> {
+        let mut rng = StdRng::from_seed(seed32);
+        let relaying = settings.relay && !settings.advertised.is_empty();
+        let desc = sign(&identity, &settings.advertised, unix_now)?;
+        let ring_cfg = ring::Config {
+            member: relaying,
+            ..settings.ring.clone()
+        };
+        let mut ring = Ring::new(desc, ring_cfg, now, seed(&mut rng));
+        ring.join(settings.bootstrap.clone(), now);
+        let circuit_settings = circuit::Settings {
+            relay: relaying,
+            ..settings.circuits.clone()
+        };
+        let signer = Identity::from_secret_bytes(&identity.secret_bytes());
+        let circuits = Circuits::new(identity, circuit_settings, seed(&mut rng));
+        let learner = match (&settings.learn, settings.relay && !relaying) {
+            (Some(l), true) => Some(Learner::new(l.clone(), settings.policy)),
+            _ => None,
+        };
+        Ok(Core {
+            router: Router::new(settings.route.clone(), seed(&mut rng)),
+            placement: Placement::new(settings.replicas),
+            sampler: Sampler::new(now),
+            sample_seen: 0,
+            learn_warning: learner.as_ref().map(|_| now + LEARN_PATIENCE),
+            learner,
+            responder: Responder::default(),
+            advertised: settings.advertised.clone(),
+            signer,
+            born: now,
+            unix_born: unix_now,
+            tokens: Tokens::default(),
+            next_id: 0,
+            rng: StdRng::from_seed(seed(&mut rng)),
+            ring,
+            circuits,
+            links: HashMap::new(),
+            link_peers: HashMap::new(),
+            dialing: HashMap::new(),
+            dialing_addr: HashMap::new(),
+            dials: HashMap::new(),
+            verified: HashSet::new(),
+            held: held.into_iter().collect(),
+            ops: HashMap::new(),
+            cache_writes: 0,
+            lookups: HashMap::new(),
+            routed: HashMap::new(),
+            forwarded: 0,
+            loops: 0,
+            misbehaving: 0,
+            leaving: None,
+            stopped: false,
+            actions: VecDeque::new(),
+            settings,
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.ring.id()
+    }
+
+    /// The node's current descriptor.
+    pub fn descriptor(&self) -> &NodeDescriptor {
+        &self.ring.me().desc
+    }
+
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// Whether the node has stopped (after a leave).
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Core::handle_timeout`] next has work to do.
+    pub fn poll_timeout(&self) -> Instant {
+        let mut d = self.ring.poll_timeout().min(self.sampler.poll_timeout());
+        let more = [
+            self.router.poll_timeout(),
+            self.circuits.poll_timeout(),
+            self.placement.poll_timeout(),
+            self.learner.as_ref().and_then(Learner::poll_timeout),
+            self.learn_warning,
+        ];
+        for t in more.into_iter().flatten() {
+            d = d.min(t);
+        }
+        d
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.stopped {
+            return;
+        }
+        if self.ring.poll_timeout() <= now {
+            self.ring.handle_timeout(now);
+        }
+        if self.router.poll_timeout().is_some_and(|t| t <= now) {
+            let mut ctx = dispatch::RouteCtx::new(&self.ring, self.settings.replicas);
+            self.router.handle_timeout(now, &mut ctx);
+        }
+        if self.circuits.poll_timeout().is_some_and(|t| t <= now) {
+            self.circuits.handle_timeout(now);
+        }
+        if self.placement.poll_timeout().is_some_and(|t| t <= now) {
+            let view = View {
+                ring: &self.ring,
+                held: &self.held,
+            };
+            self.placement.handle_timeout(now, &view);
+        }
+        self.addresses_timeout(now);
+        let known = self.circuits.sample().ids();
+        if known.len() < self.sample_seen {
+            // A relay left the sample (its link failed): look again.
+            self.sampler.handle_lost();
+        }
+        self.sample_seen = known.len();
+        let joined = self.ring.is_joined();
+        if let Some(target) = self
+            .sampler
+            .handle_timeout(now, &known, joined, &mut self.rng)
+        {
+            let token = self.tokens.issue();
+            self.lookups.insert(token, LookupFor::Sample);
+            self.ring.lookup(target, token, now);
+        }
+        self.flush(now);
+    }
+
+    fn fresh(&mut self) -> u64 {
+        self.next_id = self.next_id.wrapping_add(1);
+        self.next_id
+    }
+
+    fn op(&mut self, why: OpFor, what: StoreOp) {
+        let op = OpId(self.fresh());
+        self.ops.insert(op, why);
+        self.actions.push_back(Action::Store { op, what });
+    }
+
+    /// The Unix time at `now`, from the time at construction.
+    fn unix_at(&self, now: Instant) -> u64 {
+        self.unix_born
+            .saturating_add(now.saturating_duration_since(self.born).as_secs())
+    }
+}
+
+/// This node's descriptor advertising `addrs`: a relay's when there are
+/// any, a client's (no address, no relay flag) when there are none.
+fn sign(
+    identity: &Identity,
+    addrs: &[SocketAddr],
+    unix_now: u64,
+) -> Result<NodeDescriptor, crate::crypto::Error> {
+    let flags = if addrs.is_empty() {
+        0
+    } else {
+        NodeDescriptor::FLAG_RELAY
+    };
+    let addrs = addrs.iter().map(|a| crate::wire::NodeAddr(*a)).collect();
+    identity.sign_descriptor(addrs, unix_now, flags)
+}

@@ -1,0 +1,301 @@
+//! Carrying out what the ring, the router, the circuits, placement and the
+//! address learner want, until none of them has anything left: each can
+//! give the others work.
+
+use std::time::Instant;
+
+use super::placement::{self, View};
+use super::{Action, Core, LookupFor, OpFor, Reply, RouteWaiter, StoreOp, CACHE_WRITES};
+use crate::circuit;
+use crate::link::reach;
+use crate::ring::{Dest, Event as RingEvent, Ring};
+use crate::route;
+use crate::wire::{Frame, KeyKind, NodeDescriptor, NodeId, PeerMessage, RoutingKey};
+
+/// The router's view of the node: its ring.
+pub(super) struct RouteCtx<'a> {
+    ring: &'a Ring,
+    replicas: usize,
+}
+
+impl<'a> RouteCtx<'a> {
+    pub(super) fn new(ring: &'a Ring, replicas: usize) -> RouteCtx<'a> {
+        RouteCtx { ring, replicas }
+    }
+}
+
+impl route::Context for RouteCtx<'_> {
+    fn owns(&self, key: &RoutingKey) -> bool {
+        self.ring.owns(&key.0)
+    }
+
+    fn candidates(&self, key: &RoutingKey) -> Vec<NodeId> {
+        self.ring
+            .next_hops(&key.0, self.replicas)
+            .into_iter()
+            .map(|p| p.id)
+            .collect()
+    }
+
+    fn verify(&self, kind: KeyKind, key: &RoutingKey, block: &[u8]) -> bool {
+        crate::keys::verify_block(kind, key, block)
+    }
+}
+
+impl Core {
+    /// Drain every part's output until all are quiet.
+    pub(super) fn flush(&mut self, now: Instant) {
+        loop {
+            let mut busy = self.flush_learner(now);
+            busy |= self.flush_ring(now);
+            busy |= self.flush_router(now);
+            busy |= self.flush_circuits(now);
+            busy |= self.flush_placement(now);
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    fn flush_learner(&mut self, now: Instant) -> bool {
+        let mut busy = false;
+        let was = self.reachability();
+        while let Some(action) = self.learner.as_mut().and_then(reach::Learner::poll_action) {
+            busy = true;
+            match action {
+                reach::Action::Probe { via, nonce, port } => {
+                    tracing::debug!(port, "asking a peer to dial this node back");
+                    self.send_on_link(via, PeerMessage::Probe { nonce, port });
+                }
+                reach::Action::Advertise(addrs) => self.advertise(addrs, now),
+            }
+        }
+        if self.reachability() != was
+            && self.reachability() == crate::node::Reachability::Unreachable
+        {
+            tracing::warn!(
+                "peers agree on this node's address, but none could dial it there (a NAT or a \
+                 firewall?): it will not relay, and tries again in a few minutes; give \
+                 --public-addr if it can be reached"
+            );
+        }
+        busy
+    }
+
+    fn flush_ring(&mut self, now: Instant) -> bool {
+        let mut busy = false;
+        while let Some(t) = self.ring.poll_transmit() {
+            busy = true;
+            match t.to {
+                Dest::Link(id) => self.send_on_link(id, t.msg),
+                Dest::Peer(p) => self.send_to_peer(&p, t.msg, now),
+                Dest::Addr(addr, expect) => {
+                    if let Some(q) = self.dialing_addr.get_mut(&addr) {
+                        q.push(t.msg);
+                    } else {
+                        self.dialing_addr.insert(addr, vec![t.msg]);
+                        self.dial_addr(addr, expect);
+                    }
+                }
+            }
+        }
+        while let Some(ev) = self.ring.poll_event() {
+            busy = true;
+            match ev {
+                RingEvent::NeighboursChanged => self.placement.handle_membership_changed(now),
+                RingEvent::Joined => tracing::info!("joined the ring"),
+                RingEvent::LookupDone { token, result } => match self.lookups.remove(&token) {
+                    Some(LookupFor::Placement(id)) => {
+                        let view = View {
+                            ring: &self.ring,
+                            held: &self.held,
+                        };
+                        let found = result.ok().map(|b| *b);
+                        self.placement.handle_lookup_done(id, found, &view, now);
+                    }
+                    Some(LookupFor::Sample) => {
+                        let me = self.id();
+                        let peer = result.ok().map(|b| *b).filter(|p| {
+                            p.id != me
+                                && p.desc.flags & NodeDescriptor::FLAG_RELAY != 0
+                                && self
+                                    .settings
+                                    .policy
+                                    .reachable(&p.desc.addrs, self.settings.listen)
+                        });
+                        let found = peer.map(|p| {
+                            let new = self.circuits.sample().get(p.id).is_none();
+                            self.circuits.add_relay(p);
+                            new
+                        });
+                        self.sampler.handle_done(found);
+                    }
+                    None => {}
+                },
+            }
+        }
+        busy
+    }
+
+    fn flush_router(&mut self, now: Instant) -> bool {
+        let mut busy = false;
+        while let Some(action) = self.router.poll_action() {
+            busy = true;
+            match action {
+                route::Action::Send { to, msg } => {
+                    if matches!(msg, PeerMessage::Get { .. } | PeerMessage::Put { .. }) {
+                        self.forwarded += 1;
+                    }
+                    if self.links.contains_key(&to) {
+                        self.send_on_link(to, msg);
+                    } else if let Some(p) = self.ring.known().into_iter().find(|p| p.id == to) {
+                        self.send_to_peer(&p, msg, now);
+                    }
+                }
+                route::Action::Read { id, kind, key } => {
+                    // A signed block can be updated, and only its
+                    // successor is sure to hold the newest version it
+                    // acknowledged (replicas lag by a replication pass,
+                    // caches indefinitely): only the successor answers for
+                    // it, and never from its cache.
+                    if kind == KeyKind::SSK && !self.ring.owns(&key.0) {
+                        let mut ctx = RouteCtx::new(&self.ring, self.settings.replicas);
+                        self.router.handle_read(id, None, now, &mut ctx);
+                    } else {
+                        self.op(OpFor::RouterRead { id, kind }, StoreOp::Get { kind, key });
+                    }
+                }
+                route::Action::Write {
+                    id,
+                    kind,
+                    key,
+                    block,
+                } => self.op(
+                    OpFor::RouterWrite { id, key, kind },
+                    StoreOp::Put { kind, key, block },
+                ),
+                route::Action::Cache { kind, key, block } => {
+                    if kind == KeyKind::CHK && self.cache_writes < CACHE_WRITES {
+                        self.cache_writes += 1;
+                        self.op(OpFor::Cache, StoreOp::Cache { kind, key, block });
+                    }
+                }
+                route::Action::Deliver { token, outcome } => match self.routed.remove(&token) {
+                    Some(RouteWaiter::Local(user)) => self.actions.push_back(Action::Reply {
+                        token: user,
+                        reply: Reply::Routed(outcome),
+                    }),
+                    Some(RouteWaiter::Exit(exit)) => self.circuits.route_done(exit, outcome),
+                    None => {}
+                },
+                route::Action::Misbehaved(_) => self.misbehaving += 1,
+            }
+        }
+        busy
+    }
+
+    fn flush_circuits(&mut self, now: Instant) -> bool {
+        let mut busy = false;
+        while let Some(action) = self.circuits.poll_action() {
+            busy = true;
+            match action {
+                circuit::Action::Send { to, cell } => {
+                    if let Some(l) = self.links.get(&to) {
+                        self.actions.push_back(Action::Send {
+                            link: l.id,
+                            frame: Frame::Cell(cell),
+                        });
+                    }
+                }
+                circuit::Action::Connect { to, addrs } => {
+                    if let Some(l) = self.links.get(&to) {
+                        let we_dialed = !l.inbound;
+                        self.circuits.link_up(to, we_dialed, now);
+                    } else if let std::collections::hash_map::Entry::Vacant(e) =
+                        self.dialing.entry(to)
+                    {
+                        // An extend names the addresses; only those this
+                        // node's policy allows are dialled.
+                        e.insert(Vec::new());
+                        self.dial_peer(to, &addrs, now);
+                    }
+                }
+                circuit::Action::Route {
+                    token,
+                    kind,
+                    key,
+                    request,
+                } => {
+                    let ours = self.tokens.issue();
+                    self.routed.insert(ours, RouteWaiter::Exit(token));
+                    let mut ctx = RouteCtx::new(&self.ring, self.settings.replicas);
+                    self.router
+                        .start(None, ours, kind, key, request, now, &mut ctx);
+                }
+                circuit::Action::Done { token, result } => self.actions.push_back(Action::Reply {
+                    token,
+                    reply: Reply::Circuit(result),
+                }),
+                circuit::Action::Built { token, result } => self.actions.push_back(Action::Reply {
+                    token,
+                    reply: Reply::Built(result),
+                }),
+                circuit::Action::Misbehaved { peer, why } => self.misbehaved(peer, why, now),
+            }
+        }
+        busy
+    }
+
+    fn flush_placement(&mut self, now: Instant) -> bool {
+        let mut busy = false;
+        self.placement.pump(now);
+        while let Some(action) = self.placement.poll_action() {
+            busy = true;
+            match action {
+                placement::Action::Lookup { id, key } => {
+                    let token = self.tokens.issue();
+                    self.lookups.insert(token, LookupFor::Placement(id));
+                    self.ring.lookup(key.0, token, now);
+                }
+                placement::Action::Read { push, kind, key } => {
+                    self.op(
+                        OpFor::PushRead { push, kind, key },
+                        StoreOp::Get { kind, key },
+                    );
+                }
+                placement::Action::Send { to, msg } => self.send_to_peer(&to, msg, now),
+                placement::Action::Write {
+                    token,
+                    kind,
+                    key,
+                    block,
+                } => self.op(
+                    OpFor::LocalWrite { token, kind, key },
+                    StoreOp::Put { kind, key, block },
+                ),
+                placement::Action::Stored { token, result } => {
+                    self.actions.push_back(Action::Reply {
+                        token,
+                        reply: Reply::Stored(result),
+                    })
+                }
+                placement::Action::HandedOver => self.finish_leave(now),
+            }
+        }
+        busy
+    }
+
+    /// The hand-over is done: say goodbye to the ring and stop.
+    fn finish_leave(&mut self, now: Instant) {
+        self.ring.leave();
+        self.flush_ring(now);
+        if let Some(token) = self.leaving.take() {
+            self.actions.push_back(Action::Reply {
+                token,
+                reply: Reply::Done,
+            });
+        }
+        self.stopped = true;
+        self.actions.push_back(Action::Stop);
+    }
+}

@@ -1,0 +1,332 @@
+//! The core's links: one table of which link reaches which peer, the
+//! messages waiting for a dial, and what arrives on each link.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::{
+    Action, CloseReason, Core, DialId, Dialed, LinkId, LinkInfo, OpFor, StoreOp, VERIFIED_CACHE,
+};
+use crate::crypto::verify_descriptor;
+use crate::link::addr::canonical;
+use crate::ring::Peer;
+use crate::wire::{Frame, NodeAddr, NodeDescriptor, NodeId, PeerMessage};
+
+impl Core {
+    /// A link is up: one the driver accepted, or the answer to
+    /// [`Action::Dial`] `dial`. `remote` is the address it comes from;
+    /// `inbound` says the peer dialled.
+    pub fn handle_link_up(
+        &mut self,
+        link: LinkId,
+        peer: NodeId,
+        remote: SocketAddr,
+        inbound: bool,
+        dial: Option<DialId>,
+        now: Instant,
+    ) {
+        if let Some(d) = dial {
+            self.dials.remove(&d);
+        }
+        if peer == self.id() {
+            // We dialled ourselves (a bootstrap address of our own).
+            self.dialing_addr.remove(&remote);
+            self.actions.push_back(Action::Close {
+                link,
+                reason: CloseReason::Duplicate,
+            });
+            self.flush(now);
+            return;
+        }
+        self.link_peers.insert(link, peer);
+        if let Some(old) = self.links.get(&peer).copied() {
+            // Two links to one peer, dialled at the same time from both
+            // sides: both ends keep the one dialled by the smaller id.
+            let me = self.id();
+            let dialer = |inbound: bool| if inbound { peer } else { me };
+            if dialer(old.inbound) <= dialer(inbound) {
+                self.actions.push_back(Action::Close {
+                    link,
+                    reason: CloseReason::Duplicate,
+                });
+                self.flush_queued(peer, remote, inbound);
+                self.flush(now);
+                return;
+            }
+            self.actions.push_back(Action::Close {
+                link: old.id,
+                reason: CloseReason::Duplicate,
+            });
+            // Circuit ids belong to the link they were made on.
+            self.circuits.link_down(peer, now);
+        }
+        self.links.insert(
+            peer,
+            LinkInfo {
+                id: link,
+                inbound,
+                remote,
+            },
+        );
+        let hello = PeerMessage::Hello {
+            node: self.ring.me().desc.clone(),
+        };
+        self.send_on_link(peer, hello);
+        // Where the link comes from, as this end sees it: how the peer
+        // learns what to advertise.
+        let observed = PeerMessage::Observed {
+            addr: NodeAddr(canonical(remote)),
+        };
+        self.send_on_link(peer, observed);
+        if let Some(l) = &mut self.learner {
+            l.handle_link_up(peer, remote.ip(), now, &mut self.rng);
+        }
+        self.circuits.link_up(peer, !inbound, now);
+        self.flush_queued(peer, remote, inbound);
+        self.flush(now);
+    }
+
+    fn flush_queued(&mut self, peer: NodeId, remote: SocketAddr, inbound: bool) {
+        let mut queued = self.dialing.remove(&peer).unwrap_or_default();
+        if !inbound {
+            queued.extend(self.dialing_addr.remove(&remote).unwrap_or_default());
+        }
+        for msg in queued {
+            self.send_on_link(peer, msg);
+        }
+    }
+
+    /// A link closed, by either side; `misbehaved` when the peer broke the
+    /// protocol (a malformed frame).
+    pub fn handle_link_down(&mut self, link: LinkId, misbehaved: bool, now: Instant) {
+        let Some(peer) = self.link_peers.remove(&link) else {
+            return;
+        };
+        if misbehaved {
+            tracing::debug!("a peer sent a malformed frame");
+            self.misbehaving += 1;
+        }
+        if self.links.get(&peer).is_some_and(|l| l.id == link) {
+            self.links.remove(&peer);
+            self.peer_gone(peer, now);
+        }
+        self.flush(now);
+    }
+
+    /// The dial `dial` failed; `wrong_peer` when the far end proved to be
+    /// another node than the one meant.
+    pub fn handle_dial_failed(&mut self, dial: DialId, wrong_peer: bool, now: Instant) {
+        if wrong_peer {
+            self.misbehaving += 1;
+        }
+        match self.dials.remove(&dial) {
+            Some(Dialed::Peer(id)) => self.dial_failed(id, now),
+            Some(Dialed::Addr(addr, want)) => {
+                self.dialing_addr.remove(&addr);
+                if let Some(id) = want {
+                    self.dial_failed(id, now);
+                }
+            }
+            None => {}
+        }
+        self.flush(now);
+    }
+
+    fn dial_failed(&mut self, id: NodeId, now: Instant) {
+        self.dialing.remove(&id);
+        self.ring.handle_failure(id, now);
+        self.placement.handle_link_down(id, now);
+        self.circuits.link_failed(id, now);
+    }
+
+    /// Everything that went through `peer`'s link moves on.
+    fn peer_gone(&mut self, peer: NodeId, now: Instant) {
+        if let Some(l) = &mut self.learner {
+            l.handle_link_down(peer);
+        }
+        self.ring.handle_failure(peer, now);
+        self.placement.handle_link_down(peer, now);
+        let mut ctx = super::dispatch::RouteCtx::new(&self.ring, self.settings.replicas);
+        self.router.handle_link_down(peer, now, &mut ctx);
+        self.circuits.link_down(peer, now);
+    }
+
+    /// A peer broke the protocol: drop its link and count it.
+    pub(super) fn misbehaved(&mut self, peer: NodeId, why: &str, now: Instant) {
+        tracing::debug!("disconnecting a peer: {why}");
+        self.misbehaving += 1;
+        if let Some(l) = self.links.remove(&peer) {
+            self.actions.push_back(Action::Close {
+                link: l.id,
+                reason: CloseReason::Protocol,
+            });
+            self.peer_gone(peer, now);
+        }
+    }
+
+    /// Open a link to `id` at the addresses of its descriptor this node's
+    /// policy allows, in Happy Eyeballs order. None usable is a failed
+    /// dial, at once.
+    pub(super) fn dial_peer(&mut self, id: NodeId, addrs: &[NodeAddr], now: Instant) {
+        let order = self.settings.policy.dial_order(addrs, self.settings.listen);
+        if order.is_empty() {
+            tracing::debug!("no address of a peer is allowed or reachable from here");
+            self.dial_failed(id, now);
+            return;
+        }
+        let dial = DialId(self.fresh());
+        self.dials.insert(dial, Dialed::Peer(id));
+        self.actions.push_back(Action::Dial {
+            dial,
+            peer: Some(id),
+            addrs: order,
+        });
+    }
+
+    /// Dial a bootstrap address, as the user gave it.
+    pub(super) fn dial_addr(&mut self, addr: SocketAddr, want: Option<NodeId>) {
+        let dial = DialId(self.fresh());
+        self.dials.insert(dial, Dialed::Addr(addr, want));
+        self.actions.push_back(Action::Dial {
+            dial,
+            peer: want,
+            addrs: vec![addr],
+        });
+    }
+
+    pub(super) fn send_on_link(&mut self, peer: NodeId, msg: PeerMessage) {
+        if let Some(l) = self.links.get(&peer) {
+            self.actions.push_back(Action::Send {
+                link: l.id,
+                frame: Frame::Message(msg),
+            });
+        }
+    }
+
+    /// Send to a known node, dialling it first if there is no link.
+    pub(super) fn send_to_peer(&mut self, peer: &Peer, msg: PeerMessage, now: Instant) {
+        if self.links.contains_key(&peer.id) {
+            self.send_on_link(peer.id, msg);
+        } else if let Some(q) = self.dialing.get_mut(&peer.id) {
+            q.push(msg);
+        } else {
+            self.dialing.insert(peer.id, vec![msg]);
+            self.dial_peer(peer.id, &peer.desc.addrs, now);
+        }
+    }
+
+    /// A frame arrived on `link`.
+    pub fn handle_frame(&mut self, link: LinkId, frame: Frame, now: Instant) {
+        // Any link authenticated as the peer speaks for it, including the
+        // loser of a duplicate-link race that is still draining.
+        let Some(&peer) = self.link_peers.get(&link) else {
+            return;
+        };
+        match frame {
+            Frame::Cell(cell) => self.circuits.handle_cell(peer, cell, now),
+            Frame::Message(msg) => self.on_message(peer, msg, now),
+        }
+        self.flush(now);
+    }
+
+    /// Check every descriptor a message carries; the ring only ever sees
+    /// verified ones.
+    fn descriptors_valid(&mut self, msg: &PeerMessage) -> bool {
+        let descs: Vec<&NodeDescriptor> = match msg {
+            PeerMessage::FindSuccessorReply { node, .. }
+            | PeerMessage::Notify { node }
+            | PeerMessage::Hello { node } => vec![node],
+            PeerMessage::PredecessorReply {
+                predecessor,
+                successors,
+                ..
+            }
+            | PeerMessage::Leaving {
+                predecessor,
+                successors,
+            } => predecessor.iter().chain(successors.iter()).collect(),
+            _ => return true,
+        };
+        for d in descs {
+            if self.verified.contains(&d.signature) {
+                continue;
+            }
+            // A relay must say where to reach it; a client says nothing.
+            let relay = d.flags & NodeDescriptor::FLAG_RELAY != 0;
+            if verify_descriptor(d).is_err() || (relay && d.addrs.is_empty()) {
+                return false;
+            }
+            if self.verified.len() >= VERIFIED_CACHE {
+                self.verified.clear();
+            }
+            self.verified.insert(d.signature);
+        }
+        true
+    }
+
+    fn on_message(&mut self, peer: NodeId, msg: PeerMessage, now: Instant) {
+        if !self.descriptors_valid(&msg) {
+            self.misbehaved(peer, "invalid descriptor", now);
+            return;
+        }
+        match msg {
+            PeerMessage::Hello { node } => {
+                if crate::crypto::node_id(&node.identity) != peer {
+                    self.misbehaved(peer, "hello for another node", now);
+                }
+            }
+            PeerMessage::Observed { addr } => {
+                let from = self.links.get(&peer).map(|l| l.remote.ip());
+                if let (Some(l), Some(from)) = (&mut self.learner, from) {
+                    l.handle_observed(peer, from, addr.0, now, &mut self.rng);
+                }
+            }
+            PeerMessage::Probe { nonce, port } => self.probe_for(peer, nonce, port, now),
+            PeerMessage::StoreReplica {
+                id,
+                kind,
+                key,
+                block,
+            } => {
+                if !crate::keys::verify_block(kind, &key, &block) {
+                    self.misbehaved(peer, "block does not match its key", now);
+                    return;
+                }
+                self.op(
+                    OpFor::Replica {
+                        from: peer,
+                        id,
+                        kind,
+                        key,
+                    },
+                    StoreOp::Put { kind, key, block },
+                );
+            }
+            PeerMessage::Stored { id } | PeerMessage::Rejected { id }
+                if self.placement.owns_ack(id) =>
+            {
+                let ok = matches!(msg, PeerMessage::Stored { .. });
+                self.placement.handle_ack(peer, id, ok, now);
+                self.placement.settle(now);
+            }
+            msg @ (PeerMessage::Get { .. } | PeerMessage::Put { .. }) => {
+                let mut ctx = super::dispatch::RouteCtx::new(&self.ring, self.settings.replicas);
+                self.router.handle_request(peer, msg, now, &mut ctx);
+            }
+            msg @ (PeerMessage::Data { .. }
+            | PeerMessage::DataNotFound { .. }
+            | PeerMessage::RouteNotFound { .. }
+            | PeerMessage::Loop { .. }
+            | PeerMessage::Stored { .. }
+            | PeerMessage::Rejected { .. }) => {
+                if matches!(msg, PeerMessage::Loop { .. }) {
+                    self.loops += 1;
+                }
+                let mut ctx = super::dispatch::RouteCtx::new(&self.ring, self.settings.replicas);
+                self.router.handle_reply(peer, msg, now, &mut ctx);
+            }
+            PeerMessage::Unrecognized { .. } => {}
+            ring_msg => self.ring.handle_message(peer, ring_msg, now),
+        }
+    }
+}

@@ -1,0 +1,511 @@
+//! Placement and replication: every block a node holds reaches the nodes
+//! that should hold it, its key's successor and the next `replicas - 1`
+//! nodes (Chord's successor-list replication, Stoica et al. 2001, section
+//! 6), as membership changes; a block a local user stores goes to its
+//! key's successor; a leaving node hands its blocks to its successor.
+//!
+//! A sans-IO state machine with a narrow interface. The node tells it what
+//! changed (membership, a block stored here, a link down, an
+//! acknowledgement, a lookup's answer, a block read) and gives it a
+//! [`View`] of the ring and of the keys the node holds; it answers with
+//! [`Action`]s: lookups to run, blocks to read, replicas to send, local
+//! writes, and outcomes for the user. It never touches the store: a push
+//! first asks for the block ([`Action::Read`]) and sends it when
+//! [`Placement::handle_read`] brings it.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::ring::{Peer, Ring};
+use crate::token::Token;
+use crate::wire::{KeyKind, NodeId, PeerMessage, RequestId, RoutingKey};
+
+/// How long a replica push may wait for its acknowledgement.
+pub const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Replication waits this long after a membership change, so that a burst
+/// of changes causes one pass.
+pub const REPLICATE_DELAY: Duration = Duration::from_millis(300);
+/// Pushes (reading or awaiting acknowledgement) at once; the rest wait
+/// their turn, so replication after a change is a stream, not a flood.
+pub const PUSHES_IN_FLIGHT: usize = 16;
+/// Lookups for blocks held here but owned elsewhere, at once.
+pub const PLACE_LOOKUPS: usize = 32;
+
+/// What the node sees of the world, at the moment of a call.
+pub struct View<'a> {
+    pub ring: &'a Ring,
+    /// The keys of the node's primary store.
+    pub held: &'a BTreeSet<(KeyKind, RoutingKey)>,
+}
+
+/// Why a local store failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("the block does not match its key")]
+    BadBlock,
+    #[error("no route to the key's successor")]
+    NoRoute,
+    #[error("the key's successor refused the block")]
+    Rejected,
+    #[error("timed out")]
+    Timeout,
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+/// Names a lookup this machine asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LookupId(pub u64);
+
+#[derive(Debug)]
+pub enum Action {
+    /// Find the successor of `key`; answer with
+    /// [`Placement::handle_lookup_done`].
+    Lookup { id: LookupId, key: RoutingKey },
+    /// Read a held block for a push; answer with [`Placement::handle_read`].
+    Read {
+        push: RequestId,
+        kind: KeyKind,
+        key: RoutingKey,
+    },
+    /// Send a replica (STORE_REPLICA) to a node, dialling it if need be.
+    Send { to: Box<Peer>, msg: PeerMessage },
+    /// This node is the successor of a block a local user stores: write
+    /// it, and answer with [`Placement::handle_local_write`].
+    Write {
+        token: Token,
+        kind: KeyKind,
+        key: RoutingKey,
+        block: Vec<u8>,
+    },
+    /// A local store ended: the id of the node that acknowledged it.
+    Stored {
+        token: Token,
+        result: Result<NodeId, StoreError>,
+    },
+    /// A leave's hand-over is done (or out of time).
+    HandedOver,
+}
+
+/// Why a lookup was started.
+enum LookupFor {
+    /// Move a block we hold to the node that should have it.
+    Place(KeyKind, RoutingKey),
+    /// A block a local user asked to store.
+    Store(Token, KeyKind, RoutingKey, Vec<u8>),
+}
+
+struct Push {
+    kind: KeyKind,
+    key: RoutingKey,
+    to: Peer,
+    deadline: Instant,
+    /// A local store waiting on this push.
+    done: Option<Token>,
+    /// Whether the block went out; until then it is being read.
+    sent: bool,
+}
+
+struct Leaving {
+    deadline: Instant,
+    /// Hand-over pushes not yet acknowledged.
+    pushes: HashSet<RequestId>,
+}
+
+pub struct Placement {
+    replicas: usize,
+    replicate_at: Option<Instant>,
+    /// Nodes that acknowledged a block over their current link. Forgotten
+    /// when the link closes: a node that comes back may have lost its disk.
+    confirmed: HashSet<(RoutingKey, NodeId)>,
+    /// Blocks held here but owned elsewhere whose owner was found and has
+    /// them: no lookup for them until the membership changes.
+    placed: HashSet<RoutingKey>,
+    lookups: HashMap<LookupId, LookupFor>,
+    pushes: HashMap<RequestId, Push>,
+    queue: VecDeque<(KeyKind, RoutingKey, Peer)>,
+    leaving: Option<Leaving>,
+    next_id: u64,
+    actions: VecDeque<Action>,
+}
+
+impl Placement {
+    pub fn new(replicas: usize) -> Placement {
+        Placement {
+            replicas,
+            replicate_at: None,
+            confirmed: HashSet::new(),
+            placed: HashSet::new(),
+            lookups: HashMap::new(),
+            pushes: HashMap::new(),
+            queue: VecDeque::new(),
+            leaving: None,
+            next_id: 0,
+            actions: VecDeque::new(),
+        }
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let pushes = self.pushes.values().map(|p| p.deadline);
+        let leave = self.leaving.as_ref().map(|l| l.deadline);
+        self.replicate_at
+            .into_iter()
+            .chain(pushes)
+            .chain(leave)
+            .min()
+    }
+
+    fn fresh(&mut self) -> u64 {
+        self.next_id = self.next_id.wrapping_add(1);
+        self.next_id
+    }
+
+    fn replicate_soon(&mut self, now: Instant) {
+        let at = now + REPLICATE_DELAY;
+        if self.replicate_at.is_none_or(|t| t > at) {
+            self.replicate_at = Some(at);
+        }
+    }
+
+    /// The predecessor or the successors changed: owners may have moved.
+    pub fn handle_membership_changed(&mut self, now: Instant) {
+        self.placed.clear();
+        self.replicate_soon(now);
+    }
+
+    /// A new block, or a newer version, is held here: its replicas must get
+    /// it.
+    pub fn handle_block_stored(&mut self, key: RoutingKey, now: Instant) {
+        self.confirmed.retain(|(k, _)| *k != key);
+        self.placed.remove(&key);
+        self.replicate_soon(now);
+    }
+
+    /// The link to `peer` is gone: what it acknowledged may be lost, and
+    /// its pushes will not be acknowledged.
+    pub fn handle_link_down(&mut self, peer: NodeId, now: Instant) {
+        self.confirmed.retain(|(_, n)| *n != peer);
+        self.fail_pushes(|p| p.to.id == peer, StoreError::NoRoute, now);
+    }
+
+    /// `from` answered a push: STORED (`ok`) or REJECTED.
+    pub fn handle_ack(&mut self, from: NodeId, id: RequestId, ok: bool, now: Instant) {
+        if self.pushes.get(&id).is_none_or(|p| p.to.id != from) {
+            return;
+        }
+        let Some(p) = self.pushes.remove(&id) else {
+            return;
+        };
+        if let Some(l) = &mut self.leaving {
+            l.pushes.remove(&id);
+        }
+        if ok {
+            self.confirmed.insert((p.key, from));
+        }
+        if let Some(token) = p.done {
+            let result = if ok {
+                Ok(from)
+            } else {
+                Err(StoreError::Rejected)
+            };
+            self.actions.push_back(Action::Stored { token, result });
+        } else if !ok {
+            self.placed.remove(&p.key);
+            self.replicate_soon(now);
+        }
+    }
+
+    /// Whether `id` names a push of ours (its STORED or REJECTED is ours).
+    pub fn owns_ack(&self, id: RequestId) -> bool {
+        self.pushes.contains_key(&id)
+    }
+
+    /// A block read for a push: send it, or, if it left the store
+    /// meanwhile, drop the push: there is nothing to place.
+    pub fn handle_read(&mut self, push: RequestId, block: Option<Vec<u8>>) {
+        let Some(p) = self.pushes.get_mut(&push) else {
+            return;
+        };
+        if p.sent {
+            return;
+        }
+        match block {
+            Some(block) => {
+                p.sent = true;
+                let msg = PeerMessage::StoreReplica {
+                    id: push,
+                    kind: p.kind,
+                    key: p.key,
+                    block,
+                };
+                let to = p.to.clone();
+                self.actions.push_back(Action::Send {
+                    to: Box::new(to),
+                    msg,
+                });
+            }
+            None => {
+                if let Some(l) = &mut self.leaving {
+                    l.pushes.remove(&push);
+                }
+                if let Some(Push {
+                    done: Some(token), ..
+                }) = self.pushes.remove(&push)
+                {
+                    self.actions.push_back(Action::Stored {
+                        token,
+                        result: Err(StoreError::Rejected),
+                    });
+                }
+            }
+        }
+    }
+
+    /// A local user's block, to store on its key's successor.
+    pub fn store(&mut self, token: Token, kind: KeyKind, key: RoutingKey, block: Vec<u8>) {
+        let id = LookupId(self.fresh());
+        self.lookups
+            .insert(id, LookupFor::Store(token, kind, key, block));
+        self.actions.push_back(Action::Lookup { id, key });
+    }
+
+    /// The local write of a user's block ([`Action::Write`]) ended.
+    pub fn handle_local_write(&mut self, token: Token, me: NodeId, ok: bool, now: Instant) {
+        let result = if ok {
+            self.replicate_soon(now);
+            Ok(me)
+        } else {
+            Err(StoreError::Rejected)
+        };
+        self.actions.push_back(Action::Stored { token, result });
+    }
+
+    /// A lookup this machine asked for ended with the key's successor.
+    pub fn handle_lookup_done(
+        &mut self,
+        id: LookupId,
+        found: Option<Peer>,
+        view: &View<'_>,
+        now: Instant,
+    ) {
+        let Some(why) = self.lookups.remove(&id) else {
+            return;
+        };
+        let me = view.ring.id();
+        match why {
+            LookupFor::Place(kind, key) => {
+                if let Some(peer) = found.filter(|p| p.id != me) {
+                    // If the push fails, the next pass looks again.
+                    self.placed.insert(key);
+                    self.push(kind, key, peer);
+                }
+            }
+            LookupFor::Store(token, kind, key, block) => match found {
+                None => self.actions.push_back(Action::Stored {
+                    token,
+                    result: Err(StoreError::NoRoute),
+                }),
+                Some(p) if p.id == me => self.actions.push_back(Action::Write {
+                    token,
+                    kind,
+                    key,
+                    block,
+                }),
+                Some(p) => {
+                    // The block is in hand: send it at once.
+                    let id = RequestId(self.fresh());
+                    self.pushes.insert(
+                        id,
+                        Push {
+                            kind,
+                            key,
+                            to: p.clone(),
+                            deadline: now + PUSH_TIMEOUT,
+                            done: Some(token),
+                            sent: true,
+                        },
+                    );
+                    let msg = PeerMessage::StoreReplica {
+                        id,
+                        kind,
+                        key,
+                        block,
+                    };
+                    self.actions.push_back(Action::Send {
+                        to: Box::new(p),
+                        msg,
+                    });
+                }
+            },
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant, view: &View<'_>) {
+        self.fail_pushes(|p| p.deadline <= now, StoreError::Timeout, now);
+        if self.replicate_at.is_some_and(|t| t <= now) && self.leaving.is_none() {
+            self.replicate_at = None;
+            self.replicate(view, now);
+        }
+        self.pump(now);
+        self.check_leave(now);
+    }
+
+    /// Start queued pushes while there is room in flight. Call after every
+    /// batch of inputs.
+    pub fn pump(&mut self, now: Instant) {
+        while self.pushes.len() < PUSHES_IN_FLIGHT {
+            let Some((kind, key, to)) = self.queue.pop_front() else {
+                return;
+            };
+            self.start_push(kind, key, to, now);
+        }
+    }
+
+    fn start_push(&mut self, kind: KeyKind, key: RoutingKey, to: Peer, now: Instant) -> RequestId {
+        let id = RequestId(self.fresh());
+        self.pushes.insert(
+            id,
+            Push {
+                kind,
+                key,
+                to,
+                deadline: now + PUSH_TIMEOUT,
+                done: None,
+                sent: false,
+            },
+        );
+        self.actions.push_back(Action::Read {
+            push: id,
+            kind,
+            key,
+        });
+        id
+    }
+
+    /// Queue a held block for `peer`, unless it already acknowledged it or
+    /// a push to it is in flight or queued.
+    fn push(&mut self, kind: KeyKind, key: RoutingKey, peer: Peer) {
+        if self.confirmed.contains(&(key, peer.id))
+            || self
+                .pushes
+                .values()
+                .any(|p| p.key == key && p.to.id == peer.id)
+            || self
+                .queue
+                .iter()
+                .any(|(_, k, p)| *k == key && p.id == peer.id)
+        {
+            return;
+        }
+        self.queue.push_back((kind, key, peer));
+    }
+
+    /// Give up on the pushes `which` selects: a local store waiting on one
+    /// gets `err`; a replica goes back into the next replication pass.
+    fn fail_pushes(&mut self, which: impl Fn(&Push) -> bool, err: StoreError, now: Instant) {
+        let failed: Vec<RequestId> = self
+            .pushes
+            .iter()
+            .filter(|(_, p)| which(p))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in failed {
+            if let Some(l) = &mut self.leaving {
+                l.pushes.remove(&id);
+            }
+            if let Some(p) = self.pushes.remove(&id) {
+                match p.done {
+                    Some(token) => self.actions.push_back(Action::Stored {
+                        token,
+                        result: Err(err.clone()),
+                    }),
+                    None => {
+                        self.placed.remove(&p.key);
+                        self.replicate_soon(now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Make every held block reach the nodes that should hold it: as the
+    /// key's successor, push to the next `replicas - 1` nodes; otherwise
+    /// find the key's successor and push it there.
+    fn replicate(&mut self, view: &View<'_>, now: Instant) {
+        let mut budget = PLACE_LOOKUPS.saturating_sub(
+            self.lookups
+                .values()
+                .filter(|l| matches!(l, LookupFor::Place(..)))
+                .count(),
+        );
+        let placing: HashSet<RoutingKey> = self
+            .lookups
+            .values()
+            .filter_map(|l| match l {
+                LookupFor::Place(_, k) => Some(*k),
+                LookupFor::Store(..) => None,
+            })
+            .collect();
+        let replicas: Vec<Peer> = view
+            .ring
+            .successors()
+            .iter()
+            .take(self.replicas.saturating_sub(1))
+            .cloned()
+            .collect();
+        for &(kind, key) in view.held {
+            if view.ring.owns(&key.0) {
+                for peer in &replicas {
+                    self.push(kind, key, peer.clone());
+                }
+            } else if !placing.contains(&key) && !self.placed.contains(&key) {
+                if budget == 0 {
+                    // The rest wait for the next pass, so that lookups
+                    // never crowd the ring's own messages out of the links.
+                    self.replicate_soon(now);
+                    continue;
+                }
+                budget -= 1;
+                let id = LookupId(self.fresh());
+                self.lookups.insert(id, LookupFor::Place(kind, key));
+                self.actions.push_back(Action::Lookup { id, key });
+            }
+        }
+    }
+
+    /// Hand every held block to the successor, which takes over this
+    /// node's range; [`Action::HandedOver`] comes once it acknowledged all
+    /// (or `deadline` passed).
+    pub fn start_leave(&mut self, view: &View<'_>, deadline: Instant, now: Instant) {
+        self.queue.clear();
+        self.replicate_at = None;
+        let mut pushes = HashSet::new();
+        if let Some(succ) = view.ring.successors().first().cloned() {
+            for &(kind, key) in view.held {
+                pushes.insert(self.start_push(kind, key, succ.clone(), now));
+            }
+        }
+        self.leaving = Some(Leaving { deadline, pushes });
+        self.check_leave(now);
+    }
+
+    fn check_leave(&mut self, now: Instant) {
+        if self
+            .leaving
+            .as_ref()
+            .is_some_and(|l| l.pushes.is_empty() || now >= l.deadline)
+        {
+            self.leaving = None;
+            self.actions.push_back(Action::HandedOver);
+        }
+    }
+
+    /// Call after an acknowledgement or a failure: a leave may be done.
+    pub fn settle(&mut self, now: Instant) {
+        self.check_leave(now);
+    }
+}

@@ -1,0 +1,140 @@
+//! When and where to look for relays: the pace of the lookups that fill
+//! the relay sample (`docs/protocol.md`, "Relay sample").
+//!
+//! A lookup of a uniformly random ring point finds the relay that follows
+//! it. While the sample is small and lookups keep finding relays it did
+//! not have, one goes out every [`FAST`]; once [`PATIENCE`] lookups in a
+//! row found only relays already known, or the sample is large, every
+//! [`SLOW`]. While
+//! the sample is small, every other lookup instead targets the point just
+//! after a relay already known, which finds that relay's successor: a relay
+//! with a short arc is seldom the successor of a random point.
+
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+
+use crate::ring::add_pow2;
+use crate::wire::NodeId;
+
+pub const FAST: Duration = Duration::from_millis(200);
+pub const SLOW: Duration = Duration::from_secs(10);
+/// A sample this large is no longer "small".
+pub const ENOUGH: usize = 24;
+/// Sampling lookups in flight at once.
+pub const IN_FLIGHT: usize = 4;
+/// Fast lookups in a row that found only relays already known before the
+/// pace slows: half a minute of them. A network with fewer relays than
+/// [`ENOUGH`] is known whole by then, and a ring still forming (whose
+/// answers are often stale) has formed.
+pub const PATIENCE: u32 = 150;
+
+pub struct Sampler {
+    next: Instant,
+    in_flight: usize,
+    /// Lookups in a row that found no relay new to the sample.
+    misses: u32,
+}
+
+impl Sampler {
+    pub fn new(now: Instant) -> Sampler {
+        Sampler {
+            next: now,
+            in_flight: 0,
+            misses: 0,
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Instant {
+        self.next
+    }
+
+    /// Time for another lookup? Returns its target if one should go out.
+    /// `known` is the sample now; `joined` whether lookups can run.
+    pub fn handle_timeout(
+        &mut self,
+        now: Instant,
+        known: &[NodeId],
+        joined: bool,
+        rng: &mut dyn RngCore,
+    ) -> Option<[u8; 32]> {
+        if now < self.next {
+            return None;
+        }
+        let small = known.len() < ENOUGH;
+        let fast = small && self.misses < PATIENCE;
+        self.next = now + if fast { FAST } else { SLOW };
+        if !joined || self.in_flight >= IN_FLIGHT {
+            return None;
+        }
+        // A random point, not a finger: which relays a node knows should
+        // not be predictable from its id.
+        let mut target = [0u8; 32];
+        rng.fill_bytes(&mut target);
+        if small && !known.is_empty() && target[0] & 1 == 0 {
+            let from = known[usize::from(target[1]) % known.len()];
+            target = add_pow2(&from.0, 0);
+        }
+        self.in_flight += 1;
+        Some(target)
+    }
+
+    /// A sampling lookup ended: `Some(new)` if it found a relay, `new`
+    /// saying whether the sample lacked it; `None` if it failed or found
+    /// nothing usable, which says nothing of how much is left to find.
+    pub fn handle_done(&mut self, found: Option<bool>) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        match found {
+            Some(true) => self.misses = 0,
+            Some(false) => self.misses = self.misses.saturating_add(1),
+            None => {}
+        }
+    }
+
+    /// A relay left the sample (its link failed): look fast again.
+    pub fn handle_lost(&mut self) {
+        self.misses = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    #[test]
+    fn the_pace_slows_once_lookups_stop_finding_new_relays() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut s = Sampler::new(Instant::now());
+        let mut now = s.poll_timeout();
+        let known = vec![NodeId([1; 32]); 3];
+        for _ in 0..PATIENCE {
+            assert!(s.handle_timeout(now, &known, true, &mut rng).is_some());
+            s.handle_done(Some(false));
+            assert_eq!(s.poll_timeout(), now + FAST);
+            now = s.poll_timeout();
+        }
+        assert!(s.handle_timeout(now, &known, true, &mut rng).is_some());
+        s.handle_done(Some(false));
+        assert_eq!(s.poll_timeout(), now + SLOW, "a small network known whole");
+        now = s.poll_timeout();
+        s.handle_lost();
+        s.handle_timeout(now, &known, true, &mut rng);
+        assert_eq!(s.poll_timeout(), now + FAST, "a relay lost: fast again");
+    }
+
+    #[test]
+    fn no_lookup_before_joining_or_beyond_the_budget() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let mut s = Sampler::new(Instant::now());
+        let now = s.poll_timeout();
+        assert!(s.handle_timeout(now, &[], false, &mut rng).is_none());
+        let mut now = s.poll_timeout();
+        for _ in 0..IN_FLIGHT {
+            assert!(s.handle_timeout(now, &[], true, &mut rng).is_some());
+            now = s.poll_timeout();
+        }
+        assert!(s.handle_timeout(now, &[], true, &mut rng).is_none());
+    }
+}

@@ -1,0 +1,400 @@
+//! The real node's driver: a tokio task that feeds the core and carries
+//! out what it asks, on QUIC links, timers, the datastore's thread and the
+//! local API. It decides nothing about the protocol.
+//!
+//! Around the one task: an accept loop, a task per dial and per probe, two
+//! tasks per link (reader and writer, in `link`, which also decode and
+//! encode frames off this task), and the datastore's thread (`worker`).
+//! Test harnesses can watch what the node receives ([`Hooks::observer`])
+//! and rewrite what it sends ([`Hooks::tap`]): a Byzantine node in a test
+//! is the honest core behind a tap, never a switch in the node.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand::RngCore;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::api::Command;
+use super::core::{Action, CloseReason, Core, DialId, LinkId, OpId, Reply, StoreResult};
+use super::{load_identity, worker, Config, Error, NodeHandle};
+use crate::link::{self, close, Accepted, Endpoint, Link};
+use crate::observe::{Observation, Observer};
+use crate::store::Store;
+use crate::token::{Token, Tokens};
+use crate::wire::{Frame, NodeId};
+
+/// Rewrites the frames a node sends, for test harnesses: return `None` to
+/// drop one. Runs on the driver's task: keep it quick.
+pub trait Tap: Send + 'static {
+    fn sending(&mut self, to: NodeId, frame: Frame) -> Option<Frame>;
+}
+
+/// What a harness puts around a node. The production node has none.
+#[derive(Default)]
+pub struct Hooks {
+    /// Sees every frame the node receives, and the relay messages it reads
+    /// as an exit or as a circuit's client.
+    pub observer: Option<Observer>,
+    pub tap: Option<Box<dyn Tap>>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Start a node. It runs until [`NodeHandle::leave`] or
+/// [`NodeHandle::crash`].
+pub async fn start(cfg: Config) -> Result<NodeHandle, Error> {
+    start_with(cfg, Hooks::default()).await
+}
+
+/// Start a node with a harness's hooks.
+pub async fn start_with(cfg: Config, hooks: Hooks) -> Result<NodeHandle, Error> {
+    cfg.validate()?;
+    let identity = load_identity(&cfg.data_dir)?;
+    let store = Store::open(
+        &cfg.data_dir.join("store.redb"),
+        crate::store::Limits {
+            primary_bytes: cfg.store_bytes,
+            cache_bytes: cfg.cache_bytes,
+        },
+        crate::keys::verify_block,
+        crate::keys::supersedes,
+    )?;
+    let held = store.primary_keys()?;
+    let link_cfg = cfg.link();
+    let endpoint = Arc::new(Endpoint::bind(
+        &identity,
+        cfg.listen,
+        cfg.relay,
+        link_cfg.clone(),
+    )?);
+    let listen = endpoint.local_addr()?;
+    let mut settings = cfg.core_settings(listen);
+    settings.circuits.observer = hooks.observer.clone();
+    let learning = settings.learn.is_some();
+    let mut seed = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut seed);
+    let core = Core::new(identity, settings, held, seed, Instant::now(), unix_now())
+        .map_err(|e| Error::Identity(e.to_string()))?;
+    let id = core.id();
+    if learning {
+        tracing::info!(
+            "listening on an unspecified address with no public address: learning one from \
+             peers; not relaying until others can reach this node"
+        );
+    }
+    tracing::info!("node started");
+    tracing::debug!(?id, %listen, "node identity and address");
+
+    let (store, store_rx) = worker::spawn(store);
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let (link_tx, link_rx) = mpsc::channel(1024);
+    let (accept_tx, accept_rx) = mpsc::channel(16);
+    let (dial_tx, dial_rx) = mpsc::channel(64);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let link_count = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(accept_loop(
+        endpoint.clone(),
+        accept_tx,
+        link_count.clone(),
+        refused.clone(),
+        shutdown_rx,
+    ));
+    let driver = Driver {
+        core,
+        me: id,
+        endpoint,
+        link_cfg,
+        links: HashMap::new(),
+        link_count,
+        refused,
+        replies: HashMap::new(),
+        tokens: Tokens::default(),
+        store: Some(store),
+        link_tx,
+        dial_tx,
+        hooks,
+        shutdown,
+    };
+    let task = tokio::spawn(driver.run(cmd_rx, link_rx, accept_rx, dial_rx, store_rx));
+    Ok(NodeHandle {
+        id,
+        listen,
+        cmd: cmd_tx,
+        task,
+    })
+}
+
+async fn accept_loop(
+    endpoint: Arc<Endpoint>,
+    accepted: mpsc::Sender<Accepted>,
+    link_count: Arc<AtomicUsize>,
+    refused: Arc<AtomicUsize>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.incoming() => match i {
+                Some(i) => i,
+                None => return,
+            },
+            _ = shutdown.changed() => return,
+        };
+        if link_count.load(Ordering::Relaxed) >= endpoint.config().max_links {
+            incoming.refuse();
+            continue;
+        }
+        let endpoint = endpoint.clone();
+        let accepted = accepted.clone();
+        let refused = refused.clone();
+        tokio::spawn(async move {
+            match endpoint.complete(incoming).await {
+                Ok(a) => {
+                    let _ = accepted.send(a).await;
+                }
+                Err(link::Error::NoIdentity) => {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => tracing::debug!("inbound link failed: {e}"),
+            }
+        });
+    }
+}
+
+struct Driver {
+    core: Core,
+    me: NodeId,
+    endpoint: Arc<Endpoint>,
+    link_cfg: link::Config,
+    links: HashMap<LinkId, link::Handle>,
+    /// Open links, for the accept loop's bound.
+    link_count: Arc<AtomicUsize>,
+    /// Inbound connections refused for presenting no node certificate.
+    refused: Arc<AtomicUsize>,
+    replies: HashMap<Token, oneshot::Sender<Reply>>,
+    tokens: Tokens,
+    /// The datastore's thread; taken when the node stops.
+    store: Option<worker::Worker>,
+    link_tx: mpsc::Sender<link::Event>,
+    dial_tx: mpsc::Sender<(DialId, Result<Link, link::Error>)>,
+    hooks: Hooks,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut cmds: mpsc::Receiver<Command>,
+        mut link_rx: mpsc::Receiver<link::Event>,
+        mut accept_rx: mpsc::Receiver<Accepted>,
+        mut dial_rx: mpsc::Receiver<(DialId, Result<Link, link::Error>)>,
+        mut store_rx: mpsc::UnboundedReceiver<(OpId, StoreResult)>,
+    ) {
+        loop {
+            let deadline = self.core.poll_timeout();
+            tokio::select! {
+                Some(ev) = link_rx.recv() => self.on_link_event(ev),
+                Some(accepted) = accept_rx.recv() => match accepted {
+                    Accepted::Link(l) => self.link_up(l, None),
+                    Accepted::Probe { nonce } => self.core.handle_probe_arrived(nonce, Instant::now()),
+                },
+                Some((dial, res)) = dial_rx.recv() => match res {
+                    Ok(l) => self.link_up(l, Some(dial)),
+                    Err(e) => {
+                        tracing::debug!("dial failed: {e}");
+                        let wrong = matches!(e, link::Error::WrongPeer | link::Error::NoIdentity);
+                        self.core.handle_dial_failed(dial, wrong, Instant::now());
+                    }
+                },
+                Some((op, result)) = store_rx.recv() => {
+                    self.core.handle_store(op, result, Instant::now());
+                }
+                cmd = cmds.recv() => match cmd {
+                    Some(Command::Request(request, reply)) => {
+                        let token = self.tokens.issue();
+                        self.replies.insert(token, reply);
+                        self.core.handle_request(token, request, Instant::now());
+                    }
+                    Some(Command::Crash(done)) => {
+                        self.stop().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => {
+                        self.stop().await;
+                        return;
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    self.core.handle_timeout(Instant::now());
+                }
+            }
+            if self.carry_out() {
+                self.stop().await;
+                return;
+            }
+        }
+    }
+
+    fn link_up(&mut self, link: Link, dial: Option<DialId>) {
+        let (id, peer, remote, inbound) =
+            (LinkId(link.serial), link.peer, link.remote, link.inbound);
+        let handle = link.spawn(&self.link_cfg, self.link_tx.clone());
+        self.links.insert(id, handle);
+        self.link_count.store(self.links.len(), Ordering::Relaxed);
+        self.core
+            .handle_link_up(id, peer, remote, inbound, dial, Instant::now());
+    }
+
+    fn on_link_event(&mut self, ev: link::Event) {
+        match ev {
+            link::Event::Frame {
+                serial,
+                peer,
+                frame,
+                len,
+            } => {
+                if let Some(obs) = &self.hooks.observer {
+                    obs.observe(&Observation::Frame {
+                        at: self.me,
+                        from: peer,
+                        len,
+                        frame: &frame,
+                    });
+                }
+                self.core
+                    .handle_frame(LinkId(serial), frame, Instant::now());
+            }
+            link::Event::Closed {
+                serial, misbehaved, ..
+            } => {
+                self.links.remove(&LinkId(serial));
+                self.link_count.store(self.links.len(), Ordering::Relaxed);
+                self.core
+                    .handle_link_down(LinkId(serial), misbehaved.is_some(), Instant::now());
+            }
+        }
+    }
+
+    /// Carry out the core's actions; true once it asks to stop.
+    fn carry_out(&mut self) -> bool {
+        let mut stop = false;
+        while let Some(action) = self.core.poll_action() {
+            match action {
+                Action::Send { link, frame } => self.send(link, frame),
+                Action::Dial { dial, peer, addrs } => {
+                    let endpoint = self.endpoint.clone();
+                    let tx = self.dial_tx.clone();
+                    tokio::spawn(async move {
+                        let res = endpoint.dial_any(&addrs, peer).await;
+                        let _ = tx.send((dial, res)).await;
+                    });
+                }
+                Action::Close { link, reason } => {
+                    if let Some(h) = self.links.get(&link) {
+                        let (code, why): (_, &[u8]) = match reason {
+                            CloseReason::Protocol => (close::PROTOCOL, b"protocol violation"),
+                            CloseReason::Duplicate => (close::DUPLICATE, b"duplicate link"),
+                        };
+                        h.close(code, why);
+                    }
+                }
+                Action::Store { op, what } => {
+                    let sent = self.store.as_ref().map(|w| w.ops.send((op, what)));
+                    if !matches!(sent, Some(Ok(()))) {
+                        tracing::error!("the datastore thread is gone");
+                    }
+                }
+                Action::Probe {
+                    target,
+                    peer,
+                    nonce,
+                } => {
+                    let cfg = self.link_cfg.clone();
+                    tokio::spawn(probe(target, peer, nonce, cfg));
+                }
+                Action::Reply { token, reply } => {
+                    if let Some(tx) = self.replies.remove(&token) {
+                        let _ = tx.send(self.complete(reply));
+                    }
+                }
+                Action::Stop => stop = true,
+            }
+        }
+        stop
+    }
+
+    fn send(&mut self, link: LinkId, frame: Frame) {
+        let Some(h) = self.links.get(&link) else {
+            return;
+        };
+        let frame = match &mut self.hooks.tap {
+            Some(tap) => match tap.sending(h.peer, frame) {
+                Some(f) => f,
+                None => return,
+            },
+            None => frame,
+        };
+        if h.send(frame).is_err() {
+            tracing::debug!("send queue full or link closed; frame dropped");
+        }
+    }
+
+    /// Add to a reply what only the driver knows: connections refused
+    /// before they became links.
+    fn complete(&self, reply: Reply) -> Reply {
+        match reply {
+            Reply::Status(mut s) => {
+                let refused =
+                    self.refused.load(Ordering::Relaxed) + self.endpoint.rejected_certificates();
+                s.misbehaving_peers = s
+                    .misbehaving_peers
+                    .saturating_add(u64::try_from(refused).unwrap_or(u64::MAX));
+                Reply::Status(s)
+            }
+            other => other,
+        }
+    }
+
+    async fn stop(&mut self) {
+        let _ = self.shutdown.send(true);
+        // Dropping the handles lets each writer send what is queued, finish
+        // its stream and close its link; wait for that, briefly, before
+        // closing the endpoint (which would cut off unsent frames).
+        let links: Vec<link::Handle> = self.links.drain().map(|(_, h)| h).collect();
+        let closing: Vec<_> = links.iter().map(link::Handle::closed).collect();
+        drop(links);
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            for c in closing {
+                c.await;
+            }
+        })
+        .await;
+        self.endpoint.close().await;
+        // Let the datastore finish what is queued and close its file, so
+        // that the data directory can be opened again at once.
+        if let Some(w) = self.store.take() {
+            drop(w.ops);
+            if tokio::time::timeout(Duration::from_secs(30), w.finished)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the datastore did not close within 30 s");
+            }
+        }
+    }
+}
+
+async fn probe(target: SocketAddr, peer: NodeId, nonce: [u8; 16], cfg: link::Config) {
+    if let Err(e) = link::probe(target, peer, nonce, &cfg).await {
+        tracing::debug!("dial-back probe failed: {e}");
+    }
+}
