@@ -16,7 +16,7 @@
 //! One value holds both roles a node plays: relay (and exit) for circuits
 //! others built, and client for its own.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -237,7 +237,7 @@ pub struct Circuits {
     links: HashMap<NodeId, bool>,
     sample: Sample,
     /// Relayed circuits, by a local number, and the two indexes into them.
-    relayed: HashMap<u64, RelayCirc>,
+    relayed: BTreeMap<u64, RelayCirc>,
     by_prev: HashMap<LinkCirc, u64>,
     by_next: HashMap<LinkCirc, u64>,
     next_local: u64,
@@ -246,7 +246,7 @@ pub struct Circuits {
     tokens: crate::token::Tokens,
     /// The node's own circuits, by a local number, and by their first
     /// hop's link and id once they have one.
-    own: HashMap<u64, ClientCirc>,
+    own: BTreeMap<u64, ClientCirc>,
     own_links: HashMap<LinkCirc, u64>,
     /// The circuit that takes new requests, per isolation key.
     current: HashMap<Isolation, u64>,
@@ -269,13 +269,13 @@ impl Circuits {
             rng: StdRng::from_seed(seed),
             links: HashMap::new(),
             sample: Sample::default(),
-            relayed: HashMap::new(),
+            relayed: BTreeMap::new(),
             by_prev: HashMap::new(),
             by_next: HashMap::new(),
             next_local: 0,
             routes: HashMap::new(),
             tokens: crate::token::Tokens::default(),
-            own: HashMap::new(),
+            own: BTreeMap::new(),
             own_links: HashMap::new(),
             current: HashMap::new(),
             pinned: HashMap::new(),

@@ -18,6 +18,7 @@ pub mod node;
 pub mod observe;
 pub mod ring;
 pub mod route;
+pub mod sim;
 pub mod socks;
 pub mod store;
 pub mod testnet;

@@ -17,10 +17,10 @@ mod config;
 pub mod core;
 mod driver;
 mod identity;
-mod worker;
+pub mod worker;
 
 pub use self::core::StoreError;
-pub use api::{NodeClient, NodeHandle, RequestError};
+pub use api::{channel, Answer, NodeClient, NodeHandle, RequestError, Requests};
 pub use config::{Bootstrap, Config, Error as ConfigError};
 pub use driver::{start, start_with, Hooks, Tap};
 pub use identity::load_identity;

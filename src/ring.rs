@@ -13,7 +13,7 @@
 //! a time and keeps the state itself, which lets it route around a node that
 //! does not answer. Descriptors handed to the ring must already be verified.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -168,7 +168,8 @@ pub struct Ring {
     successors: Vec<Peer>,
     fingers: Vec<Option<Peer>>,
     next_finger: usize,
-    queries: HashMap<u64, Query>,
+    /// In a BTreeMap so that expiries are handled in a reproducible order.
+    queries: BTreeMap<u64, Query>,
     dead: HashMap<NodeId, Instant>,
     bootstrap: Vec<(SocketAddr, Option<NodeId>)>,
     joined: bool,
@@ -194,7 +195,7 @@ impl Ring {
             successors: Vec::new(),
             fingers: vec![None; 256],
             next_finger: 0,
-            queries: HashMap::new(),
+            queries: BTreeMap::new(),
             dead: HashMap::new(),
             bootstrap: Vec::new(),
             joined: true,

@@ -20,7 +20,7 @@
 //! answers data not found when it lacks the block. Every block is verified
 //! before it is cached, stored, forwarded or delivered.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -167,7 +167,8 @@ pub struct Router {
     cfg: Config,
     seen: HashMap<RequestId, Instant>,
     seen_order: VecDeque<(Instant, RequestId)>,
-    pending: HashMap<RequestId, Pending>,
+    /// Ordered, so that timeouts are handled in a reproducible order.
+    pending: BTreeMap<RequestId, Pending>,
     decrement_at_max: HashMap<NodeId, bool>,
     penalised: HashMap<NodeId, Instant>,
     actions: VecDeque<Action>,
@@ -180,7 +181,7 @@ impl Router {
             cfg,
             seen: HashMap::new(),
             seen_order: VecDeque::new(),
-            pending: HashMap::new(),
+            pending: BTreeMap::new(),
             decrement_at_max: HashMap::new(),
             penalised: HashMap::new(),
             actions: VecDeque::new(),

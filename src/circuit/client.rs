@@ -8,7 +8,7 @@
 //! the circuit while it is built. A circuit that fails once it is built
 //! fails the requests on it; nothing tells the client where it broke.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use super::window::Window;
@@ -34,7 +34,7 @@ pub(super) struct ClientCirc {
     used: u32,
     /// Takes no new requests; destroyed once its last request ends.
     retired: bool,
-    streams: HashMap<StreamId, Stream>,
+    streams: BTreeMap<StreamId, Stream>,
     next_stream: u16,
     waiting: VecDeque<Pending>,
     window: Window,
@@ -300,7 +300,7 @@ impl Circuits {
                 born: now,
                 used: 0,
                 retired: false,
-                streams: HashMap::new(),
+                streams: BTreeMap::new(),
                 next_stream: 1,
                 waiting,
                 window: Window::default(),

@@ -6,7 +6,7 @@
 //! puts on) its own layer. It learns whether it is the exit by having no
 //! next hop when a cell arrives, and nothing else of its position.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::window::Window;
@@ -55,7 +55,7 @@ enum Next {
 
 #[derive(Default)]
 struct Exit {
-    streams: HashMap<StreamId, ExitStream>,
+    streams: BTreeMap<StreamId, ExitStream>,
     /// Flow control toward the client.
     window: Window,
 }

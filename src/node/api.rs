@@ -53,6 +53,53 @@ impl From<CircuitError> for RequestError {
     }
 }
 
+/// The node's side of a [`NodeClient`]: the requests its clients make,
+/// each with where its answer goes. The driver serves one for a real node;
+/// the simulator serves one for each simulated node, so that the document
+/// layer runs unchanged over either.
+pub struct Requests {
+    rx: mpsc::Receiver<Command>,
+}
+
+/// Where the answer to one request goes.
+pub struct Answer(oneshot::Sender<Reply>);
+
+impl Answer {
+    pub fn send(self, reply: Reply) {
+        let _ = self.0.send(reply);
+    }
+}
+
+/// A client and the other end of its channel, for a node run by something
+/// other than the driver (the simulator).
+pub fn channel() -> (NodeClient, Requests) {
+    let (tx, rx) = mpsc::channel(1024);
+    (
+        NodeClient {
+            cmd: tx,
+            via: Via::Circuit(Isolation::default()),
+        },
+        Requests { rx },
+    )
+}
+
+impl Requests {
+    /// The next request already waiting, if any; a crash command is
+    /// answered at once and skipped (a simulated node crashes when the
+    /// simulation says so).
+    pub fn try_next(&mut self) -> Option<(Request, Answer)> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(Command::Request(r, tx)) => return Some((r, Answer(tx))),
+                Ok(Command::Crash(done)) => {
+                    let _ = done.send(());
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
 /// Ask the driver; `None` if the node has stopped.
 async fn ask(cmd: &mpsc::Sender<Command>, request: Request) -> Option<Reply> {
     let (tx, rx) = oneshot::channel();

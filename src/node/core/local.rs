@@ -172,7 +172,7 @@ impl Core {
                     StoreResult::Stats(s) => s,
                     _ => store::Stats::default(),
                 };
-                let status = self.status(stats);
+                let status = self.status(Some(stats));
                 self.reply(token, Reply::Status(Box::new(status)));
             }
         }
@@ -200,7 +200,10 @@ impl Core {
         self.actions.push_back(Action::Reply { token, reply });
     }
 
-    fn status(&self, stats: store::Stats) -> Status {
+    /// The node's status; the datastore's counters are zero unless given
+    /// (only the datastore knows them).
+    pub fn status(&self, stats: Option<store::Stats>) -> Status {
+        let stats = stats.unwrap_or_default();
         let hex = NodeId::to_hex;
         let circuits = self.circuits.stats();
         Status {
@@ -282,7 +285,8 @@ impl Core {
         self.ring.set_descriptor(desc.clone());
         self.ring.set_member(true, now);
         self.circuits.set_relay(true);
-        let links: Vec<_> = self.links.values().map(|l| l.id).collect();
+        let mut links: Vec<_> = self.links.values().map(|l| l.id).collect();
+        links.sort();
         for link in links {
             self.actions.push_back(Action::Send {
                 link,

@@ -13,7 +13,7 @@
 //! first asks for the block ([`Action::Read`]) and sends it when
 //! [`Placement::handle_read`] brings it.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::ring::{Peer, Ring};
@@ -122,7 +122,7 @@ pub struct Placement {
     /// them: no lookup for them until the membership changes.
     placed: HashSet<RoutingKey>,
     lookups: HashMap<LookupId, LookupFor>,
-    pushes: HashMap<RequestId, Push>,
+    pushes: BTreeMap<RequestId, Push>,
     queue: VecDeque<(KeyKind, RoutingKey, Peer)>,
     leaving: Option<Leaving>,
     next_id: u64,
@@ -137,7 +137,7 @@ impl Placement {
             confirmed: HashSet::new(),
             placed: HashSet::new(),
             lookups: HashMap::new(),
-            pushes: HashMap::new(),
+            pushes: BTreeMap::new(),
             queue: VecDeque::new(),
             leaving: None,
             next_id: 0,
