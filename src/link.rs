@@ -11,7 +11,7 @@
 //! link ([`Config::max_streams`]), bytes buffered per stream and per link
 //! (QUIC flow-control windows), frames queued for sending
 //! ([`Config::send_queue`]), and the reader's buffer (one frame, at most
-//! [`MAX_FRAME_LEN`] bytes). Keep-alives and an idle timeout detect dead
+//! [`MAX_FRAME_LEN`](crate::wire::MAX_FRAME_LEN) bytes). Keep-alives and an idle timeout detect dead
 //! links; the keep-alives also hold NAT mappings open (see
 //! [`Config::keep_alive`]).
 //!
@@ -31,13 +31,19 @@ use quinn::{RecvStream, SendStream, VarInt};
 use tokio::sync::mpsc;
 
 use crate::crypto::Identity;
-use crate::wire::{self, decode_frame, encode_frame, Frame, NodeId, PeerMessage, MAX_FRAME_LEN};
+use crate::wire::{self, Frame, NodeId, PeerMessage};
 
 pub mod addr;
+mod probe;
 pub mod reach;
+mod stream;
 mod tls;
 
+pub use probe::probe;
+pub use stream::FrameReader;
 pub use tls::{certificate, peer_id, ALPN, PROBE_ALPN};
+
+use stream::{read_loop, write_loop};
 
 /// Close codes, as the peer sees them.
 pub mod close {
@@ -382,53 +388,6 @@ fn negotiated_alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
         .protocol
 }
 
-/// Dial `target` as a reachability probe for the node `expected`: from a
-/// fresh socket (so that no NAT or firewall on the target's side has seen
-/// this flow), under a throwaway identity (so the probe links to nothing),
-/// presenting `nonce`. Succeeds once the target has read the nonce.
-pub async fn probe(
-    target: SocketAddr,
-    expected: NodeId,
-    nonce: [u8; 16],
-    cfg: &Config,
-) -> Result<(), Error> {
-    let throwaway = Identity::generate(&mut rand::rngs::OsRng);
-    let (cert, key) = certificate(&throwaway)?;
-    let (client, mismatch) =
-        client_config(&cert, &key, Some(expected), PROBE_ALPN, transport(cfg)?)?;
-    let bind: SocketAddr = if target.is_ipv4() {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let socket = std::net::UdpSocket::bind(bind).map_err(|e| Error::Io(e.to_string()))?;
-    let runtime = quinn::default_runtime().ok_or_else(|| Error::Io("no async runtime".into()))?;
-    let ep = quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
-        .map_err(|e| Error::Io(e.to_string()))?;
-    let run = async {
-        let conn = ep
-            .connect_with(client, target, "umbra")
-            .map_err(|e| Error::Connect(e.to_string()))?
-            .await
-            .map_err(|e| connect_error(&mismatch, e))?;
-        let (mut send, _recv) = conn
-            .open_bi()
-            .await
-            .map_err(|e| Error::Connect(e.to_string()))?;
-        send.write_all(&nonce).await.map_err(|_| Error::Closed)?;
-        send.finish().map_err(|_| Error::Closed)?;
-        // The target closes once it has the nonce.
-        conn.closed().await;
-        Ok(())
-    };
-    let r = tokio::time::timeout(cfg.handshake_timeout, run)
-        .await
-        .map_err(|_| Error::Timeout)
-        .and_then(|r| r);
-    ep.close(close::NORMAL, b"");
-    r
-}
-
 fn authenticated_id(conn: &quinn::Connection) -> Result<NodeId, Error> {
     let certs = conn
         .peer_identity()
@@ -585,142 +544,5 @@ impl Link {
             events,
         ));
         handle
-    }
-}
-
-async fn write_loop(
-    mut send: SendStream,
-    mut control: mpsc::Receiver<Frame>,
-    mut cells: mpsc::Receiver<Frame>,
-    mut bulk: mpsc::Receiver<Frame>,
-    conn: quinn::Connection,
-) {
-    loop {
-        // Control first; then cells and bulk frames, taken fairly, so that
-        // neither circuits nor replication can starve the other.
-        let frame = tokio::select! {
-            biased;
-            Some(f) = control.recv() => f,
-            f = async {
-                tokio::select! {
-                    Some(f) = cells.recv() => Some(f),
-                    Some(f) = bulk.recv() => Some(f),
-                    else => None,
-                }
-            } => match f {
-                Some(f) => f,
-                None => break,
-            },
-            else => break,
-        };
-        let bytes = match encode_frame(&frame) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!("link: dropping a frame that does not encode: {e}");
-                continue;
-            }
-        };
-        if send.write_all(&bytes).await.is_err() {
-            break;
-        }
-    }
-    // The node dropped the handle (or the stream failed): end the stream,
-    // wait (briefly) until the peer has read it to the end, then close.
-    // Closing at once would discard frames still in flight.
-    if send.finish().is_ok() {
-        let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
-    }
-    conn.close(close::NORMAL, b"");
-}
-
-async fn read_loop(
-    mut recv: RecvStream,
-    conn: quinn::Connection,
-    serial: u64,
-    peer: NodeId,
-    events: mpsc::Sender<Event>,
-) {
-    let mut reader = FrameReader::default();
-    let misbehaved = loop {
-        match reader.next_sized(&mut recv).await {
-            Ok(Some((frame, len))) => {
-                if events
-                    .send(Event::Frame {
-                        serial,
-                        peer,
-                        frame,
-                        len,
-                    })
-                    .await
-                    .is_err()
-                {
-                    break None;
-                }
-            }
-            Ok(None) => break None,
-            Err(Error::Protocol(e)) => {
-                conn.close(close::PROTOCOL, b"malformed frame");
-                break Some(Error::Protocol(e));
-            }
-            Err(_) => break None,
-        }
-    };
-    if misbehaved.is_none() {
-        conn.close(close::NORMAL, b"");
-    }
-    let _ = events
-        .send(Event::Closed {
-            serial,
-            peer,
-            misbehaved,
-        })
-        .await;
-}
-
-/// Reassembles frames from a stream, holding at most one frame's bytes
-/// plus one read.
-#[derive(Default)]
-pub struct FrameReader {
-    buf: Vec<u8>,
-}
-
-const READ_CHUNK: usize = 16 * 1024;
-
-impl FrameReader {
-    /// The next frame; `Ok(None)` when the stream ended cleanly between
-    /// frames.
-    pub async fn next(&mut self, recv: &mut RecvStream) -> Result<Option<Frame>, Error> {
-        Ok(self.next_sized(recv).await?.map(|(f, _)| f))
-    }
-
-    /// [`FrameReader::next`], with the frame's length on the wire.
-    pub async fn next_sized(
-        &mut self,
-        recv: &mut RecvStream,
-    ) -> Result<Option<(Frame, usize)>, Error> {
-        loop {
-            if let Some((frame, used)) = decode_frame(&self.buf)? {
-                self.buf.drain(..used);
-                return Ok(Some((frame, used)));
-            }
-            debug_assert!(self.buf.len() <= MAX_FRAME_LEN);
-            let start = self.buf.len();
-            self.buf.resize(start + READ_CHUNK, 0);
-            match recv.read(&mut self.buf[start..]).await {
-                Ok(Some(n)) => self.buf.truncate(start + n),
-                Ok(None) => {
-                    self.buf.truncate(start);
-                    return if self.buf.is_empty() {
-                        Ok(None)
-                    } else {
-                        Err(Error::Protocol(wire::Error::Truncated {
-                            what: "frame at end of stream",
-                            needed: 1,
-                        }))
-                    };
-                }
-                Err(_) => return Err(Error::Closed),
-            }
-        }
     }
 }

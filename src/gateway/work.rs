@@ -1,0 +1,164 @@
+//! What the gateway's requests do beyond routing: inserts (under a
+//! content-hash key, a signed key or a keyword), request bodies and upload
+//! forms read within their bounds, and work whose progress streams back to
+//! the client as it goes.
+
+use super::*;
+
+/// What an insert is signed with: nothing for a content-hash key, the
+/// subspace's key for an insert URI, the keyword's key (and the keyword,
+/// to name the result) for a keyword.
+pub(super) type Signer = Option<(SskInsertKey, Option<String>)>;
+
+/// The signer for an insert to `target`; other URIs cannot be inserted to.
+pub(super) fn signing_key(target: Option<Uri>) -> Result<Signer, &'static str> {
+    match target {
+        None => Ok(None),
+        Some(Uri::SskInsert(k)) => Ok(Some((k, None))),
+        Some(Uri::Ksk(word)) => Ok(Some((keys::ksk(&word), Some(word)))),
+        Some(_) => Err(
+            "an insert goes to / for a content-hash key, or to an umbra:ssk-insert: or umbra:ksk: URI",
+        ),
+    }
+}
+
+/// Insert under a content-hash key, or under a signed key at the next
+/// version. Returns the URI to fetch with.
+pub(super) async fn insert(
+    node: &NodeClient,
+    content_type: &str,
+    data: &[u8],
+    key: Signer,
+    progress: Option<&ProgressTx>,
+) -> Result<Uri, ClientError> {
+    match key {
+        None => client::insert_with_progress(node, content_type, data, Target::Chk, progress).await,
+        Some((key, word)) => {
+            let version = client::next_version(node, &key).await?;
+            let uri = client::insert_with_progress(
+                node,
+                content_type,
+                data,
+                Target::Signed(&key, version),
+                progress,
+            )
+            .await?;
+            Ok(word.map_or(uri, Uri::Ksk))
+        }
+    }
+}
+
+/// A request body, at most `limit` bytes.
+#[allow(clippy::result_large_err)]
+pub(super) async fn read_body(body: Incoming, limit: usize) -> Result<Vec<u8>, Response<Body>> {
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes().to_vec()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(failure(
+            ErrorCode::TooLarge,
+            format!("documents are limited to {limit} bytes"),
+        )),
+        Err(e) => Err(failure(
+            ErrorCode::BadRequest,
+            format!("the request body broke off: {e}"),
+        )),
+    }
+}
+
+pub(super) struct Form {
+    pub(super) file: Vec<u8>,
+    pub(super) file_type: Option<String>,
+    pub(super) content_type: Option<String>,
+    pub(super) insert_uri: Option<String>,
+}
+
+pub(super) async fn read_form(body: Vec<u8>, boundary: String) -> Result<Form, multer::Error> {
+    let stream = futures_util::stream::once(async move { Ok::<_, Infallible>(Bytes::from(body)) });
+    let mut parts = multer::Multipart::new(stream, boundary);
+    let mut form = Form {
+        file: Vec::new(),
+        file_type: None,
+        content_type: None,
+        insert_uri: None,
+    };
+    while let Some(field) = parts.next_field().await? {
+        match field.name() {
+            Some("file") => {
+                form.file_type = field.content_type().map(|m| m.to_string());
+                form.file = field.bytes().await?.to_vec();
+            }
+            Some("content_type") => form.content_type = Some(field.text().await?),
+            Some("insert_uri") => form.insert_uri = Some(field.text().await?),
+            _ => {}
+        }
+    }
+    Ok(form)
+}
+
+/// Run an insert or fetch and answer with its progress as it goes, then
+/// its result (see `docs/protocol.md`, "Gateway"). A reader that goes away
+/// cancels the work.
+pub(super) fn streamed<F, Fut>(work: F) -> Response<Body>
+where
+    F: FnOnce(ProgressTx) -> Fut,
+    Fut: Future<Output = Finished> + Send + 'static,
+{
+    let (tx, rx) = watch::channel(Progress::default());
+    let work = work(tx);
+    let (mut sender, body) = Channel::<Bytes, Infallible>::new(4);
+    tokio::spawn(async move {
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        let mut sent = None;
+        let finished = loop {
+            tokio::select! {
+                f = &mut work => break f,
+                _ = tick.tick() => {
+                    let p = *rx.borrow();
+                    if sent != Some(p) {
+                        sent = Some(p);
+                        let line = format!("progress {} {}\n", p.done, p.total);
+                        if sender.send_data(line.into()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        };
+        let p = *rx.borrow();
+        let mut lines = format!("progress {} {}\n", p.done, p.total);
+        match finished {
+            Finished::Inserted(uri) => lines.push_str(&format!("ok {uri}\n")),
+            Finished::Failed(code, message) => {
+                let message = message.replace(['\n', '\r'], " ");
+                lines.push_str(&format!("error {code} {message}\n"));
+            }
+            Finished::Fetched(doc) => {
+                let version = doc.version.map_or("-".to_string(), |v| v.to_string());
+                let ctype = doc.content_type.replace(['\n', '\r'], " ");
+                lines.push_str(&format!("ok {version} {} {ctype}\n", doc.data.len()));
+                if sender.send_data(lines.into()).await.is_err() {
+                    return;
+                }
+                for chunk in doc.data.chunks(CHUNK) {
+                    if sender
+                        .send_data(Bytes::copy_from_slice(chunk))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                return;
+            }
+        }
+        let _ = sender.send_data(lines.into()).await;
+    });
+    let mut r = Response::new(body.boxed());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(PROGRESS_TYPE),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}

@@ -1,0 +1,142 @@
+//! Iterative lookups (Chord's find_successor, section 4.3, run by the node that
+//! wants the answer): each step asks the closest preceding node it has not
+//! tried, and a node that does not answer is routed around.
+
+use super::*;
+
+impl Ring {
+    /// Chord's `find_successor` as answered to others: done with our
+    /// successor if the target falls between us and it; otherwise the
+    /// closest node we know that precedes the target.
+    pub(super) fn answer_find(&self, target: &[u8; 32]) -> (bool, Peer) {
+        let succ = self.successor().clone();
+        if succ.id == self.me.id || in_half_open(target, &self.me.id.0, &succ.id.0) {
+            return (true, succ);
+        }
+        match self.closest_preceding(target, &HashSet::new()) {
+            Some(p) => (false, p),
+            None => (true, succ),
+        }
+    }
+
+    /// The known node closest to `target` without passing it, skipping
+    /// `exclude`.
+    pub(super) fn closest_preceding(
+        &self,
+        target: &[u8; 32],
+        exclude: &HashSet<NodeId>,
+    ) -> Option<Peer> {
+        self.preceding(target).find(|p| !exclude.contains(&p.id))
+    }
+
+    pub(super) fn start_lookup(&mut self, target: [u8; 32], purpose: Purpose, now: Instant) {
+        let lookup = Lookup {
+            target,
+            purpose,
+            steps: 0,
+            tried: HashSet::new(),
+        };
+        let succ = self.successor().clone();
+        if succ.id == self.me.id || in_half_open(&target, &self.me.id.0, &succ.id.0) {
+            self.lookup_finished(lookup, Ok(succ), now);
+            return;
+        }
+        self.lookup_next(lookup, now);
+    }
+
+    /// Ask the best node not yet tried, or give up.
+    pub(super) fn lookup_next(&mut self, lookup: Lookup, now: Instant) {
+        match self.closest_preceding(&lookup.target, &lookup.tried) {
+            Some(p) => self.send_lookup(Dest::Peer(p.clone()), Some(p.id), lookup, now),
+            None => {
+                // Nobody closer: our successor is the best answer we have,
+                // unless it too has failed.
+                let succ = self.successor().clone();
+                if !lookup.tried.contains(&succ.id)
+                    && in_open(&lookup.target, &self.me.id.0, &succ.id.0)
+                {
+                    self.lookup_finished(lookup, Ok(succ), now);
+                } else {
+                    self.lookup_finished(lookup, Err(LookupError::NoRoute), now);
+                }
+            }
+        }
+    }
+
+    pub(super) fn send_lookup(
+        &mut self,
+        to: Dest,
+        id: Option<NodeId>,
+        mut lookup: Lookup,
+        now: Instant,
+    ) {
+        if let Some(id) = id {
+            lookup.tried.insert(id);
+        }
+        lookup.steps += 1;
+        let target = lookup.target;
+        let query = self.insert_query(id, Pending::Lookup(lookup), now);
+        self.send(to, PeerMessage::FindSuccessor { query, target });
+    }
+
+    pub(super) fn lookup_step(&mut self, lookup: Lookup, done: bool, node: Peer, now: Instant) {
+        if done {
+            self.lookup_finished(lookup, Ok(node), now);
+        } else if lookup.steps >= self.cfg.lookup_max_steps {
+            self.lookup_finished(lookup, Err(LookupError::TooManySteps), now);
+        } else if node.id == self.me.id
+            || lookup.tried.contains(&node.id)
+            || self.dead.contains_key(&node.id)
+        {
+            // Pointed back at ourselves or at a node that already failed us:
+            // continue from our own tables instead.
+            self.lookup_next(lookup, now);
+        } else {
+            self.send_lookup(Dest::Peer(node.clone()), Some(node.id), lookup, now);
+        }
+    }
+
+    pub(super) fn lookup_finished(
+        &mut self,
+        lookup: Lookup,
+        result: Result<Peer, LookupError>,
+        now: Instant,
+    ) {
+        match lookup.purpose {
+            Purpose::User(token) => self.events.push_back(Event::LookupDone {
+                token,
+                result: result.map(Box::new),
+            }),
+            Purpose::Join => match result {
+                Ok(succ) if succ.id != self.me.id => {
+                    self.joined = true;
+                    self.successors = vec![succ.clone()];
+                    self.notify(succ);
+                    self.next_stabilize = now;
+                    self.events.push_back(Event::Joined);
+                    self.events.push_back(Event::NeighboursChanged);
+                }
+                // Retried at the next stabilize tick.
+                _ => {}
+            },
+            Purpose::Finger(i) => {
+                self.next_finger = (i + 1) % 256;
+                if let Ok(node) = result {
+                    if node.id == self.me.id {
+                        return;
+                    }
+                    // Every finger whose start the node also covers points
+                    // to it: skip their lookups.
+                    let mut j = i;
+                    while j < 256
+                        && in_half_open(&add_pow2(&self.me.id.0, j), &self.me.id.0, &node.id.0)
+                    {
+                        self.fingers[j] = Some(node.clone());
+                        j += 1;
+                    }
+                    self.next_finger = j % 256;
+                }
+            }
+        }
+    }
+}

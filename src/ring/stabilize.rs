@@ -1,0 +1,148 @@
+//! Stabilization (Chord, section 4.4, with the successor lists of section
+//! 5.2): ask the successor for its predecessor and successors, notify it, and
+//! mend around neighbours that leave or fail.
+
+use super::*;
+
+impl Ring {
+    pub(super) fn stabilize(&mut self, now: Instant) {
+        if !self.joined {
+            self.try_join(now);
+            return;
+        }
+        match self.successors.first().cloned() {
+            Some(succ) => {
+                let in_flight = self
+                    .queries
+                    .values()
+                    .any(|q| matches!(q.what, Pending::Stabilize));
+                if !in_flight {
+                    let query = self.insert_query(Some(succ.id), Pending::Stabilize, now);
+                    self.send(Dest::Peer(succ), PeerMessage::GetPredecessor { query });
+                }
+            }
+            None => {
+                // Alone so far: whoever notified us is the other half of a
+                // two-node ring.
+                if let Some(p) = self.predecessor.clone() {
+                    self.successors = vec![p.clone()];
+                    self.notify(p);
+                    self.events.push_back(Event::NeighboursChanged);
+                }
+            }
+        }
+    }
+
+    pub(super) fn stabilize_reply(
+        &mut self,
+        from: NodeId,
+        their_pred: Option<Peer>,
+        their_succs: Vec<NodeDescriptor>,
+        now: Instant,
+    ) {
+        let Some(succ) = self.successors.first().cloned() else {
+            return;
+        };
+        if succ.id != from {
+            return;
+        }
+        let mut list = Vec::with_capacity(self.cfg.successors + 1);
+        if let Some(x) = their_pred {
+            if x.id != self.me.id
+                && !self.dead.contains_key(&x.id)
+                && in_open(&x.id.0, &self.me.id.0, &succ.id.0)
+            {
+                // Someone joined between us and our successor.
+                list.push(x);
+            }
+        }
+        list.push(succ.clone());
+        for d in their_succs {
+            let p = Peer::new(d);
+            if p.id == self.me.id {
+                // The list wraps around to us: the ring is smaller than
+                // the list.
+                break;
+            }
+            if !self.dead.contains_key(&p.id) && !list.contains(&p) {
+                list.push(p);
+            }
+        }
+        list.truncate(self.cfg.successors);
+        let changed = list
+            .iter()
+            .map(|p| p.id)
+            .ne(self.successors.iter().map(|p| p.id));
+        self.successors = list;
+        let first = self.successors[0].clone();
+        if first.id != succ.id {
+            // Stabilize again at once with the new successor.
+            self.next_stabilize = now;
+        }
+        self.notify(first);
+        if changed {
+            self.events.push_back(Event::NeighboursChanged);
+        }
+    }
+
+    /// Tell `p` we may be its predecessor; members only.
+    pub(super) fn notify(&mut self, p: Peer) {
+        if self.cfg.member {
+            let node = self.me.desc.clone();
+            self.send(Dest::Peer(p), PeerMessage::Notify { node });
+        }
+    }
+
+    pub(super) fn notified(&mut self, p: Peer) {
+        if !self.cfg.member {
+            return;
+        }
+        if p.id == self.me.id || self.dead.contains_key(&p.id) {
+            return;
+        }
+        let better = match &self.predecessor {
+            None => true,
+            Some(cur) => cur.id == p.id || in_open(&p.id.0, &cur.id.0, &self.me.id.0),
+        };
+        if better {
+            let changed = self.predecessor.as_ref().is_none_or(|cur| cur.id != p.id);
+            self.predecessor = Some(p);
+            if changed {
+                self.events.push_back(Event::NeighboursChanged);
+            }
+        }
+    }
+
+    pub(super) fn neighbour_left(
+        &mut self,
+        from: NodeId,
+        their_pred: Option<Peer>,
+        their_succs: Vec<NodeDescriptor>,
+        now: Instant,
+    ) {
+        let was_succ = self.successors.first().is_some_and(|p| p.id == from);
+        let was_pred = self.predecessor.as_ref().is_some_and(|p| p.id == from);
+        self.handle_failure(from, now);
+        if was_succ {
+            let mut list: Vec<Peer> = their_succs
+                .into_iter()
+                .map(Peer::new)
+                .filter(|p| p.id != from && p.id != self.me.id)
+                .collect();
+            for p in std::mem::take(&mut self.successors) {
+                if !list.contains(&p) {
+                    list.push(p);
+                }
+            }
+            list.truncate(self.cfg.successors);
+            self.successors = list;
+        }
+        if was_pred {
+            self.predecessor = their_pred.filter(|p| p.id != self.me.id && p.id != from);
+        }
+        if was_succ || was_pred {
+            self.next_stabilize = now;
+            self.events.push_back(Event::NeighboursChanged);
+        }
+    }
+}
