@@ -258,40 +258,55 @@ impl Store {
     /// Keep a block that passed through this node, evicting the least
     /// recently used blocks to stay within the cache limit. Not durable.
     pub fn cache(&self, kind: KeyKind, key: &RoutingKey, block: &[u8]) -> Result<(), Error> {
-        if !(self.verify)(kind, key, block) {
-            return Err(Error::BadBlock);
-        }
-        if len64(block) > self.limits.cache_bytes {
-            return Ok(());
-        }
-        let k = store_key(kind, key);
+        self.cache_many(&[(kind, *key, block)])
+    }
+
+    /// Cache several blocks in one transaction (not durable). Blocks that
+    /// do not match their key are skipped; the first one is reported.
+    pub fn cache_many(&self, blocks: &[(KeyKind, RoutingKey, &[u8])]) -> Result<(), Error> {
+        let mut bad = false;
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::None)?;
         {
             let mut cache = txn.open_table(CACHE)?;
             let mut lru = txn.open_table(CACHE_LRU)?;
             let mut meta = txn.open_table(META)?;
-            let clock = meta.get(CLOCK)?.map_or(0, |v| v.value()) + 1;
+            let mut clock = meta.get(CLOCK)?.map_or(0, |v| v.value());
             let mut used = meta.get(CACHE_BYTES)?.map_or(0, |v| v.value());
-            if let Some(old) = cache.remove(k)? {
-                let (seq, bytes) = old.value();
-                used = used.saturating_sub(len64(bytes));
-                lru.remove(seq)?;
-            }
-            while used.saturating_add(len64(block)) > self.limits.cache_bytes {
-                let Some((_, victim)) = lru.pop_first()? else {
-                    break;
-                };
-                if let Some(v) = cache.remove(victim.value())? {
-                    used = used.saturating_sub(len64(v.value().1));
+            for &(kind, key, block) in blocks {
+                if !(self.verify)(kind, &key, block) {
+                    bad = true;
+                    continue;
                 }
+                if len64(block) > self.limits.cache_bytes {
+                    continue;
+                }
+                let k = store_key(kind, &key);
+                clock += 1;
+                if let Some(old) = cache.remove(k)? {
+                    let (seq, bytes) = old.value();
+                    used = used.saturating_sub(len64(bytes));
+                    lru.remove(seq)?;
+                }
+                while used.saturating_add(len64(block)) > self.limits.cache_bytes {
+                    let Some((_, victim)) = lru.pop_first()? else {
+                        break;
+                    };
+                    if let Some(v) = cache.remove(victim.value())? {
+                        used = used.saturating_sub(len64(v.value().1));
+                    }
+                }
+                cache.insert(k, (clock, block))?;
+                lru.insert(clock, k)?;
+                used = used.saturating_add(len64(block));
             }
-            cache.insert(k, (clock, block))?;
-            lru.insert(clock, k)?;
-            meta.insert(CACHE_BYTES, used.saturating_add(len64(block)))?;
+            meta.insert(CACHE_BYTES, used)?;
             meta.insert(CLOCK, clock)?;
         }
         txn.commit()?;
+        if bad {
+            return Err(Error::BadBlock);
+        }
         Ok(())
     }
 

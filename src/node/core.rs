@@ -57,6 +57,8 @@ const VERIFIED_CACHE: usize = 4096;
 /// cached (caching is optional, and a slow disk must not make the node
 /// hold blocks without bound).
 const CACHE_WRITES: usize = 64;
+/// Keys remembered as cached. Forgetting one only costs a cache hit.
+const CACHE_INDEX: usize = 1 << 16;
 
 /// A link, as the driver numbers it. Unique for the life of a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -285,6 +287,7 @@ enum OpFor {
     RouterRead {
         id: RequestId,
         kind: KeyKind,
+        key: RoutingKey,
     },
     RouterWrite {
         id: RequestId,
@@ -354,6 +357,12 @@ pub struct Core {
     held: BTreeSet<(KeyKind, RoutingKey)>,
     ops: HashMap<OpId, OpFor>,
     cache_writes: usize,
+    /// Content-hash keys this node has put in its cache, newest last, at
+    /// most [`CACHE_INDEX`]: a superset of what the cache may hold (the
+    /// cache evicts on its own), so that a get for a key in neither this
+    /// nor `held` is answered "not here" without asking the datastore.
+    cached: HashSet<RoutingKey>,
+    cached_order: VecDeque<RoutingKey>,
     lookups: HashMap<Token, LookupFor>,
     routed: HashMap<Token, RouteWaiter>,
     forwarded: u64,
@@ -430,6 +439,8 @@ impl Core {
             held: held.into_iter().collect(),
             ops: HashMap::new(),
             cache_writes: 0,
+            cached: HashSet::new(),
+            cached_order: VecDeque::new(),
             lookups: HashMap::new(),
             routed: HashMap::new(),
             forwarded: 0,
@@ -502,16 +513,22 @@ impl Core {
             self.placement.handle_timeout(now, &view);
         }
         self.addresses_timeout(now);
-        let known = self.circuits.sample().ids();
+        let mut known = self.circuits.sample().ids();
         if known.len() < self.sample_seen {
             // A relay left the sample (its link failed): look again.
             self.sampler.handle_lost();
         }
         self.sample_seen = known.len();
+        let small = known.len() < sampling::ENOUGH;
+        if self.ring.is_member() {
+            // A member steps from itself too: its own successor is a relay
+            // no other step may reach.
+            known.push(self.id());
+        }
         let joined = self.ring.is_joined();
         if let Some(target) = self
             .sampler
-            .handle_timeout(now, &known, joined, &mut self.rng)
+            .handle_timeout(now, &known, small, joined, &mut self.rng)
         {
             let token = self.tokens.issue();
             self.lookups.insert(token, LookupFor::Sample);

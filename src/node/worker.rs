@@ -103,19 +103,35 @@ fn serve(
 }
 
 /// Run a batch in order, each run of consecutive durable writes as one
-/// group commit.
+/// group commit, and every cache write of the batch last, in one
+/// transaction: a cache write changes nothing anyone reads for sure, so a
+/// read need not wait behind it.
 fn run_batch(store: &Store, batch: Vec<(OpId, StoreOp)>) -> Vec<(OpId, StoreResult)> {
     let mut out = Vec::with_capacity(batch.len());
     let mut writes: Vec<(OpId, StoreOp)> = Vec::new();
+    let mut caches: Vec<(OpId, StoreOp)> = Vec::new();
     for (op, what) in batch {
-        if matches!(what, StoreOp::Put { .. }) {
-            writes.push((op, what));
-            continue;
+        match what {
+            StoreOp::Put { .. } => writes.push((op, what)),
+            StoreOp::Cache { .. } => caches.push((op, what)),
+            _ => {
+                commit(store, &mut writes, &mut out);
+                out.push((op, run(store, what)));
+            }
         }
-        commit(store, &mut writes, &mut out);
-        out.push((op, run(store, what)));
     }
     commit(store, &mut writes, &mut out);
+    let blocks: Vec<_> = caches
+        .iter()
+        .filter_map(|(_, c)| match c {
+            StoreOp::Cache { kind, key, block } => Some((*kind, *key, block.as_slice())),
+            _ => None,
+        })
+        .collect();
+    if !blocks.is_empty() {
+        let _ = store.cache_many(&blocks);
+    }
+    out.extend(caches.into_iter().map(|(op, _)| (op, StoreResult::Done)));
     out
 }
 

@@ -158,11 +158,19 @@ impl Core {
                     // acknowledged (replicas lag by a replication pass,
                     // caches indefinitely): only the successor answers for
                     // it, and never from its cache.
-                    if kind == KeyKind::SSK && !self.ring.owns(&key.0) {
+                    //
+                    // And a key in neither the primary store's index nor
+                    // the cache's is not here: no need to ask the disk.
+                    let unknown = !self.held.contains(&(kind, key))
+                        && (kind != KeyKind::CHK || !self.cached.contains(&key));
+                    if (kind == KeyKind::SSK && !self.ring.owns(&key.0)) || unknown {
                         let mut ctx = RouteCtx::new(&self.ring, self.settings.replicas);
                         self.router.handle_read(id, None, now, &mut ctx);
                     } else {
-                        self.op(OpFor::RouterRead { id, kind }, StoreOp::Get { kind, key });
+                        self.op(
+                            OpFor::RouterRead { id, kind, key },
+                            StoreOp::Get { kind, key },
+                        );
                     }
                 }
                 route::Action::Write {
@@ -177,6 +185,7 @@ impl Core {
                 route::Action::Cache { kind, key, block } => {
                     if kind == KeyKind::CHK && self.cache_writes < CACHE_WRITES {
                         self.cache_writes += 1;
+                        self.remember_cached(key);
                         self.op(OpFor::Cache, StoreOp::Cache { kind, key, block });
                     }
                 }
@@ -283,6 +292,17 @@ impl Core {
             }
         }
         busy
+    }
+
+    fn remember_cached(&mut self, key: RoutingKey) {
+        if self.cached.insert(key) {
+            self.cached_order.push_back(key);
+            while self.cached_order.len() > super::CACHE_INDEX {
+                if let Some(old) = self.cached_order.pop_front() {
+                    self.cached.remove(&old);
+                }
+            }
+        }
     }
 
     /// The hand-over is done: say goodbye to the ring and stop.

@@ -87,7 +87,7 @@ impl Core {
             _ => None,
         };
         match why {
-            OpFor::RouterRead { id, kind } => {
+            OpFor::RouterRead { id, kind, key } => {
                 let block = match result {
                     // A signed block from the cache may be stale: only the
                     // successor's primary copy answers for it.
@@ -97,7 +97,12 @@ impl Core {
                         None
                     }
                     StoreResult::Block(Some((block, _))) => Some(block),
-                    _ => None,
+                    _ => {
+                        // Evicted from the cache, or gone from the store.
+                        self.cached.remove(&key);
+                        self.held.remove(&(kind, key));
+                        None
+                    }
                 };
                 let mut ctx = super::dispatch::RouteCtx::new(&self.ring, self.settings.replicas);
                 self.router.handle_read(id, block, now, &mut ctx);

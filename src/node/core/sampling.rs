@@ -50,18 +50,20 @@ impl Sampler {
     }
 
     /// Time for another lookup? Returns its target if one should go out.
-    /// `known` is the sample now; `joined` whether lookups can run.
+    /// `known` are the relays to step from (the sample, and the node
+    /// itself if it is one); `small` whether the sample is small; `joined`
+    /// whether lookups can run.
     pub fn handle_timeout(
         &mut self,
         now: Instant,
         known: &[NodeId],
+        small: bool,
         joined: bool,
         rng: &mut dyn RngCore,
     ) -> Option<[u8; 32]> {
         if now < self.next {
             return None;
         }
-        let small = known.len() < ENOUGH;
         let fast = small && self.misses < PATIENCE;
         self.next = now + if fast { FAST } else { SLOW };
         if !joined || self.in_flight >= IN_FLIGHT {
@@ -110,17 +112,21 @@ mod tests {
         let mut now = s.poll_timeout();
         let known = vec![NodeId([1; 32]); 3];
         for _ in 0..PATIENCE {
-            assert!(s.handle_timeout(now, &known, true, &mut rng).is_some());
+            assert!(s
+                .handle_timeout(now, &known, true, true, &mut rng)
+                .is_some());
             s.handle_done(Some(false));
             assert_eq!(s.poll_timeout(), now + FAST);
             now = s.poll_timeout();
         }
-        assert!(s.handle_timeout(now, &known, true, &mut rng).is_some());
+        assert!(s
+            .handle_timeout(now, &known, true, true, &mut rng)
+            .is_some());
         s.handle_done(Some(false));
         assert_eq!(s.poll_timeout(), now + SLOW, "a small network known whole");
         now = s.poll_timeout();
         s.handle_lost();
-        s.handle_timeout(now, &known, true, &mut rng);
+        s.handle_timeout(now, &known, true, true, &mut rng);
         assert_eq!(s.poll_timeout(), now + FAST, "a relay lost: fast again");
     }
 
@@ -129,12 +135,12 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(2);
         let mut s = Sampler::new(Instant::now());
         let now = s.poll_timeout();
-        assert!(s.handle_timeout(now, &[], false, &mut rng).is_none());
+        assert!(s.handle_timeout(now, &[], true, false, &mut rng).is_none());
         let mut now = s.poll_timeout();
         for _ in 0..IN_FLIGHT {
-            assert!(s.handle_timeout(now, &[], true, &mut rng).is_some());
+            assert!(s.handle_timeout(now, &[], true, true, &mut rng).is_some());
             now = s.poll_timeout();
         }
-        assert!(s.handle_timeout(now, &[], true, &mut rng).is_none());
+        assert!(s.handle_timeout(now, &[], true, true, &mut rng).is_none());
     }
 }
