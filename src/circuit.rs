@@ -224,6 +224,11 @@ impl Sample {
     }
 }
 
+/// A circuit as this node numbers it, relayed or its own: a local handle,
+/// never on the wire (that is [`CircId`], one per link).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Slot(u64);
+
 /// A circuit on one link: the peer and the id on that link.
 type LinkCirc = (NodeId, CircId);
 
@@ -237,19 +242,19 @@ pub struct Circuits {
     links: HashMap<NodeId, bool>,
     sample: Sample,
     /// Relayed circuits, by a local number, and the two indexes into them.
-    relayed: BTreeMap<u64, RelayCirc>,
-    by_prev: HashMap<LinkCirc, u64>,
-    by_next: HashMap<LinkCirc, u64>,
-    next_local: u64,
+    relayed: BTreeMap<Slot, RelayCirc>,
+    by_prev: HashMap<LinkCirc, Slot>,
+    by_next: HashMap<LinkCirc, Slot>,
+    next_local: Slot,
     /// Exit streams waiting for a routed request: token to (circuit, stream).
-    routes: HashMap<Token, (u64, crate::wire::StreamId)>,
+    routes: HashMap<Token, (Slot, crate::wire::StreamId)>,
     tokens: crate::token::Tokens,
     /// The node's own circuits, by a local number, and by their first
     /// hop's link and id once they have one.
-    own: BTreeMap<u64, ClientCirc>,
-    own_links: HashMap<LinkCirc, u64>,
+    own: BTreeMap<Slot, ClientCirc>,
+    own_links: HashMap<LinkCirc, Slot>,
     /// The circuit that takes new requests, per isolation key.
-    current: HashMap<Isolation, u64>,
+    current: HashMap<Isolation, Slot>,
     /// Paths pinned by hand for an isolation key (diagnostics and tests).
     pinned: HashMap<Isolation, Vec<NodeId>>,
     actions: VecDeque<Action>,
@@ -272,7 +277,7 @@ impl Circuits {
             relayed: BTreeMap::new(),
             by_prev: HashMap::new(),
             by_next: HashMap::new(),
-            next_local: 0,
+            next_local: Slot(0),
             routes: HashMap::new(),
             tokens: crate::token::Tokens::default(),
             own: BTreeMap::new(),
@@ -286,6 +291,12 @@ impl Circuits {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    fn new_slot(&mut self) -> Slot {
+        let s = self.next_local;
+        self.next_local = Slot(s.0.wrapping_add(1));
+        s
     }
 
     /// Start or stop relaying for others (a node that learns its address

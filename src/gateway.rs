@@ -43,9 +43,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::client::{self, ClientError, Document, Progress, ProgressTx, Target};
-use crate::keys::{self, DocError, SskInsertKey, Uri};
-use crate::node::{NodeClient, RequestError};
+use crate::keys::{self, SskInsertKey, Uri};
+use crate::node::NodeClient;
 
+mod error;
 mod page;
 pub mod remote;
 pub mod url;
@@ -53,6 +54,7 @@ mod work;
 
 use work::{insert, read_body, read_form, signing_key, streamed};
 
+pub use error::ErrorCode;
 pub use remote::{fetch_status, Fetched, GatewayError};
 
 /// Largest document the interface takes in one insert, in bytes. The
@@ -92,116 +94,6 @@ const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-acti
 
 /// A response body: whole, or streamed.
 pub type Body = BoxBody<Bytes, Infallible>;
-
-/// Why a request failed, in a form scripts can rely on: the
-/// `X-Umbra-Error` header's value and the error lines of a progress
-/// answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    MalformedUri,
-    InsertUri,
-    DataNotFound,
-    RouteNotFound,
-    Timeout,
-    Rejected,
-    Retracted,
-    BadDocument,
-    Circuit,
-    Stopped,
-    TooLarge,
-    BadRequest,
-    Forbidden,
-    NotFound,
-    MethodNotAllowed,
-}
-
-impl ErrorCode {
-    const ALL: [ErrorCode; 15] = [
-        ErrorCode::MalformedUri,
-        ErrorCode::InsertUri,
-        ErrorCode::DataNotFound,
-        ErrorCode::RouteNotFound,
-        ErrorCode::Timeout,
-        ErrorCode::Rejected,
-        ErrorCode::Retracted,
-        ErrorCode::BadDocument,
-        ErrorCode::Circuit,
-        ErrorCode::Stopped,
-        ErrorCode::TooLarge,
-        ErrorCode::BadRequest,
-        ErrorCode::Forbidden,
-        ErrorCode::NotFound,
-        ErrorCode::MethodNotAllowed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::MalformedUri => "malformed-uri",
-            ErrorCode::InsertUri => "insert-uri",
-            ErrorCode::DataNotFound => "data-not-found",
-            ErrorCode::RouteNotFound => "route-not-found",
-            ErrorCode::Timeout => "timeout",
-            ErrorCode::Rejected => "rejected",
-            ErrorCode::Retracted => "retracted",
-            ErrorCode::BadDocument => "bad-document",
-            ErrorCode::Circuit => "circuit",
-            ErrorCode::Stopped => "stopped",
-            ErrorCode::TooLarge => "too-large",
-            ErrorCode::BadRequest => "bad-request",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::NotFound => "not-found",
-            ErrorCode::MethodNotAllowed => "method-not-allowed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<ErrorCode> {
-        ErrorCode::ALL.into_iter().find(|c| c.as_str() == s)
-    }
-
-    pub fn status(self) -> StatusCode {
-        match self {
-            ErrorCode::MalformedUri | ErrorCode::InsertUri | ErrorCode::BadRequest => {
-                StatusCode::BAD_REQUEST
-            }
-            ErrorCode::DataNotFound | ErrorCode::NotFound => StatusCode::NOT_FOUND,
-            ErrorCode::Retracted => StatusCode::GONE,
-            ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            ErrorCode::BadDocument => StatusCode::BAD_GATEWAY,
-            ErrorCode::RouteNotFound
-            | ErrorCode::Rejected
-            | ErrorCode::Circuit
-            | ErrorCode::Stopped => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        }
-    }
-
-    /// The code for a failed insert or fetch.
-    pub fn of(e: &ClientError) -> ErrorCode {
-        match e {
-            ClientError::Request(r) => match r {
-                RequestError::DataNotFound => ErrorCode::DataNotFound,
-                RequestError::RouteNotFound => ErrorCode::RouteNotFound,
-                RequestError::Timeout => ErrorCode::Timeout,
-                RequestError::Rejected => ErrorCode::Rejected,
-                RequestError::BadBlock => ErrorCode::BadDocument,
-                RequestError::Circuit(_) => ErrorCode::Circuit,
-                RequestError::Stopped => ErrorCode::Stopped,
-            },
-            ClientError::Retracted { .. } => ErrorCode::Retracted,
-            ClientError::Document(DocError::ContentType) => ErrorCode::BadRequest,
-            ClientError::Document(_) => ErrorCode::BadDocument,
-            ClientError::InsertUri => ErrorCode::InsertUri,
-        }
-    }
-}
-
-impl std::fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Which listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -605,6 +497,7 @@ fn is_multipart(h: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::RequestError;
 
     #[test]
     fn error_codes_parse_back() {

@@ -27,7 +27,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::token::Token;
+
 use crate::wire::{KeyKind, NodeId, PeerMessage, RequestId, RoutingKey};
+use answer::Answer;
 
 /// Hops-to-live a request starts with.
 pub const MAX_HTL: u8 = 18;
@@ -605,38 +607,6 @@ impl Router {
     }
 }
 
-/// An answer travelling back toward the origin.
-enum Answer {
-    Data(Vec<u8>),
-    DataNotFound,
-    RouteNotFound,
-    Stored,
-    Rejected,
-    Timeout,
-}
-
-impl Answer {
-    fn outcome(self) -> Outcome {
-        match self {
-            Answer::Data(b) => Outcome::Found(b),
-            Answer::DataNotFound => Outcome::DataNotFound,
-            Answer::RouteNotFound => Outcome::RouteNotFound,
-            Answer::Stored => Outcome::Stored,
-            Answer::Rejected => Outcome::Rejected,
-            Answer::Timeout => Outcome::Timeout,
-        }
-    }
-
-    fn message(self, id: RequestId) -> PeerMessage {
-        match self {
-            Answer::Data(block) => PeerMessage::Data { id, block },
-            Answer::DataNotFound => PeerMessage::DataNotFound { id },
-            Answer::Stored => PeerMessage::Stored { id },
-            Answer::Rejected => PeerMessage::Rejected { id },
-            Answer::RouteNotFound | Answer::Timeout => PeerMessage::RouteNotFound { id },
-        }
-    }
-}
-
+mod answer;
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use super::window::Window;
-use super::{Action, CircuitError, Circuits, Isolation, MAX_ISOLATIONS, MAX_STREAMS, SENDME_EVERY};
+use super::{
+    Action, CircuitError, Circuits, Isolation, Slot, MAX_ISOLATIONS, MAX_STREAMS, SENDME_EVERY,
+};
 use crate::crypto::{ClientCircuit, ClientHandshake};
 use crate::ring::Peer;
 use crate::route::{Outcome, Request};
@@ -180,7 +182,7 @@ impl Circuits {
         self.start_streams(local);
     }
 
-    fn count_use(&mut self, local: u64) {
+    fn count_use(&mut self, local: Slot) {
         let budget = self.settings.requests;
         if let Some(c) = self.own.get_mut(&local) {
             c.used += 1;
@@ -236,7 +238,7 @@ impl Circuits {
         attempt: u32,
         failed: HashSet<NodeId>,
         now: Instant,
-    ) -> Option<u64> {
+    ) -> Option<Slot> {
         match self.choose_path(iso, &failed) {
             Ok(path) => Some(self.build_on(iso, path, waiting, build_tokens, attempt, failed, now)),
             Err(e) => {
@@ -285,9 +287,8 @@ impl Circuits {
         attempt: u32,
         failed: HashSet<NodeId>,
         now: Instant,
-    ) -> u64 {
-        let local = self.next_local;
-        self.next_local += 1;
+    ) -> Slot {
+        let local = self.new_slot();
         let first = path[0].clone();
         self.own.insert(
             local,
@@ -322,7 +323,7 @@ impl Circuits {
         local
     }
 
-    fn send_create(&mut self, local: u64, now: Instant) {
+    fn send_create(&mut self, local: Slot, now: Instant) {
         let Some(first) = self.own.get(&local).map(ClientCirc::first) else {
             return;
         };
@@ -353,7 +354,7 @@ impl Circuits {
     }
 
     /// Own circuits waiting for a link to `peer` as their first hop.
-    fn connecting_to(&self, peer: NodeId) -> Vec<u64> {
+    fn connecting_to(&self, peer: NodeId) -> Vec<Slot> {
         self.own
             .iter()
             .filter(|(_, c)| matches!(c.state, State::Connecting { .. }) && c.first() == peer)
@@ -379,7 +380,7 @@ impl Circuits {
     }
 
     pub(super) fn client_link_down(&mut self, peer: NodeId, now: Instant) {
-        let gone: Vec<u64> = self
+        let gone: Vec<Slot> = self
             .own
             .iter()
             .filter(|(_, c)| c.circ.is_some() && c.first() == peer)
@@ -400,7 +401,7 @@ impl Circuits {
     /// step failed or timed out). A circuit being built is rebuilt with a
     /// fresh relay in place of the one being added; a built one fails its
     /// requests.
-    pub(super) fn client_failed(&mut self, local: u64, now: Instant) {
+    pub(super) fn client_failed(&mut self, local: Slot, now: Instant) {
         let Some(c) = self.own.get(&local) else {
             return;
         };
@@ -444,7 +445,7 @@ impl Circuits {
     }
 
     /// Take a circuit out of every table, telling its first hop.
-    fn remove_own(&mut self, local: u64, reason: DestroyReason) -> Option<ClientCirc> {
+    fn remove_own(&mut self, local: Slot, reason: DestroyReason) -> Option<ClientCirc> {
         let c = self.own.remove(&local)?;
         if let Some(circ) = c.circ {
             let first = c.first();
@@ -459,7 +460,7 @@ impl Circuits {
     }
 
     /// Destroy a circuit and fail whatever still waits on it with `err`.
-    fn close_own(&mut self, local: u64, reason: DestroyReason, err: CircuitError) {
+    fn close_own(&mut self, local: Slot, reason: DestroyReason, err: CircuitError) {
         if let Some(c) = self.remove_own(local, reason) {
             self.fail_all(c, err);
         }
@@ -495,7 +496,7 @@ impl Circuits {
         }
     }
 
-    pub(super) fn client_created(&mut self, local: u64, body: CreatedBody, now: Instant) {
+    pub(super) fn client_created(&mut self, local: Slot, body: CreatedBody, now: Instant) {
         let Some(c) = self.own.get_mut(&local) else {
             return;
         };
@@ -508,7 +509,7 @@ impl Circuits {
 
     /// The hop being added answered: check its reply, add its layer, and
     /// go on to the next hop or start the waiting requests.
-    fn hop_done(&mut self, local: u64, reply: &[u8], now: Instant) {
+    fn hop_done(&mut self, local: Slot, reply: &[u8], now: Instant) {
         let Some(c) = self.own.get_mut(&local) else {
             return;
         };

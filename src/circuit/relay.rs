@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::window::Window;
 use super::{
-    Action, Circuits, LinkCirc, MAX_CIRCUITS_PER_LINK, MAX_RELAY_CIRCUITS, MAX_STREAMS,
+    Action, Circuits, LinkCirc, Slot, MAX_CIRCUITS_PER_LINK, MAX_RELAY_CIRCUITS, MAX_STREAMS,
     SENDME_EVERY,
 };
 
@@ -119,8 +119,7 @@ impl Circuits {
                 return;
             }
         };
-        let local = self.next_local;
-        self.next_local += 1;
+        let local = self.new_slot();
         self.relayed.insert(
             local,
             RelayCirc {
@@ -142,7 +141,7 @@ impl Circuits {
     }
 
     /// The next hop answered our create on the client's behalf.
-    pub(super) fn relay_created(&mut self, local: u64, body: CreatedBody) {
+    pub(super) fn relay_created(&mut self, local: Slot, body: CreatedBody) {
         let Some(c) = self.relayed.get_mut(&local) else {
             return;
         };
@@ -161,7 +160,7 @@ impl Circuits {
     /// A cell travelling away from the client.
     pub(super) fn relay_forward(
         &mut self,
-        local: u64,
+        local: Slot,
         mut onion: Box<[u8; ONION_LEN]>,
         now: Instant,
     ) {
@@ -199,7 +198,7 @@ impl Circuits {
     }
 
     /// A cell travelling toward the client, from the next hop.
-    pub(super) fn relay_backward(&mut self, local: u64, mut onion: Box<[u8; ONION_LEN]>) {
+    pub(super) fn relay_backward(&mut self, local: Slot, mut onion: Box<[u8; ONION_LEN]>) {
         let Some(c) = self.relayed.get_mut(&local) else {
             return;
         };
@@ -219,7 +218,7 @@ impl Circuits {
     /// one the news came from.
     pub(super) fn relay_teardown(
         &mut self,
-        local: u64,
+        local: Slot,
         except: Option<Side>,
         reason: DestroyReason,
     ) {
@@ -246,7 +245,7 @@ impl Circuits {
     }
 
     /// Relayed circuits waiting for a link to `peer` to extend to it.
-    fn relays_connecting_to(&self, peer: NodeId) -> Vec<u64> {
+    fn relays_connecting_to(&self, peer: NodeId) -> Vec<Slot> {
         self.relayed
             .iter()
             .filter(|(_, c)| matches!(&c.next, Next::Connecting { to, .. } if *to == peer))
@@ -292,7 +291,7 @@ impl Circuits {
     }
 
     pub(super) fn relay_link_down(&mut self, peer: NodeId) {
-        let gone: Vec<(u64, Option<Side>)> = self
+        let gone: Vec<(Slot, Option<Side>)> = self
             .relayed
             .iter()
             .filter_map(|(&l, c)| {
@@ -313,7 +312,7 @@ impl Circuits {
     }
 
     pub(super) fn relay_timeouts(&mut self, now: Instant) {
-        let late: Vec<u64> = self
+        let late: Vec<Slot> = self
             .relayed
             .iter()
             .filter(|(_, c)| c.deadline().is_some_and(|d| d <= now))
@@ -326,7 +325,7 @@ impl Circuits {
 
     // ---- the exit ----
 
-    fn exit_message(&mut self, local: u64, msg: RelayMessage, now: Instant) {
+    fn exit_message(&mut self, local: Slot, msg: RelayMessage, now: Instant) {
         self.observe(crate::observe::Observation::Exit {
             at: self.me,
             msg: &msg,
@@ -392,7 +391,7 @@ impl Circuits {
         }
     }
 
-    fn exit_mut(&mut self, local: u64) -> Option<&mut Exit> {
+    fn exit_mut(&mut self, local: Slot) -> Option<&mut Exit> {
         match self.relayed.get_mut(&local) {
             Some(RelayCirc {
                 next: Next::Exit(exit),
@@ -404,7 +403,7 @@ impl Circuits {
 
     fn extend(
         &mut self,
-        local: u64,
+        local: Slot,
         next: NodeId,
         addrs: Vec<crate::wire::NodeAddr>,
         handshake: HandshakeType,
@@ -453,7 +452,7 @@ impl Circuits {
     }
 
     /// Check a new stream may open; refuse it (with an end) if not.
-    fn open_stream(&mut self, local: u64, stream: StreamId) -> bool {
+    fn open_stream(&mut self, local: Slot, stream: StreamId) -> bool {
         let Some(exit) = self.exit_mut(local) else {
             return false;
         };
@@ -476,7 +475,7 @@ impl Circuits {
 
     fn exit_route(
         &mut self,
-        local: u64,
+        local: Slot,
         stream: StreamId,
         kind: KeyKind,
         key: RoutingKey,
@@ -495,7 +494,7 @@ impl Circuits {
         }
     }
 
-    fn exit_data(&mut self, local: u64, stream: StreamId, data: Vec<u8>) {
+    fn exit_data(&mut self, local: Slot, stream: StreamId, data: Vec<u8>) {
         let Some(exit) = self.exit_mut(local) else {
             return;
         };
@@ -572,7 +571,7 @@ impl Circuits {
     }
 
     /// Queue a stream message toward the client, behind the window.
-    fn exit_send(&mut self, local: u64, msg: RelayMessage) {
+    fn exit_send(&mut self, local: Slot, msg: RelayMessage) {
         if let Some(exit) = self.exit_mut(local) {
             exit.window.push(msg);
             self.exit_flush(local);
@@ -580,7 +579,7 @@ impl Circuits {
     }
 
     /// Send what the window allows, in order.
-    fn exit_flush(&mut self, local: u64) {
+    fn exit_flush(&mut self, local: Slot) {
         let out = match self.exit_mut(local) {
             Some(exit) => exit.window.drain(),
             None => return,
@@ -592,7 +591,7 @@ impl Circuits {
 
     /// Seal a message as this circuit's last hop and send it toward the
     /// client.
-    fn send_backward(&mut self, local: u64, msg: &RelayMessage) {
+    fn send_backward(&mut self, local: Slot, msg: &RelayMessage) {
         let Some(c) = self.relayed.get_mut(&local) else {
             return;
         };

@@ -6,7 +6,7 @@ use super::*;
 
 impl Circuits {
     /// Open streams for waiting requests, up to [`MAX_STREAMS`].
-    pub(super) fn start_streams(&mut self, local: u64) {
+    pub(super) fn start_streams(&mut self, local: Slot) {
         loop {
             let Some(c) = self.own.get_mut(&local) else {
                 return;
@@ -82,7 +82,7 @@ impl Circuits {
     }
 
     /// Send queued data as far as the window allows.
-    pub(super) fn client_flush(&mut self, local: u64) {
+    pub(super) fn client_flush(&mut self, local: Slot) {
         let out = match self.own.get_mut(&local) {
             Some(c) => c.window.drain(),
             None => return,
@@ -93,7 +93,7 @@ impl Circuits {
     }
 
     /// Wrap a message in every layer and send it to the first hop.
-    pub(super) fn send_forward(&mut self, local: u64, msg: &RelayMessage) {
+    pub(super) fn send_forward(&mut self, local: Slot, msg: &RelayMessage) {
         let Some(c) = self.own.get_mut(&local) else {
             return;
         };
@@ -114,7 +114,7 @@ impl Circuits {
     /// A cell from the first hop on one of our circuits.
     pub(in crate::circuit) fn client_cell(
         &mut self,
-        local: u64,
+        local: Slot,
         mut onion: Box<[u8; ONION_LEN]>,
         now: Instant,
     ) {
@@ -163,7 +163,7 @@ impl Circuits {
         }
     }
 
-    pub(super) fn client_data(&mut self, local: u64, stream: StreamId, data: Vec<u8>) {
+    pub(super) fn client_data(&mut self, local: Slot, stream: StreamId, data: Vec<u8>) {
         let Some(c) = self.own.get_mut(&local) else {
             return;
         };
@@ -196,7 +196,7 @@ impl Circuits {
         }
     }
 
-    pub(super) fn client_end(&mut self, local: u64, stream: StreamId, status: EndStatus) {
+    pub(super) fn client_end(&mut self, local: Slot, stream: StreamId, status: EndStatus) {
         let Some(c) = self.own.get_mut(&local) else {
             return;
         };
@@ -226,7 +226,7 @@ impl Circuits {
     }
 
     /// A retired circuit with nothing left to do is destroyed.
-    pub(super) fn maybe_finish(&mut self, local: u64) {
+    pub(super) fn maybe_finish(&mut self, local: Slot) {
         if self
             .own
             .get(&local)
@@ -236,13 +236,13 @@ impl Circuits {
         }
     }
 
-    pub(super) fn client_violation(&mut self, local: u64, why: &'static str) {
+    pub(super) fn client_violation(&mut self, local: Slot, why: &'static str) {
         tracing::debug!("circuit protocol violation: {why}");
         self.close_own(local, DestroyReason::PROTOCOL, CircuitError::Closed);
     }
 
     pub(in crate::circuit) fn client_timeouts(&mut self, now: Instant) {
-        let locals: Vec<u64> = self.own.keys().copied().collect();
+        let locals: Vec<Slot> = self.own.keys().copied().collect();
         for local in locals {
             let Some(c) = self.own.get_mut(&local) else {
                 continue;
