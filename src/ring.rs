@@ -46,6 +46,10 @@ pub struct Config {
     /// How long a node taken for dead is kept out of the tables, so that
     /// stale successor lists do not bring it straight back.
     pub dead_for: Duration,
+    /// Queries in a row a node may leave unanswered before it is taken for
+    /// dead. A link that closes says so at once; a timeout alone may be a
+    /// lost or late answer from a node that is alive.
+    pub strikes: u32,
     /// Whether this node takes a place on the ring. A node that does not
     /// (a client-only node) keeps successors and fingers to run lookups
     /// but never notifies anyone, so no one routes through it or stores
@@ -63,6 +67,7 @@ impl Default for Config {
             query_timeout: Duration::from_secs(2),
             lookup_max_steps: 64,
             dead_for: Duration::from_secs(20),
+            strikes: 3,
             member: true,
         }
     }
@@ -173,6 +178,8 @@ pub struct Ring {
     /// In a BTreeMap so that expiries are handled in a reproducible order.
     queries: BTreeMap<u64, Query>,
     dead: HashMap<NodeId, Instant>,
+    /// Unanswered queries in a row, per node, and when the last was.
+    strikes: HashMap<NodeId, (u32, Instant)>,
     bootstrap: Vec<(SocketAddr, Option<NodeId>)>,
     joined: bool,
     next_stabilize: Instant,
@@ -199,6 +206,7 @@ impl Ring {
             next_finger: 0,
             queries: BTreeMap::new(),
             dead: HashMap::new(),
+            strikes: HashMap::new(),
             bootstrap: Vec::new(),
             joined: true,
             next_stabilize: now,
@@ -419,6 +427,9 @@ impl Ring {
             }
         }
         self.dead.retain(|_, until| *until > now);
+        let forget = self.cfg.dead_for;
+        self.strikes
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < forget);
         if now >= self.next_stabilize {
             self.next_stabilize = now + self.cfg.stabilize_every;
             self.stabilize(now);
@@ -444,6 +455,7 @@ impl Ring {
         if id == self.me.id {
             return;
         }
+        self.strikes.remove(&id);
         self.dead.insert(id, now + self.cfg.dead_for);
         let mut changed = false;
         if self.predecessor.as_ref().is_some_and(|p| p.id == id) {
@@ -473,6 +485,7 @@ impl Ring {
         // It speaks, so it is alive: a node that restarted is welcome back
         // at once rather than when its dead mark expires.
         self.dead.remove(&from);
+        self.strikes.remove(&from);
         match msg {
             PeerMessage::Ping { nonce } => self.send(Dest::Link(from), PeerMessage::Pong { nonce }),
             PeerMessage::Pong { nonce } => {
@@ -536,7 +549,12 @@ impl Ring {
 
     fn query_failed(&mut self, q: Query, now: Instant) {
         if let Some(id) = q.to {
-            self.handle_failure(id, now);
+            let count = self.strikes.get(&id).map_or(0, |(n, _)| *n) + 1;
+            if count >= self.cfg.strikes.max(1) {
+                self.handle_failure(id, now);
+            } else {
+                self.strikes.insert(id, (count, now));
+            }
         }
         if let Pending::Lookup(l) = q.what {
             if matches!(l.purpose, Purpose::Join) {

@@ -105,6 +105,19 @@ fn a_thousand_nodes_join_one_by_one_and_form_a_correct_ring() {
     );
 }
 
+#[test]
+fn a_ring_forms_over_links_that_lose_messages() {
+    let settings = Settings {
+        loss: 0.005,
+        ..Settings::default()
+    };
+    let mut net = grow(settings, 5, 64, Duration::from_millis(100));
+    converge(&mut net, Duration::from_secs(300));
+    // The loss is real: the same network without it has another history.
+    let clean = grow(Settings::default(), 5, 64, Duration::from_millis(100));
+    assert_ne!(net.trace(), clean.trace());
+}
+
 /// A network ready for circuits: ring correct and every node's relay
 /// sample large enough to draw three relays from.
 fn ready(seed: u64, n: usize) -> Net {
