@@ -143,19 +143,6 @@ impl Store {
         Store::with_db(Database::create(path)?, limits, verify, supersedes)
     }
 
-    /// A store held in memory: the same code on the same database engine,
-    /// with no file (simulations of many nodes in one process).
-    pub fn in_memory(
-        limits: Limits,
-        verify: Verifier,
-        supersedes: Supersedes,
-    ) -> Result<Store, Error> {
-        let db = Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(|e| Error::Db(e.to_string()))?;
-        Store::with_db(db, limits, verify, supersedes)
-    }
-
     fn with_db(
         db: Database,
         limits: Limits,
@@ -442,6 +429,214 @@ impl Store {
     }
 }
 
+/// What a node needs of a datastore; [`Store`] (redb, on disk) and
+/// [`Memory`] (for simulations of many nodes) keep the same contract: every
+/// block is checked against its key on the way in and out, a primary write
+/// is durable when it returns, the cache evicts the least recently used.
+pub trait Datastore {
+    fn get(&self, kind: KeyKind, key: &RoutingKey) -> Result<Option<(Vec<u8>, Found)>, Error>;
+    fn put_many(&self, blocks: &[(KeyKind, RoutingKey, &[u8])]) -> Vec<Result<Put, Error>>;
+    fn cache_many(&self, blocks: &[(KeyKind, RoutingKey, &[u8])]) -> Result<(), Error>;
+    fn has(&self, kind: KeyKind, key: &RoutingKey) -> Result<bool, Error>;
+    fn forget(&self, kind: KeyKind, key: &RoutingKey) -> Result<(), Error>;
+    fn stats(&self) -> Result<Stats, Error>;
+}
+
+impl Datastore for Store {
+    fn get(&self, kind: KeyKind, key: &RoutingKey) -> Result<Option<(Vec<u8>, Found)>, Error> {
+        Store::get(self, kind, key)
+    }
+    fn put_many(&self, blocks: &[(KeyKind, RoutingKey, &[u8])]) -> Vec<Result<Put, Error>> {
+        Store::put_many(self, blocks)
+    }
+    fn cache_many(&self, blocks: &[(KeyKind, RoutingKey, &[u8])]) -> Result<(), Error> {
+        Store::cache_many(self, blocks)
+    }
+    fn has(&self, kind: KeyKind, key: &RoutingKey) -> Result<bool, Error> {
+        Store::has(self, kind, key)
+    }
+    fn forget(&self, kind: KeyKind, key: &RoutingKey) -> Result<(), Error> {
+        Store::forget(self, kind, key)
+    }
+    fn stats(&self) -> Result<Stats, Error> {
+        Store::stats(self)
+    }
+}
+
+type MemKey = (KeyKind, RoutingKey);
+
+#[derive(Default)]
+struct MemInner {
+    primary: std::collections::HashMap<MemKey, Vec<u8>>,
+    primary_bytes: u64,
+    /// key → (last use, block).
+    cache: std::collections::HashMap<MemKey, (u64, Vec<u8>)>,
+    /// last use → key: the eviction order.
+    lru: std::collections::BTreeMap<u64, MemKey>,
+    cache_bytes: u64,
+    clock: u64,
+}
+
+/// A datastore held in memory, for simulations: nothing is durable beyond
+/// the process, which a simulated node does not outlive. A few dozen
+/// bytes when empty, where a database costs a mebibyte.
+pub struct Memory {
+    limits: Limits,
+    verify: Verifier,
+    supersedes: Supersedes,
+    inner: std::cell::RefCell<MemInner>,
+}
+
+impl Memory {
+    pub fn new(limits: Limits, verify: Verifier, supersedes: Supersedes) -> Memory {
+        Memory {
+            limits,
+            verify,
+            supersedes,
+            inner: std::cell::RefCell::new(MemInner::default()),
+        }
+    }
+
+    /// Every key in the primary store.
+    pub fn primary_keys(&self) -> Vec<(KeyKind, RoutingKey)> {
+        let mut keys: Vec<_> = self.inner.borrow().primary.keys().copied().collect();
+        keys.sort();
+        keys
+    }
+}
+
+impl Datastore for Memory {
+    fn get(&self, kind: KeyKind, key: &RoutingKey) -> Result<Option<(Vec<u8>, Found)>, Error> {
+        let mut m = self.inner.borrow_mut();
+        let k = (kind, *key);
+        if let Some(b) = m.primary.get(&k) {
+            if (self.verify)(kind, key, b) {
+                return Ok(Some((b.clone(), Found::Primary)));
+            }
+            if let Some(b) = m.primary.remove(&k) {
+                m.primary_bytes = m.primary_bytes.saturating_sub(len64(&b));
+            }
+            return Ok(None);
+        }
+        let clock = m.clock + 1;
+        let Some((seq, block)) = m.cache.get(&k).map(|(s, b)| (*s, b.clone())) else {
+            return Ok(None);
+        };
+        m.lru.remove(&seq);
+        if !(self.verify)(kind, key, &block) {
+            m.cache.remove(&k);
+            m.cache_bytes = m.cache_bytes.saturating_sub(len64(&block));
+            return Ok(None);
+        }
+        m.clock = clock;
+        m.lru.insert(clock, k);
+        if let Some(e) = m.cache.get_mut(&k) {
+            e.0 = clock;
+        }
+        Ok(Some((block, Found::Cache)))
+    }
+
+    fn put_many(&self, blocks: &[(KeyKind, RoutingKey, &[u8])]) -> Vec<Result<Put, Error>> {
+        let mut m = self.inner.borrow_mut();
+        blocks
+            .iter()
+            .map(|&(kind, key, block)| {
+                if !(self.verify)(kind, &key, block) {
+                    return Err(Error::BadBlock);
+                }
+                let k = (kind, key);
+                let old_len = match m.primary.get(&k) {
+                    Some(old) if !(self.supersedes)(kind, old, block) => {
+                        return Ok(Put::AlreadyHad)
+                    }
+                    Some(old) => Some(len64(old)),
+                    None => None,
+                };
+                let used = m.primary_bytes;
+                let after = used
+                    .saturating_sub(old_len.unwrap_or(0))
+                    .saturating_add(len64(block));
+                if after > self.limits.primary_bytes {
+                    return Err(Error::Full {
+                        used,
+                        limit: self.limits.primary_bytes,
+                    });
+                }
+                m.primary.insert(k, block.to_vec());
+                m.primary_bytes = after;
+                Ok(if old_len.is_some() {
+                    Put::Replaced
+                } else {
+                    Put::Stored
+                })
+            })
+            .collect()
+    }
+
+    fn cache_many(&self, blocks: &[(KeyKind, RoutingKey, &[u8])]) -> Result<(), Error> {
+        let mut m = self.inner.borrow_mut();
+        let mut bad = false;
+        for &(kind, key, block) in blocks {
+            if !(self.verify)(kind, &key, block) {
+                bad = true;
+                continue;
+            }
+            if len64(block) > self.limits.cache_bytes {
+                continue;
+            }
+            let k = (kind, key);
+            m.clock += 1;
+            let clock = m.clock;
+            if let Some((seq, old)) = m.cache.remove(&k) {
+                m.cache_bytes = m.cache_bytes.saturating_sub(len64(&old));
+                m.lru.remove(&seq);
+            }
+            while m.cache_bytes.saturating_add(len64(block)) > self.limits.cache_bytes {
+                let Some((_, victim)) = m.lru.pop_first() else {
+                    break;
+                };
+                if let Some((_, v)) = m.cache.remove(&victim) {
+                    m.cache_bytes = m.cache_bytes.saturating_sub(len64(&v));
+                }
+            }
+            m.cache.insert(k, (clock, block.to_vec()));
+            m.lru.insert(clock, k);
+            m.cache_bytes = m.cache_bytes.saturating_add(len64(block));
+        }
+        if bad {
+            return Err(Error::BadBlock);
+        }
+        Ok(())
+    }
+
+    fn has(&self, kind: KeyKind, key: &RoutingKey) -> Result<bool, Error> {
+        Ok(self.inner.borrow().primary.contains_key(&(kind, *key)))
+    }
+
+    fn forget(&self, kind: KeyKind, key: &RoutingKey) -> Result<(), Error> {
+        let mut m = self.inner.borrow_mut();
+        let k = (kind, *key);
+        if let Some(b) = m.primary.remove(&k) {
+            m.primary_bytes = m.primary_bytes.saturating_sub(len64(&b));
+        }
+        if let Some((seq, b)) = m.cache.remove(&k) {
+            m.lru.remove(&seq);
+            m.cache_bytes = m.cache_bytes.saturating_sub(len64(&b));
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> Result<Stats, Error> {
+        let m = self.inner.borrow();
+        Ok(Stats {
+            blocks_stored: u64::try_from(m.primary.len()).unwrap_or(u64::MAX),
+            bytes_stored: m.primary_bytes,
+            blocks_cached: u64::try_from(m.cache.len()).unwrap_or(u64::MAX),
+            bytes_cached: m.cache_bytes,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,6 +716,45 @@ mod tests {
         let s = open(&dir, Limits::default());
         assert_eq!(s.stats().unwrap().blocks_stored, 2);
         assert_eq!(s.stats().unwrap().bytes_stored, 200);
+    }
+
+    /// The in-memory datastore keeps the same contract as the database:
+    /// the same sequence of operations gives the same answers.
+    #[test]
+    fn memory_and_database_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            primary_bytes: 350,
+            cache_bytes: 250,
+        };
+        let db = open(&dir, limits);
+        let mem = Memory::new(limits, chk, never_newer);
+        let blocks: Vec<_> = (0..6).map(|i| block(i, 100)).collect();
+        let stores: [&dyn Datastore; 2] = [&db, &mem];
+        let mut answers = Vec::new();
+        for s in stores {
+            let mut a = Vec::new();
+            for (k, b) in &blocks[..4] {
+                a.push(format!("{:?}", s.put_many(&[(KeyKind::CHK, *k, b)])));
+            }
+            for (k, b) in &blocks[2..] {
+                a.push(format!("{:?}", s.cache_many(&[(KeyKind::CHK, *k, b)])));
+            }
+            let _ = s.get(KeyKind::CHK, &blocks[4].0);
+            s.cache_many(&[(KeyKind::CHK, blocks[0].0, &blocks[0].1)])
+                .unwrap();
+            for (k, _) in &blocks {
+                a.push(format!(
+                    "{:?}",
+                    s.get(KeyKind::CHK, k).unwrap().map(|x| x.1)
+                ));
+                a.push(format!("{:?}", s.has(KeyKind::CHK, k).unwrap()));
+            }
+            s.forget(KeyKind::CHK, &blocks[1].0).unwrap();
+            a.push(format!("{:?}", s.stats().unwrap()));
+            answers.push(a);
+        }
+        assert_eq!(answers[0], answers[1]);
     }
 
     #[test]

@@ -12,7 +12,7 @@
 use tokio::sync::{mpsc, oneshot};
 
 use super::core::{OpId, StoreFailure, StoreOp, StoreResult};
-use crate::store::{self, Store};
+use crate::store::{self, Datastore, Store};
 
 /// Operations taken from the queue at once, at most.
 const BATCH: usize = 256;
@@ -26,17 +26,21 @@ fn failure(e: &store::Error) -> StoreFailure {
 }
 
 /// Run one operation that is not a durable write.
-pub fn run(store: &Store, what: StoreOp) -> StoreResult {
+pub fn run(store: &impl Datastore, what: StoreOp) -> StoreResult {
     match what {
         StoreOp::Get { kind, key } => match store.get(kind, &key) {
             Ok(found) => StoreResult::Block(found),
             Err(e) => StoreResult::Failed(failure(&e)),
         },
-        StoreOp::Put { kind, key, block } => {
-            StoreResult::Put(store.put(kind, &key, &block).map_err(|e| failure(&e)))
-        }
+        StoreOp::Put { kind, key, block } => StoreResult::Put(
+            store
+                .put_many(&[(kind, key, &block)])
+                .pop()
+                .unwrap_or(Err(store::Error::Db("no outcome".into())))
+                .map_err(|e| failure(&e)),
+        ),
         StoreOp::Cache { kind, key, block } => {
-            let _ = store.cache(kind, &key, &block);
+            let _ = store.cache_many(&[(kind, key, &block)]);
             StoreResult::Done
         }
         StoreOp::Has { kind, key } => StoreResult::Bool(store.has(kind, &key).unwrap_or(false)),

@@ -24,7 +24,7 @@ use super::events::{Agenda, Event};
 use crate::crypto::Identity;
 use crate::node::core::{Action, Core, LinkId};
 use crate::node::{self, Answer, Config, NodeClient, Requests, Tap};
-use crate::store::{Limits, Store};
+use crate::store::{Limits, Memory};
 use crate::token::{Token, Tokens};
 use crate::wire::{encode_frame, Frame, NodeId};
 
@@ -76,7 +76,7 @@ impl Default for Settings {
 
 struct SimNode {
     core: Core,
-    store: Store,
+    store: Memory,
     addr: SocketAddr,
     alive: bool,
     /// The other end of this node's client, if one was made.
@@ -165,12 +165,11 @@ impl Net {
             bootstrap: boot.into_iter().collect(),
             ..self.settings.node.clone()
         };
-        let store = Store::in_memory(
+        let store = Memory::new(
             self.settings.store,
             crate::keys::verify_block,
             crate::keys::supersedes,
-        )
-        .expect("an in-memory store opens");
+        );
         let seed: [u8; 32] = self.rng.gen();
         let now = self.instant();
         let unix = 1_800_000_000 + self.now.as_secs();
