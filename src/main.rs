@@ -79,6 +79,24 @@ enum Command {
     },
     /// Print the version and the wire format's constants.
     Info,
+    /// Run an experiment in the simulator: many node cores in this process
+    /// on a virtual clock (paths, failures, churn, load, survival,
+    /// anonymity).
+    Sim {
+        experiment: String,
+        /// The network size (each experiment says what it does with it).
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// The same seed gives the same output.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Also write the table as CSV here.
+        #[arg(long, value_name = "FILE")]
+        csv: Option<PathBuf>,
+        /// Also draw the experiment's figure here (SVG).
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -177,6 +195,13 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Keygen { name } => keygen(&name),
+        Command::Sim {
+            experiment,
+            nodes,
+            seed,
+            csv,
+            plot,
+        } => sim(&experiment, nodes, seed, csv.as_deref(), plot.as_deref()),
         Command::Node(args) => runtime
             .block_on(run_node(args))
             .map_err(|e| Failure::new(exit::FAILURE, format!("{e:#}"))),
@@ -211,6 +236,60 @@ fn info() {
     println!("relay payload per cell: {} bytes", wire::RELAY_BODY_MAX);
     println!("maximum circuit length: {} hops", wire::MAX_HOPS);
     println!("block size:             {} bytes", wire::BLOCK_DATA_LEN);
+}
+
+fn sim(
+    experiment: &str,
+    nodes: Option<usize>,
+    seed: u64,
+    csv: Option<&Path>,
+    plot: Option<&Path>,
+) -> Result<(), Failure> {
+    use umbra::sim::experiments;
+    let opts = experiments::Options {
+        nodes,
+        seed,
+        small: false,
+    };
+    let started = std::time::Instant::now();
+    let table = experiments::run(experiment, &opts).map_err(|e| Failure::new(exit::USAGE, e))?;
+    print!("{}", table.text());
+    println!(
+        "  wall time: {:.1} s; peak memory: {} MiB",
+        started.elapsed().as_secs_f64(),
+        peak_rss_mib().map_or("unknown".to_string(), |m| m.to_string())
+    );
+    if let Some(path) = csv {
+        std::fs::write(path, table.csv()).map_err(|e| {
+            Failure::new(
+                exit::FAILURE,
+                format!("cannot write {}: {e}", path.display()),
+            )
+        })?;
+    }
+    if let Some(path) = plot {
+        experiments::plot(&table, path).map_err(|e| {
+            Failure::new(
+                exit::FAILURE,
+                format!("cannot draw {}: {e}", path.display()),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Peak resident memory of this process (Linux), in MiB.
+fn peak_rss_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024)
 }
 
 fn keygen(name: &str) -> Result<(), Failure> {

@@ -85,6 +85,11 @@ pub struct Status {
     pub requests_forwarded: u64,
     /// Loop answers this node has received.
     pub loops_received: u64,
+    /// Ring lookups of random points and block keys this node finished
+    /// (relay sampling, placement, diagnostics), and the nodes they asked
+    /// in all: `lookup_steps / lookups` is the mean lookup path.
+    pub lookups: u64,
+    pub lookup_steps: u64,
     /// Whether this node relays circuits now (false: client only, or no
     /// address others can reach yet).
     pub relay: bool,

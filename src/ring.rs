@@ -73,18 +73,20 @@ impl Default for Config {
     }
 }
 
-/// A node known to the ring, with its verified descriptor.
+/// A node known to the ring, with its verified descriptor. Cloning one is
+/// cheap: the descriptor is shared (a node's fingers hold the same few
+/// peers many times).
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub id: NodeId,
-    pub desc: NodeDescriptor,
+    pub desc: std::sync::Arc<NodeDescriptor>,
 }
 
 impl Peer {
     pub fn new(desc: NodeDescriptor) -> Peer {
         Peer {
             id: node_id(&desc.identity),
-            desc,
+            desc: std::sync::Arc::new(desc),
         }
     }
 }
@@ -134,6 +136,10 @@ pub enum Event {
     LookupDone {
         token: Token,
         result: Result<Box<Peer>, LookupError>,
+        /// Nodes asked (Chord's path length), and how many of them let
+        /// their query time out.
+        steps: u32,
+        timeouts: u32,
     },
 }
 
@@ -149,14 +155,39 @@ struct Lookup {
     target: [u8; 32],
     purpose: Purpose,
     steps: usize,
+    timeouts: u32,
     tried: HashSet<NodeId>,
 }
 
 #[derive(Debug)]
 enum Pending {
     Lookup(Lookup),
+    /// A lookup's answer is being checked: is the node named alive? If
+    /// not, `fallback` says where the next candidate comes from.
+    Confirm {
+        lookup: Lookup,
+        candidate: Peer,
+        fallback: Fallback,
+    },
+    /// The node named was not alive: the node that named it is asked for
+    /// its successor list, which holds the next candidates.
+    Alternatives {
+        lookup: Lookup,
+        answerer: NodeId,
+        skip: NodeId,
+    },
     Stabilize,
     PingPredecessor,
+}
+
+/// Where a lookup looks when the successor it found does not answer.
+#[derive(Debug)]
+enum Fallback {
+    /// Ask the node that named it for its successor list.
+    Ask(NodeId),
+    /// The rest of a successor list, nearest first, after `from` (the node
+    /// whose list it is).
+    List { from: NodeId, rest: Vec<Peer> },
 }
 
 #[derive(Debug)]
@@ -227,9 +258,34 @@ impl Ring {
         &self.me
     }
 
+    /// Put the ring in a settled state from outside: the predecessor,
+    /// successor list and fingers that stabilization converges to. A
+    /// simulation of tens of thousands of nodes starts from here, as
+    /// Chord's own simulations of a stable network did; everything after
+    /// (lookups, stabilization, failures) runs the ordinary code.
+    pub fn settle(
+        &mut self,
+        predecessor: Option<Peer>,
+        successors: Vec<Peer>,
+        fingers: Vec<Option<Peer>>,
+    ) {
+        self.predecessor = predecessor;
+        self.successors = successors;
+        self.successors.truncate(self.cfg.successors);
+        self.fingers = fingers;
+        self.fingers.resize(256, None);
+        self.bootstrap.clear();
+        self.joined = true;
+    }
+
+    /// The successor list's length this ring keeps.
+    pub fn successor_len(&self) -> usize {
+        self.cfg.successors
+    }
+
     /// Replace this node's descriptor (new addresses, refreshed time).
     pub fn set_descriptor(&mut self, desc: NodeDescriptor) {
-        self.me.desc = desc;
+        self.me.desc = std::sync::Arc::new(desc);
     }
 
     /// Take a place on the ring, or give it up. A node that learns its
@@ -275,14 +331,24 @@ impl Ring {
 
     /// Every node this one knows: successors, predecessor, fingers.
     pub fn known(&self) -> Vec<Peer> {
-        let mut seen = HashSet::new();
-        self.successors
+        // Fingers come in runs of one node; keep one of each run, then one
+        // of each node, in id order.
+        let mut out: Vec<Peer> = self
+            .successors
             .iter()
             .chain(self.predecessor.iter())
-            .chain(self.fingers.iter().flatten())
-            .filter(|p| seen.insert(p.id))
             .cloned()
-            .collect()
+            .collect();
+        let mut last = None;
+        for f in self.fingers.iter().flatten() {
+            if last != Some(f.id) {
+                last = Some(f.id);
+                out.push(f.clone());
+            }
+        }
+        out.sort_unstable_by_key(|p| p.id);
+        out.dedup_by_key(|p| p.id);
+        out
     }
 
     /// Whether this node is the successor of `key`: `key` in
@@ -363,6 +429,7 @@ impl Ring {
             target: self.me.id.0,
             purpose: Purpose::Join,
             steps: 0,
+            timeouts: 0,
             tried: HashSet::new(),
         };
         self.send_lookup(Dest::Addr(addr, expect), expect, lookup, now);
@@ -382,8 +449,8 @@ impl Ring {
             return;
         }
         let msg = PeerMessage::Leaving {
-            predecessor: self.predecessor.as_ref().map(|p| p.desc.clone()),
-            successors: self.successors.iter().map(|p| p.desc.clone()).collect(),
+            predecessor: self.predecessor.as_ref().map(|p| (*p.desc).clone()),
+            successors: self.successors.iter().map(|p| (*p.desc).clone()).collect(),
         };
         let mut told = HashSet::new();
         for p in self.predecessor.iter().chain(self.successors.first()) {
@@ -475,6 +542,21 @@ impl Ring {
                 *f = None;
             }
         }
+        if before > 0 && self.successors.is_empty() {
+            // The whole successor list failed. This node is not alone for
+            // that (an empty list would make it answer for every key): the
+            // nearest node it still knows is its successor until
+            // stabilization finds better (Chord, section 5.2).
+            let me = self.me.id;
+            let nearest = self
+                .known()
+                .into_iter()
+                .filter(|p| !self.dead.contains_key(&p.id))
+                .min_by_key(|p| distance(&me.0, &p.id.0));
+            if let Some(p) = nearest {
+                self.successors.push(p);
+            }
+        }
         if changed {
             self.events.push_back(Event::NeighboursChanged);
         }
@@ -489,8 +571,15 @@ impl Ring {
         match msg {
             PeerMessage::Ping { nonce } => self.send(Dest::Link(from), PeerMessage::Pong { nonce }),
             PeerMessage::Pong { nonce } => {
-                if let Some(q) = self.take_query(nonce, from) {
-                    debug_assert!(matches!(q.what, Pending::PingPredecessor));
+                if let Some(Query {
+                    what:
+                        Pending::Confirm {
+                            lookup, candidate, ..
+                        },
+                    ..
+                }) = self.take_query(nonce, from)
+                {
+                    self.lookup_finished(lookup, Ok(candidate), now);
                 }
             }
             PeerMessage::FindSuccessor { query, target } => {
@@ -500,22 +589,22 @@ impl Ring {
                     PeerMessage::FindSuccessorReply {
                         query,
                         done,
-                        node: node.desc,
+                        node: (*node.desc).clone(),
                     },
                 );
             }
             PeerMessage::FindSuccessorReply { query, done, node } => {
                 if let Some(q) = self.take_query(query, from) {
                     if let Pending::Lookup(l) = q.what {
-                        self.lookup_step(l, done, Peer::new(node), now);
+                        self.lookup_step(l, done, Peer::new(node), Some(from), now);
                     }
                 }
             }
             PeerMessage::GetPredecessor { query } => {
                 let reply = PeerMessage::PredecessorReply {
                     query,
-                    predecessor: self.predecessor.as_ref().map(|p| p.desc.clone()),
-                    successors: self.successors.iter().map(|p| p.desc.clone()).collect(),
+                    predecessor: self.predecessor.as_ref().map(|p| (*p.desc).clone()),
+                    successors: self.successors.iter().map(|p| (*p.desc).clone()).collect(),
                 };
                 self.send(Dest::Link(from), reply);
             }
@@ -525,8 +614,22 @@ impl Ring {
                 successors,
             } => {
                 if let Some(q) = self.take_query(query, from) {
-                    if matches!(q.what, Pending::Stabilize) {
-                        self.stabilize_reply(from, predecessor.map(Peer::new), successors, now);
+                    match q.what {
+                        Pending::Stabilize => {
+                            self.stabilize_reply(from, predecessor.map(Peer::new), successors, now)
+                        }
+                        Pending::Alternatives {
+                            lookup,
+                            answerer,
+                            skip,
+                        } => {
+                            let list: Vec<Peer> = successors.into_iter().map(Peer::new).collect();
+                            // The candidates after the one that failed.
+                            let after = list.iter().position(|p| p.id == skip).map_or(0, |k| k + 1);
+                            let rest = list.get(after..).unwrap_or_default().to_vec();
+                            self.try_alternatives(lookup, answerer, rest, now);
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -556,12 +659,42 @@ impl Ring {
                 self.strikes.insert(id, (count, now));
             }
         }
-        if let Pending::Lookup(l) = q.what {
-            if matches!(l.purpose, Purpose::Join) {
-                // Retried at the next stabilize tick.
-                return;
+        match q.what {
+            Pending::Lookup(mut l) => {
+                if matches!(l.purpose, Purpose::Join) {
+                    // Retried at the next stabilize tick.
+                    return;
+                }
+                l.timeouts += 1;
+                self.lookup_next(l, now);
             }
-            self.lookup_next(l, now);
+            Pending::Confirm {
+                mut lookup,
+                candidate,
+                fallback,
+            } => {
+                lookup.timeouts += 1;
+                lookup.tried.insert(candidate.id);
+                match fallback {
+                    Fallback::Ask(a) => {
+                        lookup.steps += 1;
+                        let what = Pending::Alternatives {
+                            lookup,
+                            answerer: a,
+                            skip: candidate.id,
+                        };
+                        let query = self.insert_query(Some(a), what, now);
+                        // It answered just now: its link is up.
+                        self.send(Dest::Link(a), PeerMessage::GetPredecessor { query });
+                    }
+                    Fallback::List { from, rest } => self.try_alternatives(lookup, from, rest, now),
+                }
+            }
+            Pending::Alternatives { mut lookup, .. } => {
+                lookup.timeouts += 1;
+                self.lookup_next(lookup, now);
+            }
+            Pending::Stabilize | Pending::PingPredecessor => {}
         }
     }
 

@@ -12,6 +12,8 @@
 //! simulation by [`Net::run_future`].
 
 mod events;
+pub mod experiments;
 mod net;
+mod settle;
 
 pub use net::{Latency, Net, Settings};

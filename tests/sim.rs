@@ -14,6 +14,7 @@ use umbra::keys::{chk_encode, Uri};
 use umbra::node::Config;
 use umbra::ring::in_half_open;
 use umbra::sim::{Latency, Net, Settings};
+use umbra::store::Datastore;
 use umbra::wire::{KeyKind, NodeId};
 
 /// Peak resident memory of this process, from /proc.
@@ -257,8 +258,15 @@ async fn a_node_that_corrupts_every_block_it_serves_is_routed_around() {
     // and through a circuit: the corrupted copy is refused and the search
     // goes on to a replica.
     let other = (0..net.len())
-        .find(|&i| i != bad && i != 1 && !net.core(i).ring().owns(&key.routing.0))
-        .expect("another node");
+        .find(|&i| {
+            i != bad
+                && i != 1
+                && !net
+                    .store(i)
+                    .has(KeyKind::CHK, &key.routing)
+                    .unwrap_or(true)
+        })
+        .expect("a node with no copy");
     let getter = net.client(other);
     let got = net
         .run_future(

@@ -314,6 +314,8 @@ impl Config {
             advertised,
             learn,
             bootstrap: self.bootstrap.iter().map(|b| (b.addr, b.id)).collect(),
+            sampling: super::core::sampling::Pace::default(),
+            verified: None,
         }
     }
 
@@ -324,7 +326,10 @@ impl Config {
             stabilize_every: period,
             fix_fingers_every: period / 2,
             check_predecessor_every: period * 2,
-            query_timeout: (period * 4).max(Duration::from_millis(500)),
+            // Answers come in a round trip or two, however slow the
+            // maintenance: a slow stabilize period does not make a dead
+            // node take minutes to notice.
+            query_timeout: (period * 4).clamp(Duration::from_millis(500), Duration::from_secs(5)),
             member: self.relay,
             ..crate::ring::Config::default()
         }

@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -41,6 +42,8 @@ mod links;
 mod local;
 pub mod placement;
 pub mod sampling;
+#[cfg(test)]
+mod tests;
 
 pub use placement::StoreError;
 
@@ -51,6 +54,9 @@ use sampling::Sampler;
 pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(15);
 /// A node still learning its address after this long says so in its log.
 pub const LEARN_PATIENCE: Duration = Duration::from_secs(120);
+/// A duplicate link stays open this long after another link to the same
+/// peer won, so that what is already on its way arrives.
+pub const LINK_GRACE: Duration = Duration::from_secs(2);
 /// Verified descriptor signatures kept to skip re-verification.
 const VERIFIED_CACHE: usize = 4096;
 /// Cache writes in flight at once; beyond this, blocks passing by are not
@@ -176,6 +182,8 @@ pub enum Request {
     Sample,
     /// Leave the ring gracefully; [`Action::Stop`] follows the reply.
     Leave,
+    /// Which node succeeds this ring point (diagnostics, measurements).
+    Lookup([u8; 32]),
 }
 
 /// The answer to a [`Request`].
@@ -188,6 +196,13 @@ pub enum Reply {
     Circuit(Result<Outcome, CircuitError>),
     Built(Result<Vec<NodeId>, CircuitError>),
     Sample(Vec<NodeId>),
+    /// The answer to a [`Request::Lookup`]: the successor found (if any),
+    /// the nodes asked and the queries that timed out on the way.
+    Lookup {
+        successor: Option<NodeId>,
+        steps: u32,
+        timeouts: u32,
+    },
     Done,
 }
 
@@ -250,6 +265,29 @@ pub struct Settings {
     /// Set when the node must learn its address from its peers.
     pub learn: Option<reach::Settings>,
     pub bootstrap: Vec<(SocketAddr, Option<NodeId>)>,
+    pub sampling: sampling::Pace,
+    /// Descriptors known good, shared with other cores in this process (a
+    /// simulation of many nodes checks each signature once, not once per
+    /// node). `None`: the core keeps its own, bounded.
+    pub verified: Option<Arc<Verified>>,
+}
+
+/// A set of descriptor hashes whose signatures checked out, shared by the
+/// cores of one process. A signature check has one answer whoever makes
+/// it, so sharing changes what it costs, not what it decides.
+#[derive(Debug, Default)]
+pub struct Verified(std::sync::Mutex<HashSet<[u8; 32]>>);
+
+impl Verified {
+    pub fn contains(&self, digest: &[u8; 32]) -> bool {
+        self.0.lock().is_ok_and(|s| s.contains(digest))
+    }
+
+    pub fn insert(&self, digest: [u8; 32]) {
+        if let Ok(mut s) = self.0.lock() {
+            s.insert(digest);
+        }
+    }
 }
 
 /// A link to a peer.
@@ -265,6 +303,8 @@ struct LinkInfo {
 enum LookupFor {
     Placement(placement::LookupId),
     Sample,
+    /// The local user asked, with this token.
+    Asked(Token),
 }
 
 /// Who waits for a routed request.
@@ -348,11 +388,14 @@ pub struct Core {
     links: HashMap<NodeId, LinkInfo>,
     /// Every open link (a duplicate still draining included) and its peer.
     link_peers: HashMap<LinkId, NodeId>,
+    /// Duplicate links to close, and when.
+    retiring: VecDeque<(Instant, LinkId)>,
     /// Messages waiting for a link being dialled.
     dialing: HashMap<NodeId, Vec<PeerMessage>>,
     dialing_addr: HashMap<SocketAddr, Vec<PeerMessage>>,
     dials: HashMap<DialId, Dialed>,
-    verified: HashSet<[u8; 64]>,
+    /// Hashes of descriptors whose signature checked out.
+    verified: HashSet<[u8; 32]>,
     /// The keys of the primary store.
     held: BTreeSet<(KeyKind, RoutingKey)>,
     ops: HashMap<OpId, OpFor>,
@@ -367,6 +410,10 @@ pub struct Core {
     routed: HashMap<Token, RouteWaiter>,
     forwarded: u64,
     loops: u64,
+    /// Ring lookups finished (sampling, placement, asked), and the nodes
+    /// they asked in all.
+    lookups_done: u64,
+    lookup_steps: u64,
     misbehaving: u64,
     /// The local user waiting for a leave to finish.
     leaving: Option<Token>,
@@ -416,7 +463,7 @@ impl Core {
         Ok(Core {
             router: Router::new(settings.route.clone(), seed(&mut rng)),
             placement: Placement::new(settings.replicas),
-            sampler: Sampler::new(now),
+            sampler: Sampler::new(now, settings.sampling),
             sample_seen: 0,
             learn_warning: learner.as_ref().map(|_| now + LEARN_PATIENCE),
             learner,
@@ -432,6 +479,7 @@ impl Core {
             circuits,
             links: HashMap::new(),
             link_peers: HashMap::new(),
+            retiring: VecDeque::new(),
             dialing: HashMap::new(),
             dialing_addr: HashMap::new(),
             dials: HashMap::new(),
@@ -445,6 +493,8 @@ impl Core {
             routed: HashMap::new(),
             forwarded: 0,
             loops: 0,
+            lookups_done: 0,
+            lookup_steps: 0,
             misbehaving: 0,
             leaving: None,
             stopped: false,
@@ -466,6 +516,23 @@ impl Core {
         &self.ring
     }
 
+    /// The circuits: this node's own and the ones it relays (diagnostics
+    /// and measurements).
+    pub fn circuits(&self) -> &Circuits {
+        &self.circuits
+    }
+
+    /// Install a settled ring state (see [`Ring::settle`]): where a
+    /// simulation of a large, stable network starts.
+    pub fn settle(
+        &mut self,
+        predecessor: Option<ring::Peer>,
+        successors: Vec<ring::Peer>,
+        fingers: Vec<Option<ring::Peer>>,
+    ) {
+        self.ring.settle(predecessor, successors, fingers);
+    }
+
     /// Whether the node has stopped (after a leave).
     pub fn is_stopped(&self) -> bool {
         self.stopped
@@ -484,6 +551,7 @@ impl Core {
             self.placement.poll_timeout(),
             self.learner.as_ref().and_then(Learner::poll_timeout),
             self.learn_warning,
+            self.retiring.front().map(|(t, _)| *t),
         ];
         for t in more.into_iter().flatten() {
             d = d.min(t);
@@ -513,6 +581,7 @@ impl Core {
             self.placement.handle_timeout(now, &view);
         }
         self.addresses_timeout(now);
+        self.retire_links(now);
         let mut known = self.circuits.sample().ids();
         if known.len() < self.sample_seen {
             // A relay left the sample (its link failed): look again.

@@ -7,7 +7,9 @@ use super::*;
 impl Ring {
     /// Chord's `find_successor` as answered to others: done with our
     /// successor if the target falls between us and it; otherwise the
-    /// closest node we know that precedes the target.
+    /// closest node we know that precedes the target, or, knowing none
+    /// (they all failed us), our successor as the next step. Never "done"
+    /// for a target we do not cover: that would name a wrong successor.
     pub(super) fn answer_find(&self, target: &[u8; 32]) -> (bool, Peer) {
         let succ = self.successor().clone();
         if succ.id == self.me.id || in_half_open(target, &self.me.id.0, &succ.id.0) {
@@ -15,7 +17,7 @@ impl Ring {
         }
         match self.closest_preceding(target, &HashSet::new()) {
             Some(p) => (false, p),
-            None => (true, succ),
+            None => (false, succ),
         }
     }
 
@@ -34,14 +36,93 @@ impl Ring {
             target,
             purpose,
             steps: 0,
+            timeouts: 0,
             tried: HashSet::new(),
         };
         let succ = self.successor().clone();
         if succ.id == self.me.id || in_half_open(&target, &self.me.id.0, &succ.id.0) {
-            self.lookup_finished(lookup, Ok(succ), now);
+            self.conclude(lookup, succ, None, now);
             return;
         }
         self.lookup_next(lookup, now);
+    }
+
+    /// A lookup found `candidate`, named by `answerer` (`None`: by this
+    /// node's own successor list). Before it is the answer, it must answer:
+    /// a node named by a neighbour that has not noticed its failure is not
+    /// a successor. Finger lookups skip the check (a dead finger is routed
+    /// around).
+    fn conclude(
+        &mut self,
+        lookup: Lookup,
+        candidate: Peer,
+        answerer: Option<NodeId>,
+        now: Instant,
+    ) {
+        let fallback = match answerer {
+            Some(a) => Fallback::Ask(a),
+            None => {
+                let after = self
+                    .successors
+                    .iter()
+                    .position(|p| p.id == candidate.id)
+                    .map_or(0, |k| k + 1);
+                Fallback::List {
+                    from: self.me.id,
+                    rest: self.successors.get(after..).unwrap_or_default().to_vec(),
+                }
+            }
+        };
+        if answerer == Some(candidate.id)
+            || candidate.id == self.me.id
+            || matches!(lookup.purpose, Purpose::Finger(_))
+        {
+            self.lookup_finished(lookup, Ok(candidate), now);
+            return;
+        }
+        self.confirm(lookup, candidate, fallback, now);
+    }
+
+    fn confirm(&mut self, mut lookup: Lookup, candidate: Peer, fallback: Fallback, now: Instant) {
+        lookup.steps += 1;
+        let to = candidate.clone();
+        let what = Pending::Confirm {
+            lookup,
+            candidate,
+            fallback,
+        };
+        let query = self.insert_query(Some(to.id), what, now);
+        self.send(Dest::Peer(to), PeerMessage::Ping { nonce: query });
+    }
+
+    /// The candidate did not answer: the next one of `rest` (the remainder
+    /// of `from`'s successor list, nearest first) that follows the target
+    /// and was not tried; none left, and the lookup fails.
+    pub(super) fn try_alternatives(
+        &mut self,
+        lookup: Lookup,
+        from: NodeId,
+        mut rest: Vec<Peer>,
+        now: Instant,
+    ) {
+        // Entries between the list's owner and the target precede the
+        // target: none of them is its successor.
+        rest.retain(|p| {
+            !in_open(&p.id.0, &from.0, &lookup.target)
+                && !lookup.tried.contains(&p.id)
+                && !self.dead.contains_key(&p.id)
+        });
+        if rest.is_empty() {
+            self.lookup_finished(lookup, Err(LookupError::NoRoute), now);
+            return;
+        }
+        let next = rest.remove(0);
+        if next.id == self.me.id {
+            // This node follows the target: it is the answer.
+            self.lookup_finished(lookup, Ok(next), now);
+            return;
+        }
+        self.confirm(lookup, next, Fallback::List { from, rest }, now);
     }
 
     /// Ask the best node not yet tried, or give up.
@@ -55,7 +136,7 @@ impl Ring {
                 if !lookup.tried.contains(&succ.id)
                     && in_open(&lookup.target, &self.me.id.0, &succ.id.0)
                 {
-                    self.lookup_finished(lookup, Ok(succ), now);
+                    self.conclude(lookup, succ, None, now);
                 } else {
                     self.lookup_finished(lookup, Err(LookupError::NoRoute), now);
                 }
@@ -79,9 +160,16 @@ impl Ring {
         self.send(to, PeerMessage::FindSuccessor { query, target });
     }
 
-    pub(super) fn lookup_step(&mut self, lookup: Lookup, done: bool, node: Peer, now: Instant) {
+    pub(super) fn lookup_step(
+        &mut self,
+        lookup: Lookup,
+        done: bool,
+        node: Peer,
+        answerer: Option<NodeId>,
+        now: Instant,
+    ) {
         if done {
-            self.lookup_finished(lookup, Ok(node), now);
+            self.conclude(lookup, node, answerer, now);
         } else if lookup.steps >= self.cfg.lookup_max_steps {
             self.lookup_finished(lookup, Err(LookupError::TooManySteps), now);
         } else if node.id == self.me.id
@@ -105,6 +193,8 @@ impl Ring {
         match lookup.purpose {
             Purpose::User(token) => self.events.push_back(Event::LookupDone {
                 token,
+                steps: u32::try_from(lookup.steps).unwrap_or(u32::MAX),
+                timeouts: lookup.timeouts,
                 result: result.map(Box::new),
             }),
             Purpose::Join => match result {

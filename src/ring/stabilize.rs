@@ -88,7 +88,7 @@ impl Ring {
     /// Tell `p` we may be its predecessor; members only.
     pub(super) fn notify(&mut self, p: Peer) {
         if self.cfg.member {
-            let node = self.me.desc.clone();
+            let node = (*self.me.desc).clone();
             self.send(Dest::Peer(p), PeerMessage::Notify { node });
         }
     }

@@ -199,7 +199,10 @@ fn lookups_find_the_true_successor_in_few_steps() {
         for _ in 0..100 {
             let ring = sim.nodes.get_mut(&from).unwrap();
             while let Some(e) = ring.poll_event() {
-                if let Event::LookupDone { token: t, result } = e {
+                if let Event::LookupDone {
+                    token: t, result, ..
+                } = e
+                {
                     assert_eq!(t, Token(token));
                     answer = Some(result);
                 }

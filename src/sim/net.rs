@@ -28,6 +28,9 @@ use crate::store::{Limits, Memory};
 use crate::token::{Token, Tokens};
 use crate::wire::{encode_frame, Frame, NodeId};
 
+/// Sees every frame sent: (from, to, frame).
+pub type Watcher = Box<dyn FnMut(usize, usize, &Frame)>;
+
 /// One-way latency of a link, fixed per pair of nodes.
 #[derive(Debug, Clone, Copy)]
 pub enum Latency {
@@ -47,14 +50,20 @@ pub struct Settings {
     /// Chance that a frame is lost on its way.
     pub loss: f64,
     pub dial_timeout: Duration,
-    /// How long until the peers of a crashed node notice.
-    pub detect: Duration,
+    /// How long until the peers of a crashed node notice; `None`: never
+    /// (they find out by timeouts alone).
+    pub detect: Option<Duration>,
     pub store_latency: Duration,
     /// Every node's configuration (replicas, timers, circuit length…);
     /// addresses, data directory and bootstrap are the simulator's.
     pub node: Config,
     /// Each node's datastore limits.
     pub store: Limits,
+    /// How often each node's sampling lookups go out.
+    pub sampling: crate::node::core::sampling::Pace,
+    /// Hash the first bytes of every frame into the trace (and not only
+    /// each event's time, node and kind). Costs an encoding per frame.
+    pub trace_frames: bool,
 }
 
 impl Default for Settings {
@@ -63,13 +72,15 @@ impl Default for Settings {
             latency: Latency::Constant(Duration::from_millis(10)),
             loss: 0.0,
             dial_timeout: Duration::from_secs(5),
-            detect: Duration::from_secs(6),
+            detect: Some(Duration::from_secs(6)),
             store_latency: Duration::from_micros(300),
             node: Config::default(),
             store: Limits {
                 primary_bytes: 64 << 20,
                 cache_bytes: 16 << 20,
             },
+            sampling: crate::node::core::sampling::Pace::default(),
+            trace_frames: true,
         }
     }
 }
@@ -82,6 +93,8 @@ struct SimNode {
     /// The other end of this node's client, if one was made.
     requests: Option<Requests>,
     answers: HashMap<Token, Answer>,
+    /// Replies to requests made with [`Net::submit`].
+    replies: HashMap<Token, crate::node::core::Reply>,
     tokens: Tokens,
     tap: Option<Box<dyn Tap>>,
     /// The wake-up scheduled for the core, as a virtual time.
@@ -109,6 +122,9 @@ pub struct Net {
     pair_latency: HashMap<(usize, usize), Duration>,
     /// Nodes whose clients may have requests waiting.
     clients: Vec<usize>,
+    watcher: Option<Watcher>,
+    /// Descriptor signatures checked once for every node.
+    verified: std::sync::Arc<crate::node::core::Verified>,
     trace: Sha256,
     events: u64,
     answered: u64,
@@ -135,6 +151,8 @@ impl Net {
             agenda: Agenda::default(),
             pair_latency: HashMap::new(),
             clients: Vec::new(),
+            watcher: None,
+            verified: Default::default(),
             trace: Sha256::new(),
             events: 0,
             answered: 0,
@@ -153,9 +171,14 @@ impl Net {
     /// Add a node that joins through node `bootstrap` (none: it starts a
     /// ring). Returns its index.
     pub fn add(&mut self, bootstrap: Option<usize>) -> usize {
+        let identity = Identity::generate(&mut self.rng);
+        self.add_as(identity, bootstrap)
+    }
+
+    /// [`Net::add`] with a given identity (and so a given ring id).
+    pub fn add_as(&mut self, identity: Identity, bootstrap: Option<usize>) -> usize {
         let i = self.nodes.len();
         let addr = address(i);
-        let identity = Identity::generate(&mut self.rng);
         let boot = bootstrap.map(|b| node::Bootstrap {
             addr: self.nodes[b].addr,
             id: Some(self.nodes[b].core.id()),
@@ -173,8 +196,11 @@ impl Net {
         let seed: [u8; 32] = self.rng.gen();
         let now = self.instant();
         let unix = 1_800_000_000 + self.now.as_secs();
-        let core = Core::new(identity, cfg.core_settings(addr), [], seed, now, unix)
-            .expect("a descriptor signs");
+        let mut core_settings = cfg.core_settings(addr);
+        core_settings.sampling = self.settings.sampling;
+        core_settings.verified = Some(self.verified.clone());
+        let core =
+            Core::new(identity, core_settings, [], seed, now, unix).expect("a descriptor signs");
         self.by_addr.insert(addr, i);
         self.nodes.push(SimNode {
             core,
@@ -183,6 +209,7 @@ impl Net {
             alive: true,
             requests: None,
             answers: HashMap::new(),
+            replies: HashMap::new(),
             tokens: Tokens::default(),
             tap: None,
             wake: None,
@@ -236,10 +263,10 @@ impl Net {
         ends.sort();
         for l in ends {
             if let Some(end) = self.links.remove(&l) {
-                if let Some(peer) = self.links.get(&end.peer_link).map(|e| e.node) {
-                    let at = self.now + self.settings.detect;
+                let peer = self.links.get(&end.peer_link).map(|e| e.node);
+                if let (Some(peer), Some(detect)) = (peer, self.settings.detect) {
                     self.agenda.push(
-                        at,
+                        self.now + detect,
                         peer,
                         Event::LinkDown {
                             link: end.peer_link,
@@ -320,6 +347,68 @@ impl Net {
         }
     }
 
+    /// Make a request of node `i`'s core at once; its reply waits in
+    /// [`Net::take_reply`].
+    pub fn submit(&mut self, i: usize, request: crate::node::core::Request) -> Token {
+        let token = self.nodes[i].tokens.issue();
+        let now = self.instant();
+        self.nodes[i].core.handle_request(token, request, now);
+        self.carry_out(i);
+        token
+    }
+
+    pub fn take_reply(&mut self, i: usize, token: Token) -> Option<crate::node::core::Reply> {
+        self.nodes[i].replies.remove(&token)
+    }
+
+    /// Replies answered so far, to any request.
+    pub fn answered(&self) -> u64 {
+        self.answered
+    }
+
+    /// Watch every frame sent: (from, to, frame), before loss and taps
+    /// downstream of the sender's own.
+    pub fn watch(&mut self, f: Watcher) {
+        self.watcher = Some(f);
+    }
+
+    /// Hand `frame` to node `i` as if its peer `from` had sent it on their
+    /// link (an adversary's message reaching its target): false if they
+    /// share no link.
+    pub fn inject(&mut self, i: usize, from: usize, frame: Frame) -> bool {
+        let mut ends: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, e)| e.node == from)
+            .filter(|(_, e)| self.links.get(&e.peer_link).is_some_and(|p| p.node == i))
+            .map(|(_, e)| e.peer_link)
+            .collect();
+        ends.sort();
+        let Some(&link) = ends.first() else {
+            return false;
+        };
+        let now = self.instant();
+        self.nodes[i].core.handle_frame(link, frame, now);
+        self.carry_out(i);
+        true
+    }
+
+    pub(super) fn settle_node(
+        &mut self,
+        i: usize,
+        predecessor: Option<crate::ring::Peer>,
+        successors: Vec<crate::ring::Peer>,
+        fingers: Vec<Option<crate::ring::Peer>>,
+    ) {
+        self.nodes[i].core.settle(predecessor, successors, fingers);
+        self.carry_out(i);
+    }
+
+    /// Node `i`'s datastore.
+    pub fn store(&self, i: usize) -> &Memory {
+        &self.nodes[i].store
+    }
+
     /// Hand every waiting client request to its node's core.
     fn take_requests(&mut self) {
         for k in 0..self.clients.len() {
@@ -363,8 +452,10 @@ impl Net {
         let now = self.instant();
         match s.event {
             Event::Deliver { link, frame } => {
-                if let Ok(bytes) = encode_frame(&frame) {
-                    self.trace.update(&bytes[..bytes.len().min(48)]);
+                if self.settings.trace_frames {
+                    if let Ok(bytes) = encode_frame(&frame) {
+                        self.trace.update(&bytes[..bytes.len().min(48)]);
+                    }
                 }
                 self.nodes[i].core.handle_frame(link, frame, now);
             }
@@ -550,9 +641,12 @@ impl Net {
             // Simulated nodes are told their addresses: nobody probes.
             Action::Probe { .. } => {}
             Action::Reply { token, reply } => {
-                if let Some(answer) = self.nodes[i].answers.remove(&token) {
-                    self.answered += 1;
-                    answer.send(reply);
+                self.answered += 1;
+                match self.nodes[i].answers.remove(&token) {
+                    Some(answer) => answer.send(reply),
+                    None => {
+                        self.nodes[i].replies.insert(token, reply);
+                    }
                 }
             }
             Action::Stop => {
@@ -595,6 +689,9 @@ impl Net {
             },
             None => frame,
         };
+        if let Some(w) = &mut self.watcher {
+            w(i, to, &frame);
+        }
         if self.settings.loss > 0.0 && self.rng.gen_bool(self.settings.loss.clamp(0.0, 1.0)) {
             return;
         }

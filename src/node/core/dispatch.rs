@@ -104,8 +104,26 @@ impl Core {
             match ev {
                 RingEvent::NeighboursChanged => self.placement.handle_membership_changed(now),
                 RingEvent::Joined => tracing::info!("joined the ring"),
-                RingEvent::LookupDone { token, result } => match self.lookups.remove(&token) {
+                RingEvent::LookupDone {
+                    token,
+                    result,
+                    steps,
+                    timeouts,
+                } => match self.lookups.remove(&token) {
+                    Some(LookupFor::Asked(user)) => {
+                        self.count_lookup(steps);
+                        let successor = result.ok().map(|p| p.id);
+                        self.actions.push_back(Action::Reply {
+                            token: user,
+                            reply: Reply::Lookup {
+                                successor,
+                                steps,
+                                timeouts,
+                            },
+                        });
+                    }
                     Some(LookupFor::Placement(id)) => {
+                        self.count_lookup(steps);
                         let view = View {
                             ring: &self.ring,
                             held: &self.held,
@@ -114,6 +132,7 @@ impl Core {
                         self.placement.handle_lookup_done(id, found, &view, now);
                     }
                     Some(LookupFor::Sample) => {
+                        self.count_lookup(steps);
                         let me = self.id();
                         let peer = result.ok().map(|b| *b).filter(|p| {
                             p.id != me
@@ -292,6 +311,11 @@ impl Core {
             }
         }
         busy
+    }
+
+    fn count_lookup(&mut self, steps: u32) {
+        self.lookups_done += 1;
+        self.lookup_steps += u64::from(steps);
     }
 
     fn remember_cached(&mut self, key: RoutingKey) {

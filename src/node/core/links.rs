@@ -5,8 +5,11 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::{
-    Action, CloseReason, Core, DialId, Dialed, LinkId, LinkInfo, OpFor, StoreOp, VERIFIED_CACHE,
+    Action, CloseReason, Core, DialId, Dialed, LinkId, LinkInfo, OpFor, StoreOp, LINK_GRACE,
+    VERIFIED_CACHE,
 };
+use sha2::{Digest, Sha256};
+
 use crate::crypto::verify_descriptor;
 use crate::link::addr::canonical;
 use crate::ring::Peer;
@@ -44,19 +47,16 @@ impl Core {
             // sides: both ends keep the one dialled by the smaller id.
             let me = self.id();
             let dialer = |inbound: bool| if inbound { peer } else { me };
+            // The other link is closed only after a grace period: both ends
+            // stop sending on it at once (they agree which one loses), and
+            // what was already on its way still arrives and is read.
             if dialer(old.inbound) <= dialer(inbound) {
-                self.actions.push_back(Action::Close {
-                    link,
-                    reason: CloseReason::Duplicate,
-                });
+                self.retiring.push_back((now + LINK_GRACE, link));
                 self.flush_queued(peer, remote, inbound);
                 self.flush(now);
                 return;
             }
-            self.actions.push_back(Action::Close {
-                link: old.id,
-                reason: CloseReason::Duplicate,
-            });
+            self.retiring.push_back((now + LINK_GRACE, old.id));
             // Circuit ids belong to the link they were made on.
             self.circuits.link_down(peer, now);
         }
@@ -69,7 +69,7 @@ impl Core {
             },
         );
         let hello = PeerMessage::Hello {
-            node: self.ring.me().desc.clone(),
+            node: (*self.ring.me().desc).clone(),
         };
         self.send_on_link(peer, hello);
         // Where the link comes from, as this end sees it: how the peer
@@ -93,6 +93,20 @@ impl Core {
         }
         for msg in queued {
             self.send_on_link(peer, msg);
+        }
+    }
+
+    /// Close the duplicate links whose grace period is over.
+    pub(super) fn retire_links(&mut self, now: Instant) {
+        while self.retiring.front().is_some_and(|(t, _)| *t <= now) {
+            if let Some((_, link)) = self.retiring.pop_front() {
+                if self.link_peers.contains_key(&link) {
+                    self.actions.push_back(Action::Close {
+                        link,
+                        reason: CloseReason::Duplicate,
+                    });
+                }
+            }
         }
     }
 
@@ -248,7 +262,19 @@ impl Core {
             _ => return true,
         };
         for d in descs {
-            if self.verified.contains(&d.signature) {
+            // Remembered by a hash of all of it, signature included: the
+            // same signature on other contents is another descriptor.
+            let Ok(bytes) = d.encode() else {
+                return false;
+            };
+            let digest: [u8; 32] = Sha256::digest(&bytes).into();
+            if self.verified.contains(&digest)
+                || self
+                    .settings
+                    .verified
+                    .as_ref()
+                    .is_some_and(|m| m.contains(&digest))
+            {
                 continue;
             }
             // A relay must say where to reach it; a client says nothing.
@@ -256,10 +282,15 @@ impl Core {
             if verify_descriptor(d).is_err() || (relay && d.addrs.is_empty()) {
                 return false;
             }
-            if self.verified.len() >= VERIFIED_CACHE {
-                self.verified.clear();
+            match &self.settings.verified {
+                Some(m) => m.insert(digest),
+                None => {
+                    if self.verified.len() >= VERIFIED_CACHE {
+                        self.verified.clear();
+                    }
+                    self.verified.insert(digest);
+                }
             }
-            self.verified.insert(d.signature);
         }
         true
     }

@@ -64,6 +64,11 @@ impl Core {
                 let ids = self.circuits.sample().ids();
                 self.actions.push_back(reply(Reply::Sample(ids)));
             }
+            Request::Lookup(target) => {
+                let ours = self.tokens.issue();
+                self.lookups.insert(ours, super::LookupFor::Asked(token));
+                self.ring.lookup(target, ours, now);
+            }
             Request::Leave => {
                 tracing::info!("leaving the ring");
                 self.leaving = Some(token);
@@ -228,6 +233,8 @@ impl Core {
             misbehaving_peers: self.misbehaving,
             requests_forwarded: self.forwarded,
             loops_received: self.loops,
+            lookups: self.lookups_done,
+            lookup_steps: self.lookup_steps,
             relay: self.circuits.settings().relay,
             circuits_relayed: circuits.relaying,
             circuits_own: circuits.own,

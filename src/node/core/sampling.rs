@@ -19,6 +19,23 @@ use crate::wire::NodeId;
 
 pub const FAST: Duration = Duration::from_millis(200);
 pub const SLOW: Duration = Duration::from_secs(10);
+
+/// How often sampling lookups go out: [`FAST`] and [`SLOW`] in a node; a
+/// simulation that measures something else may quiet them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    pub fast: Duration,
+    pub slow: Duration,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace {
+            fast: FAST,
+            slow: SLOW,
+        }
+    }
+}
 /// A sample this large is no longer "small".
 pub const ENOUGH: usize = 24;
 /// Sampling lookups in flight at once.
@@ -30,6 +47,7 @@ pub const IN_FLIGHT: usize = 4;
 pub const PATIENCE: u32 = 150;
 
 pub struct Sampler {
+    pace: Pace,
     next: Instant,
     in_flight: usize,
     /// Lookups in a row that found no relay new to the sample.
@@ -37,8 +55,9 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    pub fn new(now: Instant) -> Sampler {
+    pub fn new(now: Instant, pace: Pace) -> Sampler {
         Sampler {
+            pace,
             next: now,
             in_flight: 0,
             misses: 0,
@@ -65,7 +84,7 @@ impl Sampler {
             return None;
         }
         let fast = small && self.misses < PATIENCE;
-        self.next = now + if fast { FAST } else { SLOW };
+        self.next = now + if fast { self.pace.fast } else { self.pace.slow };
         if !joined || self.in_flight >= IN_FLIGHT {
             return None;
         }
@@ -108,7 +127,7 @@ mod tests {
     #[test]
     fn the_pace_slows_once_lookups_stop_finding_new_relays() {
         let mut rng = StdRng::seed_from_u64(1);
-        let mut s = Sampler::new(Instant::now());
+        let mut s = Sampler::new(Instant::now(), Pace::default());
         let mut now = s.poll_timeout();
         let known = vec![NodeId([1; 32]); 3];
         for _ in 0..PATIENCE {
@@ -133,7 +152,7 @@ mod tests {
     #[test]
     fn no_lookup_before_joining_or_beyond_the_budget() {
         let mut rng = StdRng::seed_from_u64(2);
-        let mut s = Sampler::new(Instant::now());
+        let mut s = Sampler::new(Instant::now(), Pace::default());
         let now = s.poll_timeout();
         assert!(s.handle_timeout(now, &[], true, false, &mut rng).is_none());
         let mut now = s.poll_timeout();

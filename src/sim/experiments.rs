@@ -1,0 +1,302 @@
+//! `umbra sim` experiments: each builds networks of real node cores in the
+//! simulator, measures, and returns a [`Table`] that states its parameters,
+//! prints itself, writes itself as CSV, and draws a plot when asked. The
+//! same seed gives the same table.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::{Net, Settings};
+use crate::node::core::{Reply, Request};
+use crate::node::Config;
+use crate::token::Token;
+use crate::wire::NodeId;
+
+mod anonymity;
+mod churn;
+mod failures;
+mod load;
+mod paths;
+mod plot;
+mod survival;
+
+pub use plot::plot;
+
+/// The experiments, by name.
+pub const NAMES: [&str; 6] = [
+    "paths",
+    "failures",
+    "churn",
+    "load",
+    "survival",
+    "anonymity",
+];
+
+/// What the command line chooses.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The experiment's network size (each says what it means by it).
+    pub nodes: Option<usize>,
+    pub seed: u64,
+    /// A quick run with small sizes (tests).
+    pub small: bool,
+}
+
+/// A series to plot: a name and its points, one line on the chart.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// What a plot shows.
+#[derive(Debug, Clone)]
+pub struct Figure {
+    pub x: String,
+    pub y: String,
+    pub log2_x: bool,
+    pub series: Vec<Series>,
+}
+
+/// An experiment's result.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub title: String,
+    /// What was run, as (name, value).
+    pub params: Vec<(String, String)>,
+    pub columns: Vec<&'static str>,
+    pub rows: Vec<Vec<String>>,
+    /// Published figures to read beside the table.
+    pub reference: Vec<String>,
+    pub figure: Option<Figure>,
+}
+
+impl Table {
+    /// The table as text: parameters, then aligned columns.
+    pub fn text(&self) -> String {
+        let mut out = format!("{}\n", self.title);
+        for (k, v) in &self.params {
+            out.push_str(&format!("  {k}: {v}\n"));
+        }
+        let widths: Vec<usize> = (0..self.columns.len())
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .map(|r| r.get(c).map_or(0, String::len))
+                    .chain([self.columns[c].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |cells: Vec<&str>| {
+            cells
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:>w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+        };
+        out.push_str(&line(self.columns.clone()));
+        out.push('\n');
+        for r in &self.rows {
+            out.push_str(&line(r.iter().map(String::as_str).collect()));
+            out.push('\n');
+        }
+        for r in &self.reference {
+            out.push_str(&format!("  published: {r}\n"));
+        }
+        out
+    }
+
+    /// The table as CSV: a header of the column names, then the rows.
+    pub fn csv(&self) -> String {
+        let mut out = self.columns.join(",");
+        out.push('\n');
+        for r in &self.rows {
+            out.push_str(&r.join(","));
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Run the experiment `name`.
+pub fn run(name: &str, opts: &Options) -> Result<Table, String> {
+    match name {
+        "paths" => Ok(paths::run(opts)),
+        "failures" => Ok(failures::run(opts)),
+        "churn" => Ok(churn::run(opts)),
+        "load" => Ok(load::run(opts)),
+        "survival" => Ok(survival::run(opts)),
+        "anonymity" => Ok(anonymity::run(opts)),
+        other => Err(format!(
+            "no experiment {other:?}; there are: {}",
+            NAMES.join(", ")
+        )),
+    }
+}
+
+// ---- what the experiments share ----
+
+/// Ring maintenance and relay sampling slowed to nothing: a network that
+/// stays as it was settled while something else is measured.
+pub(crate) fn quiet(mut s: Settings) -> Settings {
+    // About eleven days: longer than any experiment runs.
+    let never = Duration::from_secs(1_000_000);
+    s.node = Config {
+        stabilize_ms: 1_000_000_000,
+        ..s.node
+    };
+    s.sampling = crate::node::core::sampling::Pace {
+        fast: never,
+        slow: never,
+    };
+    s.trace_frames = false;
+    s
+}
+
+/// `n` nodes with random ids, settled.
+pub(crate) fn settled(settings: Settings, seed: u64, n: usize) -> Net {
+    let mut net = Net::new(settings, seed);
+    for _ in 0..n {
+        net.add(None);
+    }
+    net.settle_ring();
+    net
+}
+
+/// The live nodes' ids, sorted, with their indices.
+pub(crate) fn live_ids(net: &Net) -> Vec<(NodeId, usize)> {
+    let mut v: Vec<(NodeId, usize)> = (0..net.len())
+        .filter(|&i| net.is_alive(i))
+        .map(|i| (net.core(i).id(), i))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The live node that truly succeeds `point`.
+pub(crate) fn true_successor(live: &[(NodeId, usize)], point: &[u8; 32]) -> NodeId {
+    let k = match live.binary_search_by(|(id, _)| id.0.cmp(point)) {
+        Ok(k) => k,
+        Err(k) => k % live.len(),
+    };
+    live[k].0
+}
+
+/// Run the simulation until `pending` requests (node, token) are all
+/// answered, or `limit` of virtual time passes; the answers.
+pub(crate) fn await_replies(
+    net: &mut Net,
+    pending: &[(usize, Token)],
+    limit: Duration,
+) -> HashMap<(usize, Token), Reply> {
+    let mut got = HashMap::new();
+    let end = net.now() + limit;
+    loop {
+        for &(i, t) in pending {
+            if let std::collections::hash_map::Entry::Vacant(e) = got.entry((i, t)) {
+                if let Some(r) = net.take_reply(i, t) {
+                    e.insert(r);
+                }
+            }
+        }
+        if got.len() == pending.len() || net.now() >= end {
+            return got;
+        }
+        let before = net.answered();
+        // Run until something is answered, a little at a time.
+        while net.answered() == before && net.now() < end {
+            net.run_for(Duration::from_millis(100));
+        }
+    }
+}
+
+/// One ring lookup's outcome.
+pub(crate) struct LookupResult {
+    pub correct: bool,
+    pub steps: u32,
+    pub timeouts: u32,
+}
+
+/// `count` lookups of random points from random live nodes, `batch` at a
+/// time.
+pub(crate) fn lookups(
+    net: &mut Net,
+    rng: &mut StdRng,
+    count: usize,
+    batch: usize,
+) -> Vec<LookupResult> {
+    let live = live_ids(net);
+    let mut out = Vec::with_capacity(count);
+    let mut left = count;
+    while left > 0 {
+        let n = left.min(batch);
+        left -= n;
+        let mut asked = Vec::new();
+        for _ in 0..n {
+            let from = live[rng.gen_range(0..live.len())].1;
+            let target: [u8; 32] = rng.gen();
+            let token = net.submit(from, Request::Lookup(target));
+            asked.push((from, token, target));
+        }
+        let pending: Vec<(usize, Token)> = asked.iter().map(|&(i, t, _)| (i, t)).collect();
+        let got = await_replies(net, &pending, Duration::from_secs(600));
+        for (i, t, target) in asked {
+            let (correct, steps, timeouts) = match got.get(&(i, t)) {
+                Some(Reply::Lookup {
+                    successor,
+                    steps,
+                    timeouts,
+                }) => (
+                    *successor == Some(true_successor(&live, &target)),
+                    *steps,
+                    *timeouts,
+                ),
+                _ => (false, 0, 0),
+            };
+            out.push(LookupResult {
+                correct,
+                steps,
+                timeouts,
+            });
+        }
+    }
+    out
+}
+
+pub(crate) fn mean(v: impl IntoIterator<Item = f64>) -> f64 {
+    let (sum, n) = v
+        .into_iter()
+        .fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    if n == 0 {
+        0.0
+    } else {
+        sum / n as f64
+    }
+}
+
+/// The `q`-quantile (0 to 1) of `v`, nearest rank.
+pub(crate) fn quantile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let k = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+    v[k]
+}
+
+pub(crate) fn rng(seed: u64, salt: u64) -> StdRng {
+    StdRng::seed_from_u64(seed ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+pub(crate) fn f2(x: f64) -> String {
+    format!("{x:.2}")
+}
+
+pub(crate) fn f3(x: f64) -> String {
+    format!("{x:.3}")
+}
