@@ -259,12 +259,7 @@ async fn a_node_that_corrupts_every_block_it_serves_is_routed_around() {
     // goes on to a replica.
     let other = (0..net.len())
         .find(|&i| {
-            i != bad
-                && i != 1
-                && !net
-                    .store(i)
-                    .has(KeyKind::CHK, &key.routing)
-                    .unwrap_or(true)
+            i != bad && i != 1 && !net.store(i).has(KeyKind::CHK, &key.routing).unwrap_or(true)
         })
         .expect("a node with no copy");
     let getter = net.client(other);
