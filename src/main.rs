@@ -96,6 +96,9 @@ enum Command {
         /// Also draw the experiment's figure here (SVG).
         #[arg(long, value_name = "FILE.svg")]
         plot: Option<PathBuf>,
+        /// A quick run at small sizes (what the tests run).
+        #[arg(long)]
+        quick: bool,
     },
 }
 
@@ -201,7 +204,15 @@ fn main() -> ExitCode {
             seed,
             csv,
             plot,
-        } => sim(&experiment, nodes, seed, csv.as_deref(), plot.as_deref()),
+            quick,
+        } => sim(
+            &experiment,
+            nodes,
+            seed,
+            csv.as_deref(),
+            plot.as_deref(),
+            quick,
+        ),
         Command::Node(args) => runtime
             .block_on(run_node(args))
             .map_err(|e| Failure::new(exit::FAILURE, format!("{e:#}"))),
@@ -244,12 +255,13 @@ fn sim(
     seed: u64,
     csv: Option<&Path>,
     plot: Option<&Path>,
+    quick: bool,
 ) -> Result<(), Failure> {
     use umbra::sim::experiments;
     let opts = experiments::Options {
         nodes,
         seed,
-        small: false,
+        small: quick,
     };
     let started = std::time::Instant::now();
     let table = experiments::run(experiment, &opts).map_err(|e| Failure::new(exit::USAGE, e))?;

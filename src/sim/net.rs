@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::events::{Agenda, Event};
 use crate::crypto::Identity;
+use crate::node::core::sampling::Pace;
 use crate::node::core::{Action, Core, LinkId};
 use crate::node::{self, Answer, Config, NodeClient, Requests, Tap};
 use crate::store::{Limits, Memory};
@@ -177,17 +178,43 @@ impl Net {
 
     /// [`Net::add`] with a given identity (and so a given ring id).
     pub fn add_as(&mut self, identity: Identity, bootstrap: Option<usize>) -> usize {
+        self.add_with(identity, bootstrap, |_, _| {})
+    }
+
+    /// A client-only node (no relay, not on the ring) that starts from
+    /// node `bootstrap`, looking for relays at `sampling`'s pace (the
+    /// network's when `None`).
+    pub fn add_client(&mut self, bootstrap: usize, sampling: Option<Pace>) -> usize {
+        let identity = Identity::generate(&mut self.rng);
+        self.add_with(identity, Some(bootstrap), |c, pace| {
+            c.relay = false;
+            if let Some(s) = sampling {
+                *pace = s;
+            }
+        })
+    }
+
+    /// [`Net::add_as`] with this node's configuration and sampling pace
+    /// changed by `tweak`.
+    pub fn add_with(
+        &mut self,
+        identity: Identity,
+        bootstrap: Option<usize>,
+        tweak: impl FnOnce(&mut Config, &mut Pace),
+    ) -> usize {
         let i = self.nodes.len();
         let addr = address(i);
         let boot = bootstrap.map(|b| node::Bootstrap {
             addr: self.nodes[b].addr,
             id: Some(self.nodes[b].core.id()),
         });
-        let cfg = Config {
+        let mut cfg = Config {
             listen: addr,
             bootstrap: boot.into_iter().collect(),
             ..self.settings.node.clone()
         };
+        let mut pace = self.settings.sampling;
+        tweak(&mut cfg, &mut pace);
         let store = Memory::new(
             self.settings.store,
             crate::keys::verify_block,
@@ -197,7 +224,7 @@ impl Net {
         let now = self.instant();
         let unix = 1_800_000_000 + self.now.as_secs();
         let mut core_settings = cfg.core_settings(addr);
-        core_settings.sampling = self.settings.sampling;
+        core_settings.sampling = pace;
         core_settings.verified = Some(self.verified.clone());
         let core =
             Core::new(identity, core_settings, [], seed, now, unix).expect("a descriptor signs");
