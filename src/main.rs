@@ -15,6 +15,7 @@ use umbra::gateway::remote::exit;
 use umbra::gateway::{self, GatewayError};
 use umbra::keys::{SskInsertKey, Uri};
 use umbra::node::{self, Config};
+use umbra::sim::experiments;
 use umbra::testnet::{self, Testnet};
 use umbra::wire;
 
@@ -99,6 +100,9 @@ enum Command {
         /// A quick run at small sizes (what the tests run).
         #[arg(long)]
         quick: bool,
+        /// Virtual seconds to run (churn: default an hour; anonymity: 30 days).
+        #[arg(long, value_name = "SECS")]
+        duration: Option<u64>,
     },
 }
 
@@ -205,13 +209,17 @@ fn main() -> ExitCode {
             csv,
             plot,
             quick,
+            duration,
         } => sim(
             &experiment,
-            nodes,
-            seed,
+            experiments::Options {
+                nodes,
+                seed,
+                small: quick,
+                duration,
+            },
             csv.as_deref(),
             plot.as_deref(),
-            quick,
         ),
         Command::Node(args) => runtime
             .block_on(run_node(args))
@@ -251,24 +259,17 @@ fn info() {
 
 fn sim(
     experiment: &str,
-    nodes: Option<usize>,
-    seed: u64,
+    opts: experiments::Options,
     csv: Option<&Path>,
     plot: Option<&Path>,
-    quick: bool,
 ) -> Result<(), Failure> {
-    use umbra::sim::experiments;
-    let opts = experiments::Options {
-        nodes,
-        seed,
-        small: quick,
-    };
     let started = std::time::Instant::now();
     let table = experiments::run(experiment, &opts).map_err(|e| Failure::new(exit::USAGE, e))?;
     print!("{}", table.text());
     println!(
-        "  wall time: {:.1} s; peak memory: {} MiB",
+        "  wall time: {:.1} s; CPU time: {}; peak memory: {} MiB",
         started.elapsed().as_secs_f64(),
+        cpu_secs().map_or("unknown".to_string(), |s| format!("{s:.1} s")),
         peak_rss_mib().map_or("unknown".to_string(), |m| m.to_string())
     );
     if let Some(path) = csv {
@@ -288,6 +289,18 @@ fn sim(
         })?;
     }
     Ok(())
+}
+
+/// User and system CPU time of this process so far (Linux), in seconds,
+/// at the usual 100 clock ticks per second.
+fn cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 /// Peak resident memory of this process (Linux), in MiB.

@@ -43,6 +43,9 @@ pub struct Options {
     pub seed: u64,
     /// A quick run with small sizes (tests).
     pub small: bool,
+    /// Virtual seconds to run, for the experiments that run for a while
+    /// (each says its default).
+    pub duration: Option<u64>,
 }
 
 /// A series to plot: a name and its points, one line on the chart.
@@ -266,6 +269,42 @@ pub(crate) fn lookups(
         }
     }
     out
+}
+
+/// `work` on every item of `items`, on as many threads as the machine has
+/// cores (each item a network of its own), the results in `items`' order.
+/// A thread that panics leaves its results at their default.
+pub(crate) fn parallel<T: Sync, R: Send + Default>(
+    items: &[T],
+    work: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(items.len())
+        .max(1);
+    let next = AtomicUsize::new(0);
+    let out: Mutex<Vec<(usize, R)>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(k) else { break };
+                let r = work(item);
+                if let Ok(mut o) = out.lock() {
+                    o.push((k, r));
+                }
+            });
+        }
+    });
+    let mut got = out.into_inner().unwrap_or_default();
+    got.sort_by_key(|(k, _)| *k);
+    let mut results: Vec<R> = (0..items.len()).map(|_| R::default()).collect();
+    for (k, r) in got {
+        results[k] = r;
+    }
+    results
 }
 
 pub(crate) fn mean(v: impl IntoIterator<Item = f64>) -> f64 {

@@ -259,6 +259,7 @@ fn median_days(first: &[Option<f64>]) -> Option<f64> {
 pub fn run(opts: &Options) -> Table {
     let n = opts.nodes.unwrap_or(if opts.small { 150 } else { 10_000 });
     let (users, days) = if opts.small { (4, 0.25) } else { (10, 30.0) };
+    let days = opts.duration.map_or(days, |s| s as f64 / 86_400.0);
     let fractions: Vec<f64> = if opts.small {
         vec![0.0, 0.2]
     } else {
@@ -268,22 +269,9 @@ pub fn run(opts: &Options) -> Table {
         .iter()
         .flat_map(|&a| fractions.iter().map(move |&f| (a, f)))
         .collect();
-    // Two at a time, one per core: each is a network of its own.
-    let results: Vec<Row> = std::thread::scope(|scope| {
-        let mut out = Vec::new();
-        for pair in configs.chunks(2) {
-            let handles: Vec<_> = pair
-                .iter()
-                .map(|&(adv, f)| {
-                    let seed = opts.seed ^ ((adv as u64) << 20) ^ ((f * 1000.0) as u64);
-                    scope.spawn(move || one(adv, n, f, users, days, seed))
-                })
-                .collect();
-            for h in handles {
-                out.push(h.join().unwrap_or_default());
-            }
-        }
-        out
+    let results: Vec<Row> = super::parallel(&configs, |&(adv, f)| {
+        let seed = opts.seed ^ ((adv as u64) << 20) ^ ((f * 1000.0) as u64);
+        one(adv, n, f, users, days, seed)
     });
     let mut rows = Vec::new();
     let mut series: Vec<Series> = Adversary::ALL
@@ -301,7 +289,7 @@ pub fn run(opts: &Options) -> Table {
             r.circuits.to_string(),
             format!("{frac:.4}"),
             f3(r.sample_share),
-            format!("{}/{}", r.users_compromised, r.users),
+            f3(r.users_compromised as f64 / r.users.max(1) as f64),
             median_days(&r.first).map_or_else(|| format!(">{days}"), f3),
             format!("{:.4}", f * f),
             r.destroyed.to_string(),

@@ -164,30 +164,16 @@ fn one(n: usize, rate: f64, stabilize_ms: u64, secs: u64, seed: u64) -> Outcome 
 
 pub fn run(opts: &Options) -> Table {
     let n = opts.nodes.unwrap_or(if opts.small { 40 } else { 1000 });
-    let secs = if opts.small { 30 } else { 3600 };
+    let secs = opts.duration.unwrap_or(if opts.small { 30 } else { 3600 });
     let rates = [0.05, 0.1, 0.2, 0.4];
     let intervals: [u64; 2] = [500, 30_000];
     let configs: Vec<(f64, u64)> = intervals
         .iter()
         .flat_map(|&s| rates.iter().map(move |&r| (r, s)))
         .collect();
-    // Two at a time, one per core: each is a network of its own.
-    let results: Vec<Outcome> = std::thread::scope(|scope| {
-        let mut out = Vec::new();
-        for pair in configs.chunks(2) {
-            let handles: Vec<_> = pair
-                .iter()
-                .enumerate()
-                .map(|(k, &(rate, s))| {
-                    let seed = opts.seed ^ (s << 16) ^ ((rate * 1000.0) as u64) ^ k as u64;
-                    scope.spawn(move || one(n, rate, s, secs, seed))
-                })
-                .collect();
-            for h in handles {
-                out.push(h.join().unwrap_or_default());
-            }
-        }
-        out
+    let results: Vec<Outcome> = super::parallel(&configs, |&(rate, s)| {
+        let seed = opts.seed ^ (s << 16) ^ ((rate * 1000.0) as u64);
+        one(n, rate, s, secs, seed)
     });
     let mut rows = Vec::new();
     let mut series: Vec<Series> = intervals

@@ -352,7 +352,7 @@ pub fn run(opts: &Options) -> Table {
     Table {
         title: "survival: documents still fetchable after a fraction of the nodes dies, with no repair".into(),
         params: vec![
-            ("nodes".into(), format!("{n}, settled; the dead go silent and nobody is told")),
+            ("nodes".into(), format!("{n}, settled; the dead go silent, and their links time out after 6 s")),
             ("replicas".into(), replicas.to_string()),
             (
                 "documents".into(),
