@@ -13,11 +13,9 @@
 //! `cargo bench --bench grounding` runs N = 24 and 100; under `cargo test`
 //! it runs 6 nodes to keep itself working.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -27,68 +25,8 @@ use umbra::route;
 use umbra::sim::{Net, Settings};
 use umbra::wire::KeyKind;
 
-struct Proc {
-    child: Child,
-    listen: SocketAddr,
-    gateway: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(dir: &Path, bootstrap: Option<SocketAddr>) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_umbra"));
-    cmd.arg("node")
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    if let Some(b) = bootstrap {
-        cmd.arg("--bootstrap").arg(b.to_string());
-    }
-    let mut child = cmd.spawn().expect("umbra node starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut read = || {
-        let mut line = String::new();
-        lines.read_line(&mut line).expect("a line");
-        line.trim().to_string()
-    };
-    let listen = read()
-        .strip_prefix("listening ")
-        .expect("listening line")
-        .parse()
-        .expect("an address");
-    let gateway = read()
-        .strip_prefix("gateway ")
-        .expect("gateway line")
-        .to_string();
-    Proc {
-        child,
-        listen,
-        gateway,
-    }
-}
-
-fn status(gateway: &str) -> Option<serde_json::Value> {
-    Command::new(env!("CARGO_BIN_EXE_umbra"))
-        .args(["status", "--json", "--gateway", gateway])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
-}
-
-fn joined(gateway: &str) -> bool {
-    status(gateway).is_some_and(|v| {
-        v["joined"] == true && v["successors"].as_array().is_some_and(|s| !s.is_empty())
-    })
-}
+mod common;
+use common::{status, Proc};
 
 /// Summed over the nodes: (lookups, lookup steps, routed messages sent).
 fn counters(procs: &[Proc]) -> (u64, u64, u64) {
@@ -129,22 +67,7 @@ struct Measured {
 
 fn real(n: usize, quiet: Duration, fetches: usize, rng: &mut StdRng) -> Measured {
     let root = tempfile::tempdir().expect("temp dir");
-    let mut procs: Vec<Proc> = Vec::new();
-    for i in 0..n {
-        let dir = root.path().join(format!("node-{i}"));
-        let boot = procs.first().map(|p| p.listen);
-        procs.push(start(&dir, boot));
-    }
-    let started = Instant::now();
-    for p in &procs {
-        while !joined(&p.gateway) {
-            assert!(
-                started.elapsed() < Duration::from_secs(300),
-                "a node never joined"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
+    let procs = common::network(root.path(), n);
     std::thread::sleep(quiet / 2);
     let a = counters(&procs);
     std::thread::sleep(quiet);

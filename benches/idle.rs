@@ -6,71 +6,10 @@
 //! `cargo bench --bench idle` runs 100 nodes for 60 s; under `cargo test`
 //! it runs 4 nodes for 2 s to keep itself working.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-struct Proc {
-    child: Child,
-    listen: SocketAddr,
-    gateway: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(dir: &Path, bootstrap: Option<SocketAddr>) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_umbra"));
-    cmd.arg("node")
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    if let Some(b) = bootstrap {
-        cmd.arg("--bootstrap").arg(b.to_string());
-    }
-    let mut child = cmd.spawn().expect("umbra node starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut read = || {
-        let mut line = String::new();
-        lines.read_line(&mut line).expect("a line");
-        line.trim().to_string()
-    };
-    let listen = read()
-        .strip_prefix("listening ")
-        .expect("listening line")
-        .parse()
-        .expect("an address");
-    let gateway = read()
-        .strip_prefix("gateway ")
-        .expect("gateway line")
-        .to_string();
-    Proc {
-        child,
-        listen,
-        gateway,
-    }
-}
-
-fn joined(gateway: &str) -> bool {
-    Command::new(env!("CARGO_BIN_EXE_umbra"))
-        .args(["status", "--json", "--gateway", gateway])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
-        .is_some_and(|v| {
-            v["joined"] == true && v["successors"].as_array().is_some_and(|s| !s.is_empty())
-        })
-}
+mod common;
 
 /// User plus system CPU time of a process so far, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
@@ -101,22 +40,7 @@ fn main() {
         (4, Duration::from_secs(2))
     };
     let root = tempfile::tempdir().expect("temp dir");
-    let mut procs: Vec<Proc> = Vec::new();
-    for i in 0..n {
-        let dir = root.path().join(format!("node-{i}"));
-        let boot = procs.first().map(|p| p.listen);
-        procs.push(start(&dir, boot));
-    }
-    let started = Instant::now();
-    for p in &procs {
-        while !joined(&p.gateway) {
-            assert!(
-                started.elapsed() < Duration::from_secs(300),
-                "a node never joined"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
+    let procs = common::network(root.path(), n);
     // Let the joins' own work (fingers, samples, replication) die down.
     std::thread::sleep(quiet / 2);
     let before: u64 = procs.iter().map(|p| cpu_ticks(p.child.id())).sum();

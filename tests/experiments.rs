@@ -69,6 +69,25 @@ fn every_experiment_has_a_name_and_unknown_ones_are_refused() {
     )
     .expect_err("an unknown experiment is refused");
     assert!(e.contains("paths"), "the error lists the experiments: {e}");
+    // Sizes a network cannot have, or this machine cannot hold, are
+    // refused before anything is built.
+    for (nodes, duration) in [
+        (Some(0), None),
+        (Some(usize::MAX), None),
+        (None, Some(u64::MAX)),
+    ] {
+        let e = run(
+            "churn",
+            &Options {
+                nodes,
+                seed: 1,
+                small: true,
+                duration,
+            },
+        )
+        .expect_err("refused");
+        assert!(e.contains("must be from"), "{e}");
+    }
 }
 
 #[test]

@@ -126,8 +126,30 @@ impl Table {
     }
 }
 
+/// The smallest network an experiment runs (fewer and there is no ring to
+/// speak of, nor relays for a circuit).
+pub const MIN_NODES: usize = 8;
+/// The largest: 2^17 nodes is about 6 GiB here; more is beyond one machine.
+pub const MAX_NODES: usize = 1 << 17;
+/// The longest virtual run: a year.
+pub const MAX_DURATION: u64 = 365 * 86_400;
+
 /// Run the experiment `name`.
 pub fn run(name: &str, opts: &Options) -> Result<Table, String> {
+    if let Some(n) = opts.nodes {
+        if !(MIN_NODES..=MAX_NODES).contains(&n) {
+            return Err(format!(
+                "--nodes must be from {MIN_NODES} to {MAX_NODES}, not {n}"
+            ));
+        }
+    }
+    if let Some(d) = opts.duration {
+        if !(1..=MAX_DURATION).contains(&d) {
+            return Err(format!(
+                "--duration must be from 1 to {MAX_DURATION} seconds, not {d}"
+            ));
+        }
+    }
     match name {
         "paths" => Ok(paths::run(opts)),
         "failures" => Ok(failures::run(opts)),

@@ -306,7 +306,7 @@ pub fn run(opts: &Options) -> Table {
             ),
             (
                 "circuits".into(),
-                format!("each user builds a fresh 3-hop circuit, chosen and built by the real client, every circuit lifetime ({} s), for {days} days of virtual time; a circuit is compromised when the first relay and the exit collude (end-to-end timing)", lifetime_secs()),
+                format!("each user builds a fresh 3-hop circuit, chosen and built by the real client, every circuit lifetime ({} s), for {days} days of virtual time; a circuit is compromised when the first relay and the exit collude (end-to-end timing)", Settings::default().node.circuit_lifetime_secs),
             ),
             (
                 "adversaries".into(),
@@ -337,8 +337,4 @@ pub fn run(opts: &Options) -> Table {
             series,
         }),
     }
-}
-
-fn lifetime_secs() -> u64 {
-    Settings::default().node.circuit_lifetime_secs
 }

@@ -92,24 +92,29 @@ fn segments(segs: &[Segment]) -> Vec<Need> {
         .collect()
 }
 
-/// The tree of a document whose root block is `root` (plaintext under
-/// `key`), reading nested key lists from `blocks`.
-fn need(key: &ChkKey, root: &[u8], blocks: &HashMap<RoutingKey, Vec<u8>>) -> Need {
+/// The plaintext of the block under `key`, from the blocks in hand.
+fn plain(key: &ChkKey, blocks: &HashMap<RoutingKey, Vec<u8>>) -> Vec<u8> {
+    blocks
+        .get(&key.routing)
+        .and_then(|b| chk_decode(key, b).ok())
+        .unwrap_or_default()
+}
+
+/// The tree of the document whose root block is under `key`, reading it
+/// and any nested key list from `blocks`.
+fn need(key: &ChkKey, blocks: &HashMap<RoutingKey, Vec<u8>>) -> Need {
     let mut all = vec![Need::Block(key.routing)];
-    match decode_root(root) {
-        Ok(Root::Inline { .. }) => {}
+    match decode_root(&plain(key, blocks)) {
+        Ok(Root::Inline { .. }) | Err(_) => {}
         Ok(Root::Manifest(m)) => all.extend(segments(&m.segments)),
         Ok(Root::Nested { manifest, list, .. }) => {
-            let plain = blocks
-                .get(&list.routing)
-                .and_then(|b| chk_decode(&list, b).ok())
-                .unwrap_or_default();
-            all.push(need(&list, &plain, blocks));
-            // The segments' keys are in the list; the tree needs only
-            // their shape and keys, which the insert knows.
-            all.extend(segments(&manifest.segments));
+            // The segments' keys are only in the list: fill them in so
+            // that the tree names every block.
+            all.push(need(&list, blocks));
+            let filled = crate::keys::fill_keys(manifest, list_keys(&list, blocks))
+                .expect("the key list the insert wrote fits its manifest");
+            all.extend(segments(&filled.segments));
         }
-        Err(_) => {}
     }
     Need::All(all)
 }
@@ -133,43 +138,18 @@ fn document(rng: &mut impl Rng, chunks: usize) -> Doc {
         .collect();
     blocks.push((root_key.routing, root_block));
     let map: HashMap<RoutingKey, Vec<u8>> = blocks.iter().cloned().collect();
-    // A nested root names its segments' keys only through the list: fill
-    // them in from the list document so the tree names every block.
-    let tree = match decode_root(&doc.root) {
-        Ok(Root::Nested { manifest, list, .. }) => {
-            let keys = list_keys(&list, &map);
-            let filled = crate::keys::fill_keys(manifest, keys).expect("the key list fits");
-            let list_plain = map
-                .get(&list.routing)
-                .and_then(|b| chk_decode(&list, b).ok())
-                .unwrap_or_default();
-            let mut all = vec![
-                Need::Block(root_key.routing),
-                need(&list, &list_plain, &map),
-            ];
-            all.extend(segments(&filled.segments));
-            Need::All(all)
-        }
-        _ => need(&root_key, &doc.root, &map),
-    };
-    (tree, blocks)
+    (need(&root_key, &map), blocks)
 }
 
 /// The keys a nested key list holds, read from the blocks in hand.
 fn list_keys(list: &ChkKey, blocks: &HashMap<RoutingKey, Vec<u8>>) -> Vec<ChkKey> {
-    let root = blocks
-        .get(&list.routing)
-        .and_then(|b| chk_decode(list, b).ok())
-        .unwrap_or_default();
-    let bytes = match decode_root(&root) {
+    let bytes = match decode_root(&plain(list, blocks)) {
         Ok(Root::Inline { data, .. }) => data,
         Ok(Root::Manifest(m)) => {
             let mut out = Vec::new();
             for s in &m.segments {
                 for k in &s.keys[..s.data] {
-                    if let Some(b) = blocks.get(&k.routing) {
-                        out.extend(chk_decode(k, b).unwrap_or_default());
-                    }
+                    out.extend(plain(k, blocks));
                 }
             }
             out.truncate(usize::try_from(m.total_len).unwrap_or(usize::MAX));
@@ -185,12 +165,9 @@ type Doc = (Need, Vec<(RoutingKey, Vec<u8>)>);
 /// Documents of one size: blocks of data each, and the documents.
 type Docs = Vec<(usize, Vec<Doc>)>;
 
-struct Measured {
-    /// Per size: documents, fetchable with the erasure code, without.
-    per_size: Vec<(usize, usize, usize)>,
-}
-
-fn one(n: usize, p: f64, docs: &Docs, seed: u64) -> Measured {
+/// Per size of document: how many, how many fetchable with the erasure
+/// code, and without it.
+fn one(n: usize, p: f64, docs: &Docs, seed: u64) -> Vec<(usize, usize, usize)> {
     // Links to the dead time out as QUIC's idle timeout would (the
     // simulator's default detection); nothing else is told.
     let settings = quiet(Settings::default());
@@ -274,16 +251,13 @@ fn one(n: usize, p: f64, docs: &Docs, seed: u64) -> Measured {
         }
     }
     let ok = |k: &RoutingKey| found.get(k).copied().unwrap_or(false);
-    Measured {
-        per_size: docs
-            .iter()
-            .map(|(_, set)| {
-                let with = set.iter().filter(|(t, _)| t.holds(&ok, true)).count();
-                let without = set.iter().filter(|(t, _)| t.holds(&ok, false)).count();
-                (set.len(), with, without)
-            })
-            .collect(),
-    }
+    docs.iter()
+        .map(|(_, set)| {
+            let with = set.iter().filter(|(t, _)| t.holds(&ok, true)).count();
+            let without = set.iter().filter(|(t, _)| t.holds(&ok, false)).count();
+            (set.len(), with, without)
+        })
+        .collect()
 }
 
 pub fn run(opts: &Options) -> Table {
@@ -315,9 +289,7 @@ pub fn run(opts: &Options) -> Table {
         let m = one(n, p, &docs, opts.seed ^ ((k as u64) << 12));
         // A block is lost only when all its copies are: q = 1 - p^r.
         let q = 1.0 - p.powi(replicas as i32);
-        for (j, ((chunks, set), &(count, with, without))) in
-            docs.iter().zip(&m.per_size).enumerate()
-        {
+        for (j, ((chunks, set), &(count, with, without))) in docs.iter().zip(&m).enumerate() {
             let model = |erasure: bool| {
                 set.iter().map(|(t, _)| t.chance(q, erasure)).sum::<f64>() / count.max(1) as f64
             };

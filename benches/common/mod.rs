@@ -1,0 +1,97 @@
+//! What the benchmarks that run real `umbra node` processes share: start
+//! them on 127.0.0.1, read their status, wait for a joined ring.
+
+// Each benchmark uses its own part of this.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Proc {
+    pub child: Child,
+    pub listen: SocketAddr,
+    pub gateway: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &Path, bootstrap: Option<SocketAddr>) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_umbra"));
+    cmd.arg("node")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(b) = bootstrap {
+        cmd.arg("--bootstrap").arg(b.to_string());
+    }
+    let mut child = cmd.spawn().expect("umbra node starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut read = || {
+        let mut line = String::new();
+        lines.read_line(&mut line).expect("a line");
+        line.trim().to_string()
+    };
+    let listen = read()
+        .strip_prefix("listening ")
+        .expect("listening line")
+        .parse()
+        .expect("an address");
+    let gateway = read()
+        .strip_prefix("gateway ")
+        .expect("gateway line")
+        .to_string();
+    Proc {
+        child,
+        listen,
+        gateway,
+    }
+}
+
+/// `umbra status --json` of the node behind `gateway`.
+pub fn status(gateway: &str) -> Option<serde_json::Value> {
+    Command::new(env!("CARGO_BIN_EXE_umbra"))
+        .args(["status", "--json", "--gateway", gateway])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+}
+
+fn joined(gateway: &str) -> bool {
+    status(gateway).is_some_and(|v| {
+        v["joined"] == true && v["successors"].as_array().is_some_and(|s| !s.is_empty())
+    })
+}
+
+/// `n` nodes under `root`, each bootstrapping from the first, returned
+/// once every one has joined the ring (panics after 300 s).
+pub fn network(root: &Path, n: usize) -> Vec<Proc> {
+    let mut procs: Vec<Proc> = Vec::new();
+    for i in 0..n {
+        let dir = root.join(format!("node-{i}"));
+        let boot = procs.first().map(|p| p.listen);
+        procs.push(start(&dir, boot));
+    }
+    let started = Instant::now();
+    for p in &procs {
+        while !joined(&p.gateway) {
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "a node never joined"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    procs
+}
