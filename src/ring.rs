@@ -205,6 +205,10 @@ pub struct Ring {
     /// Nearest first. Empty: this node is alone and is its own successor.
     successors: Vec<Peer>,
     fingers: Vec<Option<Peer>>,
+    /// The fingers with each run of one node kept once, in finger order:
+    /// what lookups scan (a few dozen nodes, not 256 entries). Rebuilt
+    /// whenever a finger changes.
+    finger_runs: Vec<Peer>,
     next_finger: usize,
     /// In a BTreeMap so that expiries are handled in a reproducible order.
     queries: BTreeMap<u64, Query>,
@@ -234,6 +238,7 @@ impl Ring {
             predecessor: None,
             successors: Vec::new(),
             fingers: vec![None; 256],
+            finger_runs: Vec::new(),
             next_finger: 0,
             queries: BTreeMap::new(),
             dead: HashMap::new(),
@@ -274,6 +279,7 @@ impl Ring {
         self.successors.truncate(self.cfg.successors);
         self.fingers = fingers;
         self.fingers.resize(256, None);
+        self.reindex_fingers();
         self.bootstrap.clear();
         self.joined = true;
     }
@@ -325,6 +331,17 @@ impl Ring {
             .len()
     }
 
+    fn reindex_fingers(&mut self) {
+        self.finger_runs.clear();
+        let mut last = None;
+        for f in self.fingers.iter().flatten() {
+            if last != Some(f.id) {
+                last = Some(f.id);
+                self.finger_runs.push(f.clone());
+            }
+        }
+    }
+
     pub fn is_joined(&self) -> bool {
         self.joined
     }
@@ -339,13 +356,7 @@ impl Ring {
             .chain(self.predecessor.iter())
             .cloned()
             .collect();
-        let mut last = None;
-        for f in self.fingers.iter().flatten() {
-            if last != Some(f.id) {
-                last = Some(f.id);
-                out.push(f.clone());
-            }
-        }
+        out.extend(self.finger_runs.iter().cloned());
         out.sort_unstable_by_key(|p| p.id);
         out.dedup_by_key(|p| p.id);
         out
@@ -537,10 +548,13 @@ impl Ring {
             // tick: the gap is what lookups fall into.
             self.next_stabilize = now;
         }
-        for f in &mut self.fingers {
-            if f.as_ref().is_some_and(|p| p.id == id) {
-                *f = None;
+        if self.finger_runs.iter().any(|p| p.id == id) {
+            for f in &mut self.fingers {
+                if f.as_ref().is_some_and(|p| p.id == id) {
+                    *f = None;
+                }
             }
+            self.reindex_fingers();
         }
         if before > 0 && self.successors.is_empty() {
             // The whole successor list failed. This node is not alone for

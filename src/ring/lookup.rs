@@ -32,16 +32,10 @@ impl Ring {
         // runs for every lookup step a node answers or takes, and sorting
         // every known node to keep one was most of a lookup's cost.
         let me = &self.me.id.0;
-        let mut fingers_run = None;
         self.successors
             .iter()
             .chain(self.predecessor.iter())
-            .chain(self.fingers.iter().flatten().filter(|f| {
-                // Fingers come in runs of one node: look at each run once.
-                let new = fingers_run != Some(f.id);
-                fingers_run = Some(f.id);
-                new
-            }))
+            .chain(self.finger_runs.iter())
             .filter(|p| {
                 !exclude.contains(&p.id)
                     && !self.dead.contains_key(&p.id)
@@ -238,11 +232,25 @@ impl Ring {
                     // Every finger whose start the node also covers points
                     // to it: skip their lookups.
                     let mut j = i;
+                    let mut changed = false;
                     while j < 256
                         && in_half_open(&add_pow2(&self.me.id.0, j), &self.me.id.0, &node.id.0)
                     {
-                        self.fingers[j] = Some(node.clone());
+                        // A finger that already names this node with this
+                        // descriptor stays as it is.
+                        let same = self.fingers[j].as_ref().is_some_and(|p| {
+                            p.id == node.id
+                                && (std::sync::Arc::ptr_eq(&p.desc, &node.desc)
+                                    || p.desc == node.desc)
+                        });
+                        if !same {
+                            self.fingers[j] = Some(node.clone());
+                            changed = true;
+                        }
                         j += 1;
+                    }
+                    if changed {
+                        self.reindex_fingers();
                     }
                     self.next_finger = j % 256;
                 }
