@@ -55,29 +55,31 @@ impl Event {
     }
 }
 
+/// An event taken off the agenda.
 pub struct Scheduled {
     pub at: Duration,
-    pub seq: u64,
     pub node: usize,
     pub event: Event,
 }
 
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
+/// What the heap orders: small, so that sifting moves a few words and not
+/// the frame an event carries (which waits in the agenda's slots).
+#[derive(PartialEq, Eq)]
+struct Key {
+    at: Duration,
+    seq: u64,
+    slot: u32,
 }
 
-impl Eq for Scheduled {}
-
-impl PartialOrd for Scheduled {
+impl PartialOrd for Key {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl Ord for Scheduled {
-    /// Reversed: the heap pops the earliest first.
+impl Ord for Key {
+    /// Reversed: the heap pops the earliest first. `seq` is unique, so the
+    /// slot never decides.
     fn cmp(&self, other: &Self) -> Ordering {
         (other.at, other.seq).cmp(&(self.at, self.seq))
     }
@@ -86,26 +88,46 @@ impl Ord for Scheduled {
 /// The agenda.
 #[derive(Default)]
 pub struct Agenda {
-    heap: BinaryHeap<Scheduled>,
+    heap: BinaryHeap<Key>,
+    slots: Vec<Option<(usize, Event)>>,
+    free: Vec<u32>,
     seq: u64,
 }
 
 impl Agenda {
     pub fn push(&mut self, at: Duration, node: usize, event: Event) {
         self.seq += 1;
-        self.heap.push(Scheduled {
+        let slot = match self.free.pop() {
+            Some(k) => {
+                self.slots[k as usize] = Some((node, event));
+                k
+            }
+            None => {
+                self.slots.push(Some((node, event)));
+                // More than 4 billion events waiting at once is more than
+                // any machine holds in memory.
+                u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        self.heap.push(Key {
             at,
             seq: self.seq,
-            node,
-            event,
+            slot,
         });
     }
 
     pub fn pop(&mut self) -> Option<Scheduled> {
-        self.heap.pop()
+        let key = self.heap.pop()?;
+        let (node, event) = self.slots.get_mut(key.slot as usize)?.take()?;
+        self.free.push(key.slot);
+        Some(Scheduled {
+            at: key.at,
+            node,
+            event,
+        })
     }
 
     pub fn peek_time(&self) -> Option<Duration> {
-        self.heap.peek().map(|s| s.at)
+        self.heap.peek().map(|k| k.at)
     }
 }

@@ -179,7 +179,7 @@ pub(crate) fn quiet(mut s: Settings) -> Settings {
         fast: never,
         slow: never,
     };
-    s.trace_frames = false;
+    s.trace = crate::sim::Trace::Off;
     s
 }
 

@@ -62,9 +62,8 @@ pub struct Settings {
     pub store: Limits,
     /// How often each node's sampling lookups go out.
     pub sampling: crate::node::core::sampling::Pace,
-    /// Hash the first bytes of every frame into the trace (and not only
-    /// each event's time, node and kind). Costs an encoding per frame.
-    pub trace_frames: bool,
+    /// What goes into [`Net::trace`].
+    pub trace: Trace,
 }
 
 impl Default for Settings {
@@ -81,9 +80,22 @@ impl Default for Settings {
                 cache_bytes: 16 << 20,
             },
             sampling: crate::node::core::sampling::Pace::default(),
-            trace_frames: true,
+            trace: Trace::Frames,
         }
     }
+}
+
+/// How much of a run [`Net::trace`] hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trace {
+    /// Nothing: the trace stays empty (a long experiment that compares its
+    /// tables, not its traces, saves a hash per event).
+    Off,
+    /// Each event's time, node and kind.
+    Events,
+    /// Each event's, and the first bytes of every frame (an encoding per
+    /// frame).
+    Frames,
 }
 
 struct SimNode {
@@ -110,6 +122,47 @@ struct LinkEnd {
     last: Duration,
 }
 
+/// Every link end, indexed by its id (ids are handed out in order and never
+/// reused): a lookup per frame sent is an index, not a hash.
+#[derive(Default)]
+struct Links {
+    ends: Vec<Option<LinkEnd>>,
+}
+
+impl Links {
+    fn slot(id: LinkId) -> usize {
+        usize::try_from(id.0).unwrap_or(usize::MAX)
+    }
+
+    fn get(&self, id: &LinkId) -> Option<&LinkEnd> {
+        self.ends.get(Self::slot(*id))?.as_ref()
+    }
+
+    fn get_mut(&mut self, id: &LinkId) -> Option<&mut LinkEnd> {
+        self.ends.get_mut(Self::slot(*id))?.as_mut()
+    }
+
+    fn insert(&mut self, id: LinkId, end: LinkEnd) {
+        let k = Self::slot(id);
+        if self.ends.len() <= k {
+            self.ends.resize_with(k + 1, || None);
+        }
+        self.ends[k] = Some(end);
+    }
+
+    fn remove(&mut self, id: &LinkId) -> Option<LinkEnd> {
+        self.ends.get_mut(Self::slot(*id))?.take()
+    }
+
+    /// Every open end, in id order.
+    fn iter(&self) -> impl Iterator<Item = (LinkId, &LinkEnd)> {
+        self.ends
+            .iter()
+            .enumerate()
+            .filter_map(|(k, e)| Some((LinkId(k as u64), e.as_ref()?)))
+    }
+}
+
 pub struct Net {
     settings: Settings,
     epoch: Instant,
@@ -117,7 +170,7 @@ pub struct Net {
     rng: StdRng,
     nodes: Vec<SimNode>,
     by_addr: HashMap<SocketAddr, usize>,
-    links: HashMap<LinkId, LinkEnd>,
+    links: Links,
     next_link: u64,
     agenda: Agenda,
     pair_latency: HashMap<(usize, usize), Duration>,
@@ -147,7 +200,7 @@ impl Net {
             rng: StdRng::seed_from_u64(seed),
             nodes: Vec::new(),
             by_addr: HashMap::new(),
-            links: HashMap::new(),
+            links: Links::default(),
             next_link: 0,
             agenda: Agenda::default(),
             pair_latency: HashMap::new(),
@@ -285,7 +338,7 @@ impl Net {
             .links
             .iter()
             .filter(|(_, e)| e.node == i)
-            .map(|(&l, _)| l)
+            .map(|(l, _)| l)
             .collect();
         ends.sort();
         for l in ends {
@@ -472,14 +525,16 @@ impl Net {
             return;
         }
         self.events += 1;
-        self.trace.update(s.at.as_nanos().to_be_bytes());
-        self.trace
-            .update(u64::try_from(i).unwrap_or(u64::MAX).to_be_bytes());
-        self.trace.update([s.event.tag()]);
+        if self.settings.trace != Trace::Off {
+            self.trace.update(s.at.as_nanos().to_be_bytes());
+            self.trace
+                .update(u64::try_from(i).unwrap_or(u64::MAX).to_be_bytes());
+            self.trace.update([s.event.tag()]);
+        }
         let now = self.instant();
         match s.event {
             Event::Deliver { link, frame } => {
-                if self.settings.trace_frames {
+                if self.settings.trace == Trace::Frames {
                     if let Ok(bytes) = encode_frame(&frame) {
                         self.trace.update(&bytes[..bytes.len().min(48)]);
                     }
@@ -493,7 +548,9 @@ impl Net {
                 inbound,
                 dial,
             } => {
-                self.trace.update(peer.0);
+                if self.settings.trace != Trace::Off {
+                    self.trace.update(peer.0);
+                }
                 self.nodes[i]
                     .core
                     .handle_link_up(link, peer, remote, inbound, dial, now);
@@ -683,7 +740,7 @@ impl Net {
                     .links
                     .iter()
                     .filter(|(_, e)| e.node == i)
-                    .map(|(&l, _)| l)
+                    .map(|(l, _)| l)
                     .collect();
                 ends.sort();
                 for link in ends {

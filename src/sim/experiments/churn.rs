@@ -47,7 +47,7 @@ fn one(n: usize, rate: f64, stabilize_ms: u64, secs: u64, seed: u64) -> Outcome 
         stabilize_ms,
         ..settings.node
     };
-    settings.trace_frames = false;
+    settings.trace = crate::sim::Trace::Off;
     let mut net = settled(settings, seed, n);
     let mut rng = rng(seed, 2);
     let step = Duration::from_millis(100);
