@@ -19,6 +19,9 @@ use umbra::sim::experiments;
 use umbra::testnet::{self, Testnet};
 use umbra::wire;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const DEFAULT_GATEWAY: &str = "http://127.0.0.1:8080";
 const DEFAULT_HTTP: &str = "127.0.0.1:8080";
 const DEFAULT_SOCKS: &str = "127.0.0.1:1080";
