@@ -16,4 +16,4 @@ pub mod experiments;
 mod net;
 mod settle;
 
-pub use net::{Latency, Net, Settings};
+pub use net::{Latency, Net, Settings, Trace};
