@@ -28,7 +28,9 @@ use crate::observe::{Observation, Observer};
 use crate::ring::Peer;
 use crate::route::{Outcome, Request};
 use crate::token::Token;
-use crate::wire::{Cell, CircId, DestroyReason, KeyKind, NodeAddr, NodeId, RoutingKey, MAX_HOPS};
+use crate::wire::{
+    Cell, CircId, DestroyReason, KeyKind, NodeAddr, NodeId, RoutingKey, MAX_HOPS, ONION_LEN,
+};
 
 mod client;
 mod relay;
@@ -50,6 +52,12 @@ pub const MAX_STREAMS: usize = 32;
 /// Circuits a relay carries at once, and on one link.
 pub const MAX_RELAY_CIRCUITS: usize = 4096;
 pub const MAX_CIRCUITS_PER_LINK: usize = 512;
+/// CREATEs one link may send: a burst of this many, then
+/// [`CREATE_RATE`] a second. Each costs the relay a key agreement, so a
+/// peer cannot spend the relay's CPU on handshakes without bound; beyond
+/// it a CREATE is answered DESTROY (RESOURCE_LIMIT) without one.
+pub const CREATE_BURST: f64 = 64.0;
+pub const CREATE_RATE: f64 = 16.0;
 /// Relay descriptors a node keeps to choose circuits from.
 pub const SAMPLE_SIZE: usize = 64;
 /// Isolation keys with a circuit in use at once, per client. A new key
@@ -99,6 +107,22 @@ impl Default for Settings {
 /// streams by SOCKS credentials).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Isolation(pub u64);
+
+impl Isolation {
+    /// A key of its own for `label` under this one (a site under a SOCKS
+    /// session's credentials, say).
+    pub fn within(self, label: &[u8]) -> Isolation {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"umbra isolation within\0");
+        h.update(self.0.to_be_bytes());
+        h.update(label);
+        let d = h.finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&d[..8]);
+        Isolation(u64::from_be_bytes(first))
+    }
+}
 
 /// Why a request through a circuit failed. None of these names a hop.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -159,6 +183,11 @@ pub struct Stats {
     pub build_failures: u64,
     /// Cells whose layer did not authenticate here.
     pub bad_cells: u64,
+    /// CREATEs refused for coming faster than [`CREATE_RATE`] on a link.
+    pub creates_refused: u64,
+    /// Circuits destroyed here for asking to extend more than
+    /// [`MAX_EXTENDS`](crate::wire::MAX_EXTENDS) times.
+    pub long_circuits: u64,
     /// Relay descriptors in the sample.
     pub sample: usize,
 }
@@ -240,6 +269,8 @@ pub struct Circuits {
     /// Open links, and whether this node dialled each (which half of the
     /// circuit id space is ours on it).
     links: HashMap<NodeId, bool>,
+    /// What each link may still spend on CREATEs: tokens, as of when.
+    creates: HashMap<NodeId, (f64, Instant)>,
     sample: Sample,
     /// Relayed circuits, by a local number, and the two indexes into them.
     relayed: BTreeMap<Slot, RelayCirc>,
@@ -273,6 +304,7 @@ impl Circuits {
             settings,
             rng: StdRng::from_seed(seed),
             links: HashMap::new(),
+            creates: HashMap::new(),
             sample: Sample::default(),
             relayed: BTreeMap::new(),
             by_prev: HashMap::new(),
@@ -347,6 +379,7 @@ impl Circuits {
     /// ids is ours on it.
     pub fn link_up(&mut self, peer: NodeId, we_dialed: bool, now: Instant) {
         self.links.insert(peer, we_dialed);
+        self.creates.entry(peer).or_insert((CREATE_BURST, now));
         self.relay_link_up(peer, now);
         self.client_link_up(peer, now);
     }
@@ -363,6 +396,7 @@ impl Circuits {
     /// The link to `peer` closed: every circuit through it is gone.
     pub fn link_down(&mut self, peer: NodeId, now: Instant) {
         self.links.remove(&peer);
+        self.creates.remove(&peer);
         self.relay_link_down(peer);
         self.client_link_down(peer, now);
     }
@@ -395,6 +429,21 @@ impl Circuits {
         }
     }
 
+    /// Spend one of `peer`'s CREATE tokens; false if it has none left.
+    fn create_allowed(&mut self, peer: NodeId, now: Instant) -> bool {
+        let Some((tokens, at)) = self.creates.get_mut(&peer) else {
+            return false;
+        };
+        let refill = now.saturating_duration_since(*at).as_secs_f64() * CREATE_RATE;
+        *tokens = (*tokens + refill).min(CREATE_BURST);
+        *at = now;
+        if *tokens < 1.0 {
+            return false;
+        }
+        *tokens -= 1.0;
+        true
+    }
+
     fn circuits_on(&self, peer: NodeId) -> usize {
         self.by_prev.keys().filter(|(p, _)| *p == peer).count()
             + self.by_next.keys().filter(|(p, _)| *p == peer).count()
@@ -416,12 +465,41 @@ impl Circuits {
 
     // ---- cells ----
 
+    /// A relay cell (`early`: a RELAY_EARLY one) from `peer`.
+    fn relay_cell(
+        &mut self,
+        peer: NodeId,
+        circ: CircId,
+        onion: Box<[u8; ONION_LEN]>,
+        early: bool,
+        now: Instant,
+    ) {
+        if let Some(&local) = self.by_prev.get(&(peer, circ)) {
+            self.relay_forward(local, onion, early, now);
+        } else if let Some(&local) = self.by_next.get(&(peer, circ)) {
+            if early {
+                // Only the client sends them, toward the exit.
+                self.relay_teardown(local, None, DestroyReason::PROTOCOL);
+            } else {
+                self.relay_backward(local, onion);
+            }
+        } else if let Some(&local) = self.own_links.get(&(peer, circ)) {
+            if early {
+                self.close_broken(local);
+            } else {
+                self.client_cell(local, onion, now);
+            }
+        }
+        // Otherwise the circuit is gone and a destroy crossed this cell on
+        // the way: drop it.
+    }
+
     /// A cell from `peer`, whose link authenticated it.
     pub fn handle_cell(&mut self, peer: NodeId, cell: Cell, now: Instant) {
         let circ = cell.circ();
         match cell {
             Cell::Padding { .. } | Cell::Unrecognized { .. } => {}
-            Cell::Create { circ, body } => self.relay_create(peer, circ, body),
+            Cell::Create { circ, body } => self.relay_create(peer, circ, body, now),
             Cell::Created { circ, body } => {
                 if let Some(&local) = self.by_next.get(&(peer, circ)) {
                     self.relay_created(local, body);
@@ -429,17 +507,8 @@ impl Circuits {
                     self.client_created(local, body, now);
                 }
             }
-            Cell::Relay { circ, onion } => {
-                if let Some(&local) = self.by_prev.get(&(peer, circ)) {
-                    self.relay_forward(local, onion, now);
-                } else if let Some(&local) = self.by_next.get(&(peer, circ)) {
-                    self.relay_backward(local, onion);
-                } else if let Some(&local) = self.own_links.get(&(peer, circ)) {
-                    self.client_cell(local, onion, now);
-                }
-                // Otherwise the circuit is gone and a destroy crossed this
-                // cell on the way: drop it.
-            }
+            Cell::Relay { circ, onion } => self.relay_cell(peer, circ, onion, false, now),
+            Cell::RelayEarly { circ, onion } => self.relay_cell(peer, circ, onion, true, now),
             Cell::Destroy { reason, .. } => {
                 if let Some(&local) = self.by_prev.get(&(peer, circ)) {
                     self.relay_teardown(local, Some(relay::Side::Prev), reason);

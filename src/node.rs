@@ -101,6 +101,11 @@ pub struct Status {
     pub circuits_built: u64,
     /// Cells whose onion layer failed to authenticate here.
     pub bad_cells: u64,
+    /// Circuits this node destroyed for trying to be longer than any
+    /// client may build (a loop through the same relays).
+    pub circuits_too_long: u64,
+    /// CREATEs refused for coming faster than a link may send them.
+    pub creates_refused: u64,
     /// Relays in the sample circuits are chosen from.
     pub relay_sample: usize,
 }

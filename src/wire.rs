@@ -34,6 +34,10 @@ pub const TAG_LEN: usize = 16;
 /// for this many layer tags, so that no hop can infer the circuit's length
 /// from how much room is left.
 pub const MAX_HOPS: usize = 8;
+/// EXTENDs one circuit may carry: every relay counts the RELAY_EARLY cells
+/// that cross it and destroys a circuit that sends more, so the first
+/// relay alone holds any circuit to [`MAX_HOPS`] hops.
+pub const MAX_EXTENDS: usize = MAX_HOPS - 1;
 /// What the exit (forward) or the client (backward) gets once every layer is
 /// off: the relay message and its padding.
 pub const RELAY_PAYLOAD_LEN: usize = ONION_LEN - TAG_LEN * MAX_HOPS;

@@ -17,13 +17,14 @@ use common::net::{config, eventually};
 use common::taps::FlipForwardCells;
 use rand::RngCore;
 use tempfile::TempDir;
-use umbra::circuit::{CircuitError, Isolation};
+use umbra::circuit::{CircuitError, Isolation, CREATE_BURST, CREATE_RATE};
 use umbra::client::{self, Target};
-use umbra::crypto::Identity;
+use umbra::crypto::{ClientCircuit, ClientHandshake, Identity};
 use umbra::node::{self, Bootstrap, Config, NodeHandle, RequestError};
 use umbra::observe::{Observation, Observer};
 use umbra::wire::{
-    encode_frame, Frame, KeyKind, NodeId, PeerMessage, RelayMessage, RoutingKey, CELL_LEN,
+    decode_frame, encode_frame, Cell, CircId, CreateBody, DestroyReason, Frame, HandshakeType,
+    KeyKind, NodeAddr, NodeId, PeerMessage, RelayMessage, RoutingKey, CELL_LEN, MAX_HOPS,
 };
 
 /// One network at a time: two cores do not carry two.
@@ -224,19 +225,17 @@ impl Testnet {
 
 /// The byte strings that would identify a node: id, identity key, onion
 /// key, and its address as the wire writes it.
-fn identifiers(dir: &TempDir, listen: SocketAddr) -> Vec<(String, Vec<u8>)> {
-    let secret = std::fs::read(dir.path().join("identity.key")).expect("identity file");
-    let identity = Identity::from_secret_bytes(secret.as_slice().try_into().expect("64 bytes"));
-    let SocketAddr::V4(v4) = listen else {
+fn identifiers(h: &NodeHandle) -> Vec<(String, Vec<u8>)> {
+    let SocketAddr::V4(v4) = h.listen else {
         panic!("tests listen on IPv4")
     };
     let mut addr = vec![4u8];
     addr.extend_from_slice(&v4.ip().octets());
     addr.extend_from_slice(&v4.port().to_be_bytes());
     vec![
-        ("id".into(), identity.id().0.to_vec()),
-        ("identity key".into(), identity.identity_key().to_vec()),
-        ("onion key".into(), identity.onion_key().to_vec()),
+        ("id".into(), h.id.0.to_vec()),
+        ("identity key".into(), h.identity_key.to_vec()),
+        ("onion key".into(), h.onion_key.to_vec()),
         ("address".into(), addr),
     ]
 }
@@ -280,11 +279,11 @@ fn origins(seen: &[Seen]) -> HashSet<NodeId> {
 async fn only_the_first_relay_ever_sees_who_inserts_or_fetches() {
     let _one = ONE_AT_A_TIME.lock().await;
     let net = Testnet::start(8, &[], 2).await;
-    let (inserter, inserter_dir) = &net.clients[0];
-    let (fetcher, fetcher_dir) = &net.clients[1];
+    let (inserter, _) = &net.clients[0];
+    let (fetcher, _) = &net.clients[1];
     let requesters = [
-        (inserter.id, identifiers(inserter_dir, inserter.listen)),
-        (fetcher.id, identifiers(fetcher_dir, fetcher.listen)),
+        (inserter.id, identifiers(inserter)),
+        (fetcher.id, identifiers(fetcher)),
     ];
 
     net.log.start();
@@ -381,8 +380,8 @@ async fn only_the_first_relay_ever_sees_who_inserts_or_fetches() {
                 } else {
                     assert!(firsts.contains_key(at));
                     // What a requester reads names no node (nor the holder).
-                    for (h, dir) in &net.relays {
-                        for (what, needle) in identifiers(dir, h.listen) {
+                    for (h, _) in &net.relays {
+                        for (what, needle) in identifiers(h) {
                             assert!(
                                 !contains(bytes, &needle),
                                 "a requester read a relay's {what}"
@@ -613,5 +612,255 @@ async fn isolated_requests_take_different_circuits_and_spent_ones_are_replaced()
     })
     .await;
     h.crash().await;
+    net.stop().await;
+}
+
+/// A client written by hand over a real link, to send what the node's own
+/// client never would.
+struct RawClient {
+    ep: umbra::link::Endpoint,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    buf: Vec<u8>,
+}
+
+impl RawClient {
+    async fn dial(addr: SocketAddr, id: NodeId) -> RawClient {
+        let identity = Identity::generate(&mut rand::rngs::OsRng);
+        let ep = umbra::link::Endpoint::bind(
+            &identity,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            false,
+            umbra::link::Config::default(),
+        )
+        .expect("binds");
+        let link = ep.dial(addr, Some(id)).await.expect("dials the relay");
+        let (_conn, send, recv) = link.into_parts();
+        RawClient {
+            ep,
+            send,
+            recv,
+            buf: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, cell: Cell) {
+        let bytes = encode_frame(&Frame::Cell(cell)).expect("encodes");
+        self.send.write_all(&bytes).await.expect("sends");
+    }
+
+    /// The next cell the relay sends (its messages skipped), within 10 s.
+    async fn next_cell(&mut self) -> Cell {
+        let read = async {
+            loop {
+                if let Some((frame, n)) = decode_frame(&self.buf).expect("the relay's frames parse")
+                {
+                    self.buf.drain(..n);
+                    if let Frame::Cell(c) = frame {
+                        return c;
+                    }
+                    continue;
+                }
+                let mut chunk = vec![0u8; 16 << 10];
+                let n = self
+                    .recv
+                    .read(&mut chunk)
+                    .await
+                    .expect("reads")
+                    .expect("the relay keeps the link open");
+                self.buf.extend_from_slice(&chunk[..n]);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("the relay answers within 10 s")
+    }
+}
+
+/// Create a one-hop circuit `circ` at the relay `first` over `raw`.
+async fn create(raw: &mut RawClient, first: &Identity, circ: CircId) -> ClientCircuit {
+    let (hs, msg) = ClientHandshake::start(&mut rand::rngs::OsRng, first.id(), first.onion_key());
+    raw.send(Cell::Create {
+        circ,
+        body: CreateBody {
+            handshake: HandshakeType::NTOR_X25519,
+            data: msg.to_vec(),
+        },
+    })
+    .await;
+    let Cell::Created { body, .. } = raw.next_cell().await else {
+        panic!("the first relay did not answer the create");
+    };
+    let mut c = ClientCircuit::new();
+    c.add_hop(&hs.finish(&body.data).expect("keys"))
+        .expect("room");
+    c
+}
+
+/// Wait until `h` has every relay of `path` in its sample.
+async fn sampled(h: &NodeHandle, path: &[NodeId]) {
+    eventually("relays sampled", Duration::from_secs(30), || async {
+        let sample = h.relay_sample().await.map_err(|e| e.to_string())?;
+        if path.iter().all(|id| sample.contains(id)) {
+            Ok(())
+        } else {
+            Err(format!("{} of {} sampled", sample.len(), path.len()))
+        }
+    })
+    .await;
+}
+
+/// The relay identity a node keeps in its data directory.
+fn identity_of(dir: &TempDir) -> Identity {
+    let bytes = std::fs::read(dir.path().join("identity.key")).expect("identity file");
+    Identity::from_secret_bytes(bytes.as_slice().try_into().expect("64 bytes"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_loops_a_circuit_through_three_relays_is_stopped() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let net = Testnet::start(3, &[], 0).await;
+    let relays: Vec<(Identity, SocketAddr)> = net
+        .relays
+        .iter()
+        .map(|(h, dir)| (identity_of(dir), h.listen))
+        .collect();
+    let mut rng = rand::rngs::OsRng;
+    let (first, first_addr) = (&relays[0].0, relays[0].1);
+    let mut raw = RawClient::dial(first_addr, first.id()).await;
+
+    // 20 hops through the same three relays: A B C A B C ...
+    let circ = CircId(CircId::DIALER_BIT | 1);
+    let mut layers = create(&mut raw, first, circ).await;
+    let mut hops = 1;
+    let mut stopped = None;
+    for k in 1..20 {
+        let (next, addr) = &relays[k % 3];
+        let (hs, msg) = ClientHandshake::start(&mut rng, next.id(), next.onion_key());
+        let extend = RelayMessage::Extend {
+            next: next.id(),
+            addrs: vec![NodeAddr(*addr)],
+            handshake: HandshakeType::NTOR_X25519,
+            data: msg.to_vec(),
+        };
+        let onion = layers
+            .wrap_forward(&mut rng, &extend.encode_payload().unwrap())
+            .unwrap();
+        raw.send(Cell::RelayEarly { circ, onion }).await;
+        match raw.next_cell().await {
+            Cell::Relay { mut onion, .. } => {
+                let payload = layers.unwrap_backward(&mut onion).expect("layers check");
+                let Ok(RelayMessage::Extended { data }) = RelayMessage::decode(&payload[..]) else {
+                    panic!("hop {k}: not extended");
+                };
+                layers
+                    .add_hop(&hs.finish(&data).expect("keys"))
+                    .expect("room");
+                hops += 1;
+            }
+            Cell::Destroy { reason, .. } => {
+                stopped = Some(reason);
+                break;
+            }
+            other => panic!("hop {k}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        (hops, stopped),
+        (MAX_HOPS, Some(DestroyReason::PROTOCOL)),
+        "the loop is stopped after the longest circuit a client may build"
+    );
+    let too_long = net.relays[0].0.status().await.unwrap().circuits_too_long;
+    assert_eq!(too_long, 1, "the first relay stopped it and counted it");
+
+    // An extend outside RELAY_EARLY, which the relays could not count, is
+    // refused by the hop that would carry it out.
+    let circ = CircId(CircId::DIALER_BIT | 2);
+    let mut layers = create(&mut raw, first, circ).await;
+    let (next, addr) = &relays[1];
+    let (_, msg) = ClientHandshake::start(&mut rng, next.id(), next.onion_key());
+    let extend = RelayMessage::Extend {
+        next: next.id(),
+        addrs: vec![NodeAddr(*addr)],
+        handshake: HandshakeType::NTOR_X25519,
+        data: msg.to_vec(),
+    };
+    let onion = layers
+        .wrap_forward(&mut rng, &extend.encode_payload().unwrap())
+        .unwrap();
+    raw.send(Cell::Relay { circ, onion }).await;
+    assert!(
+        matches!(
+            raw.next_cell().await,
+            Cell::Destroy {
+                reason: DestroyReason::PROTOCOL,
+                ..
+            }
+        ),
+        "an extend in a plain relay cell is refused"
+    );
+    raw.ep.close().await;
+
+    // The relays serve everyone else: a circuit of the node's own client
+    // builds through them.
+    let c = &net.relays[0].0;
+    let path = vec![net.relays[1].0.id, net.relays[2].0.id];
+    sampled(c, &path).await;
+    c.pin_path(Isolation(7), path).await.unwrap();
+    c.build_circuit(Isolation(7))
+        .await
+        .expect("an honest circuit builds");
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_that_floods_creates_is_held_to_its_rate() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let net = Testnet::start(3, &[], 0).await;
+    let relay = identity_of(&net.relays[0].1);
+    let mut raw = RawClient::dial(net.relays[0].0.listen, relay.id()).await;
+    let started = std::time::Instant::now();
+    let n = 200u32;
+    for i in 1..=n {
+        let (_, msg) =
+            ClientHandshake::start(&mut rand::rngs::OsRng, relay.id(), relay.onion_key());
+        raw.send(Cell::Create {
+            circ: CircId(CircId::DIALER_BIT | i),
+            body: CreateBody {
+                handshake: HandshakeType::NTOR_X25519,
+                data: msg.to_vec(),
+            },
+        })
+        .await;
+    }
+    let (mut created, mut refused) = (0u64, 0u64);
+    for _ in 0..n {
+        match raw.next_cell().await {
+            Cell::Created { .. } => created += 1,
+            Cell::Destroy {
+                reason: DestroyReason::RESOURCE_LIMIT,
+                ..
+            } => refused += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let most = CREATE_BURST + CREATE_RATE * elapsed + 1.0;
+    assert!(
+        created >= CREATE_BURST as u64 && (created as f64) <= most,
+        "{created} created in {elapsed:.2} s; a burst of {CREATE_BURST} and {CREATE_RATE}/s allow {most:.0}"
+    );
+    assert_eq!(created + refused, u64::from(n));
+    let s = net.relays[0].0.status().await.unwrap();
+    assert_eq!(s.creates_refused, refused, "every refusal counted");
+    raw.ep.close().await;
+    // Everyone else is served: the relay's neighbours build through it.
+    let c = &net.relays[1].0;
+    let path = vec![net.relays[0].0.id, net.relays[2].0.id];
+    sampled(c, &path).await;
+    c.pin_path(Isolation(9), path).await.unwrap();
+    c.build_circuit(Isolation(9))
+        .await
+        .expect("a circuit builds through the flooded relay");
     net.stop().await;
 }

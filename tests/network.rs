@@ -337,3 +337,34 @@ async fn a_dial_tries_every_address_and_takes_the_one_that_answers() {
         task.abort();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_only_node_shows_a_new_identity_each_run() {
+    let net = Net::grow(3).await;
+    let bootstrap = net.nodes[0].0.listen;
+    let dir = tempfile::tempdir().unwrap();
+    let client_config = || node::Config {
+        relay: false,
+        ..config(dir.path(), Some(bootstrap))
+    };
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let h = node::start(client_config()).await.expect("starts");
+        // It has dialled the network under this identity: the id the
+        // relays see on its link.
+        eventually("linked", Duration::from_secs(20), || async {
+            match h.status().await {
+                Ok(s) if s.links > 0 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        seen.push(h.id);
+        h.crash().await;
+    }
+    assert_ne!(seen[0], seen[1], "two runs, one identity");
+    assert!(
+        !dir.path().join("identity.key").exists(),
+        "a client-only node keeps no identity on disk"
+    );
+}

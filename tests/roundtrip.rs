@@ -223,6 +223,7 @@ fn arb_cell() -> impl Strategy<Value = Cell> {
             }
         }),
         (arb_circ(), body()).prop_map(|(circ, onion)| Cell::Relay { circ, onion }),
+        (arb_circ(), body()).prop_map(|(circ, onion)| Cell::RelayEarly { circ, onion }),
         (arb_circ(), any::<u8>()).prop_map(|(circ, r)| Cell::Destroy {
             circ,
             reason: DestroyReason(r)

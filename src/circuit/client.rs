@@ -459,6 +459,12 @@ impl Circuits {
         Some(c)
     }
 
+    /// The first hop broke the protocol on one of our circuits (a
+    /// RELAY_EARLY toward the client): give the circuit up.
+    pub(in crate::circuit) fn close_broken(&mut self, local: Slot) {
+        self.close_own(local, DestroyReason::PROTOCOL, CircuitError::Closed);
+    }
+
     /// Destroy a circuit and fail whatever still waits on it with `err`.
     fn close_own(&mut self, local: Slot, reason: DestroyReason, err: CircuitError) {
         if let Some(c) = self.remove_own(local, reason) {
@@ -534,7 +540,7 @@ impl Circuits {
                 hs,
                 deadline: now + self.settings.hop_timeout,
             };
-            self.send_forward(
+            self.send_forward_early(
                 local,
                 &RelayMessage::Extend {
                     next: relay.id,

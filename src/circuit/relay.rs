@@ -20,7 +20,8 @@ use crate::route::{Outcome, Request};
 use crate::token::Token;
 use crate::wire::{
     Cell, CircId, CreateBody, CreatedBody, DestroyReason, EndStatus, HandshakeType, KeyKind,
-    NodeId, RelayMessage, RoutingKey, StreamId, MAX_BLOCK_LEN, ONION_LEN, RELAY_BODY_MAX,
+    NodeId, RelayMessage, RoutingKey, StreamId, MAX_BLOCK_LEN, MAX_EXTENDS, ONION_LEN,
+    RELAY_BODY_MAX,
 };
 
 /// Which neighbour of a relayed circuit.
@@ -34,6 +35,8 @@ pub(super) struct RelayCirc {
     prev: LinkCirc,
     layer: RelayLayer,
     next: Next,
+    /// RELAY_EARLY cells this circuit may still send through here.
+    early_left: usize,
 }
 
 enum Next {
@@ -89,7 +92,13 @@ impl RelayCirc {
 }
 
 impl Circuits {
-    pub(super) fn relay_create(&mut self, peer: NodeId, circ: CircId, body: CreateBody) {
+    pub(super) fn relay_create(
+        &mut self,
+        peer: NodeId,
+        circ: CircId,
+        body: CreateBody,
+        now: Instant,
+    ) {
         if !self.theirs(peer, circ) || self.by_prev.contains_key(&(peer, circ)) {
             self.actions.push_back(Action::Misbehaved {
                 peer,
@@ -104,6 +113,11 @@ impl Circuits {
         if self.relayed.len() >= MAX_RELAY_CIRCUITS
             || self.circuits_on(peer) >= MAX_CIRCUITS_PER_LINK
         {
+            self.destroy(peer, circ, DestroyReason::RESOURCE_LIMIT);
+            return;
+        }
+        if !self.create_allowed(peer, now) {
+            self.stats.creates_refused += 1;
             self.destroy(peer, circ, DestroyReason::RESOURCE_LIMIT);
             return;
         }
@@ -126,6 +140,7 @@ impl Circuits {
                 prev: (peer, circ),
                 layer: RelayLayer::new(&keys),
                 next: Next::Exit(Exit::default()),
+                early_left: MAX_EXTENDS,
             },
         );
         self.by_prev.insert((peer, circ), local);
@@ -157,16 +172,29 @@ impl Circuits {
         self.send_backward(local, &RelayMessage::Extended { data: body.data });
     }
 
-    /// A cell travelling away from the client.
+    /// A cell travelling away from the client; `early`: it came as
+    /// RELAY_EARLY, and goes on as one.
     pub(super) fn relay_forward(
         &mut self,
         local: Slot,
         mut onion: Box<[u8; ONION_LEN]>,
+        early: bool,
         now: Instant,
     ) {
         let Some(c) = self.relayed.get_mut(&local) else {
             return;
         };
+        if early {
+            if c.early_left == 0 {
+                // A circuit longer than any client may build: a loop
+                // through the same relays, made to multiply its traffic.
+                self.stats.long_circuits += 1;
+                tracing::debug!("a circuit sent more extends than a circuit may; destroying it");
+                self.relay_teardown(local, None, DestroyReason::PROTOCOL);
+                return;
+            }
+            c.early_left -= 1;
+        }
         if c.layer.peel_forward(&mut onion).is_err() {
             // Altered, replayed or reordered on the way here: the circuit
             // cannot be trusted any more, in either direction.
@@ -178,11 +206,20 @@ impl Circuits {
         match &c.next {
             Next::Linked((to, circ)) => {
                 let (to, circ) = (*to, *circ);
-                self.send(to, Cell::Relay { circ, onion });
+                if early {
+                    self.send(to, Cell::RelayEarly { circ, onion });
+                } else {
+                    self.send(to, Cell::Relay { circ, onion });
+                }
             }
             Next::Exit(_) => {
                 let msg = RelayMessage::decode(RelayLayer::payload(&onion));
                 match msg {
+                    Ok(RelayMessage::Extend { .. }) if !early => {
+                        // An extend the relays before could not count.
+                        tracing::debug!("exit: an extend outside RELAY_EARLY");
+                        self.relay_teardown(local, None, DestroyReason::PROTOCOL);
+                    }
                     Ok(msg) => self.exit_message(local, msg, now),
                     Err(e) => {
                         tracing::debug!("exit: malformed relay message: {e}");

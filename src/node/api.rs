@@ -110,6 +110,9 @@ async fn ask(cmd: &mpsc::Sender<Command>, request: Request) -> Option<Reply> {
 /// A handle on a running node.
 pub struct NodeHandle {
     pub id: NodeId,
+    /// Its public keys: Ed25519 identity and X25519 onion key.
+    pub identity_key: [u8; 32],
+    pub onion_key: [u8; 32],
     /// The address its QUIC socket is bound to.
     pub listen: SocketAddr,
     pub(super) cmd: mpsc::Sender<Command>,
@@ -138,6 +141,20 @@ impl NodeClient {
         NodeClient {
             cmd: self.cmd.clone(),
             via: Via::Circuit(iso),
+        }
+    }
+
+    /// The same node, with requests on circuits of a key derived from this
+    /// client's and `label`: two labels never share a circuit, with each
+    /// other or with this client. A direct client stays direct.
+    pub fn within(&self, label: &[u8]) -> NodeClient {
+        let via = match self.via {
+            Via::Circuit(iso) => Via::Circuit(iso.within(label)),
+            Via::Direct => Via::Direct,
+        };
+        NodeClient {
+            cmd: self.cmd.clone(),
+            via,
         }
     }
 

@@ -57,7 +57,19 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, Error> {
 /// Start a node with a harness's hooks.
 pub async fn start_with(cfg: Config, hooks: Hooks) -> Result<NodeHandle, Error> {
     cfg.validate()?;
-    let identity = load_identity(&cfg.data_dir)?;
+    // A relay keeps one identity: its place on the ring and the key
+    // clients build circuits to. A client-only node shows none that lasts:
+    // a fresh one each run, so the relays it dials cannot tell that two
+    // runs (on two networks, say) are one user.
+    let identity = if cfg.relay {
+        load_identity(&cfg.data_dir)?
+    } else {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| Error::DataDir {
+            path: cfg.data_dir.display().to_string(),
+            message: e.to_string(),
+        })?;
+        crate::crypto::Identity::generate(&mut rand::rngs::OsRng)
+    };
     let store = Store::open(
         &cfg.data_dir.join("store.redb"),
         crate::store::Limits {
@@ -81,6 +93,7 @@ pub async fn start_with(cfg: Config, hooks: Hooks) -> Result<NodeHandle, Error> 
     let learning = settings.learn.is_some();
     let mut seed = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut seed);
+    let (identity_key, onion_key) = (identity.identity_key(), identity.onion_key());
     let core = Core::new(identity, settings, held, seed, Instant::now(), unix_now())
         .map_err(|e| Error::Identity(e.to_string()))?;
     let id = core.id();
@@ -127,6 +140,8 @@ pub async fn start_with(cfg: Config, hooks: Hooks) -> Result<NodeHandle, Error> 
     let task = tokio::spawn(driver.run(cmd_rx, link_rx, accept_rx, dial_rx, store_rx));
     Ok(NodeHandle {
         id,
+        identity_key,
+        onion_key,
         listen,
         cmd: cmd_tx,
         task,

@@ -28,6 +28,7 @@ open_code! {
         CREATED = 2,
         RELAY = 3,
         DESTROY = 4,
+        RELAY_EARLY = 5,
     }
 }
 
@@ -100,6 +101,14 @@ pub enum Cell {
         circ: CircId,
         onion: Box<[u8; ONION_LEN]>,
     },
+    /// A relay cell that may carry an EXTEND. Every relay passes it on as
+    /// such toward the exit and lets a circuit carry only
+    /// [`MAX_EXTENDS`](crate::wire::MAX_EXTENDS) of them, so no client can
+    /// make a circuit longer than [`MAX_HOPS`](crate::wire::MAX_HOPS).
+    RelayEarly {
+        circ: CircId,
+        onion: Box<[u8; ONION_LEN]>,
+    },
     Destroy {
         circ: CircId,
         reason: DestroyReason,
@@ -120,6 +129,7 @@ impl Cell {
             | Cell::Create { circ, .. }
             | Cell::Created { circ, .. }
             | Cell::Relay { circ, .. }
+            | Cell::RelayEarly { circ, .. }
             | Cell::Destroy { circ, .. }
             | Cell::Unrecognized { circ, .. } => *circ,
         }
@@ -131,6 +141,7 @@ impl Cell {
             Cell::Create { .. } => CellCommand::CREATE,
             Cell::Created { .. } => CellCommand::CREATED,
             Cell::Relay { .. } => CellCommand::RELAY,
+            Cell::RelayEarly { .. } => CellCommand::RELAY_EARLY,
             Cell::Destroy { .. } => CellCommand::DESTROY,
             Cell::Unrecognized { command, .. } => *command,
         }
@@ -184,6 +195,10 @@ impl Cell {
                 circ,
                 onion: Box::new(body),
             },
+            CellCommand::RELAY_EARLY => Cell::RelayEarly {
+                circ,
+                onion: Box::new(body),
+            },
             CellCommand::DESTROY => {
                 let mut r = Reader::new(&body, "destroy cell");
                 let reason = DestroyReason(r.u8()?);
@@ -218,7 +233,7 @@ impl Cell {
                 write_handshake(w, &body.data)?;
             }
             Cell::Created { body, .. } => write_handshake(w, &body.data)?,
-            Cell::Relay { onion, .. } => w.bytes(&onion[..]),
+            Cell::Relay { onion, .. } | Cell::RelayEarly { onion, .. } => w.bytes(&onion[..]),
             Cell::Destroy { reason, .. } => w.u8(reason.0),
             Cell::Unrecognized { body, .. } => w.bytes(&body[..]),
         }
@@ -266,6 +281,10 @@ mod tests {
             Cell::Relay {
                 circ: CircId(9),
                 onion: Box::new([3; ONION_LEN]),
+            },
+            Cell::RelayEarly {
+                circ: CircId(9),
+                onion: Box::new([4; ONION_LEN]),
             },
             Cell::Destroy {
                 circ: CircId(9),

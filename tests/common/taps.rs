@@ -34,7 +34,9 @@ impl Tap for FlipForwardCells {
             Frame::Cell(Cell::Create { circ, .. }) => {
                 self.forward.insert((to, *circ));
             }
-            Frame::Cell(Cell::Relay { circ, onion }) if self.forward.contains(&(to, *circ)) => {
+            Frame::Cell(Cell::Relay { circ, onion } | Cell::RelayEarly { circ, onion })
+                if self.forward.contains(&(to, *circ)) =>
+            {
                 onion[ONION_LEN / 2] ^= 0x01;
             }
             _ => {}

@@ -94,6 +94,16 @@ impl Circuits {
 
     /// Wrap a message in every layer and send it to the first hop.
     pub(super) fn send_forward(&mut self, local: Slot, msg: &RelayMessage) {
+        self.send_forward_as(local, msg, false);
+    }
+
+    /// [`Circuits::send_forward`] in a RELAY_EARLY cell: how an EXTEND
+    /// must travel.
+    pub(super) fn send_forward_early(&mut self, local: Slot, msg: &RelayMessage) {
+        self.send_forward_as(local, msg, true);
+    }
+
+    fn send_forward_as(&mut self, local: Slot, msg: &RelayMessage, early: bool) {
         let Some(c) = self.own.get_mut(&local) else {
             return;
         };
@@ -106,6 +116,7 @@ impl Circuits {
             .map_err(|_| ())
             .and_then(|p| c.layers.wrap_forward(&mut self.rng, &p).map_err(|_| ()));
         match onion {
+            Ok(onion) if early => self.send(first, Cell::RelayEarly { circ, onion }),
             Ok(onion) => self.send(first, Cell::Relay { circ, onion }),
             Err(()) => self.close_own(local, DestroyReason::INTERNAL, CircuitError::Closed),
         }

@@ -240,6 +240,8 @@ impl Core {
             circuits_own: circuits.own,
             circuits_built: circuits.built,
             bad_cells: circuits.bad_cells,
+            circuits_too_long: circuits.long_circuits,
+            creates_refused: circuits.creates_refused,
             relay_sample: circuits.sample,
         }
     }
