@@ -81,6 +81,8 @@ pub const PROGRESS_TYPE: &str = "application/x-umbra-progress";
 pub const ERROR_HEADER: &str = "x-umbra-error";
 /// The version of a signed document served.
 pub const VERSION_HEADER: &str = "x-umbra-version";
+/// Where a browser says a request comes from (Fetch Metadata).
+const SEC_FETCH_SITE: header::HeaderName = header::HeaderName::from_static("sec-fetch-site");
 
 /// What a document may load: other documents from its own origin (the
 /// gateway, or the `.umbra` name it came through), nothing else; no
@@ -285,21 +287,51 @@ impl Service {
         let writes = method == Method::PUT || method == Method::POST;
         // hyper sends no body in answer to HEAD.
         let reads = method == Method::GET || method == Method::HEAD;
-        if writes {
-            let origin = header_str(req.headers(), header::ORIGIN);
-            if !url::origin_matches(origin, host) {
-                return failure(
-                    ErrorCode::Forbidden,
-                    "inserts from another origin are refused",
-                );
-            }
-        }
         let path = req.uri().path().to_string();
+        let provenance = url::Provenance {
+            fetch_site: header_str(req.headers(), SEC_FETCH_SITE),
+            origin: header_str(req.headers(), header::ORIGIN),
+            referer: header_str(req.headers(), header::REFERER),
+        };
+        if let Some(why) = url::cross_site(provenance, host) {
+            let again = (method == Method::GET && path.len() > 1).then_some(path.as_str());
+            let mut r = html(StatusCode::FORBIDDEN, page::cross_site(why, again));
+            r.headers_mut().insert(
+                ERROR_HEADER,
+                HeaderValue::from_static(ErrorCode::Forbidden.as_str()),
+            );
+            return r;
+        }
+        // Requests for different sites (the gateway, or each `.umbra`
+        // name through the proxy) never share a circuit, under whatever
+        // key the SOCKS credentials chose.
+        let label = [
+            match self.front {
+                Front::Gateway => b"gateway\0".as_slice(),
+                Front::Socks => b"socks\0".as_slice(),
+            },
+            host.unwrap_or("").to_ascii_lowercase().as_bytes(),
+        ]
+        .concat();
+        let this = Service {
+            node: self.node.within(&label),
+            front: self.front,
+        };
+        this.route(req, path, reads, writes).await
+    }
+
+    async fn route(
+        self,
+        req: Request<Incoming>,
+        path: String,
+        reads: bool,
+        writes: bool,
+    ) -> Response<Body> {
         match path.as_str() {
             "/" => {
                 if reads {
                     match req.uri().query().and_then(|q| url::form_value(q, "uri")) {
-                        Some(uri) => redirect(uri.trim()),
+                        Some(uri) => redirect(&uri),
                         None => self.index().await,
                     }
                 } else if writes && is_multipart(req.headers()) {
@@ -475,8 +507,15 @@ fn page_failure(code: ErrorCode, message: impl std::fmt::Display) -> Response<Bo
     r
 }
 
-fn redirect(uri: &str) -> Response<Body> {
-    match HeaderValue::from_str(&format!("/{}", url::percent_encode_path(uri))) {
+/// The fetch form's answer: to the document's own path, and only for a
+/// URI (anything else, `/evil.example` say, would make `//evil.example`
+/// a way off the node).
+fn redirect(text: &str) -> Response<Body> {
+    let uri: Uri = match text.trim().parse() {
+        Ok(u) => u,
+        Err(e) => return page_failure(ErrorCode::MalformedUri, format!("malformed URI: {e}")),
+    };
+    match HeaderValue::from_str(&format!("/{}", url::percent_encode_path(&uri.to_string()))) {
         Ok(location) => {
             let mut r = respond(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "");
             r.headers_mut().insert(header::LOCATION, location);
@@ -523,5 +562,23 @@ mod tests {
             ErrorCode::of(&ClientError::Retracted { version: 3 }),
             ErrorCode::Retracted
         );
+    }
+
+    #[test]
+    fn the_fetch_form_redirects_only_to_documents_here() {
+        for off in [
+            "/evil.example",
+            "//evil.example",
+            "http://evil.example/",
+            "evil",
+        ] {
+            let r = redirect(off);
+            assert!(r.headers().get(header::LOCATION).is_none(), "{off}");
+            assert_eq!(r.status(), ErrorCode::MalformedUri.status(), "{off}");
+        }
+        let r = redirect(" umbra:ksk:my words ");
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        let to = r.headers().get(header::LOCATION).unwrap().to_str().unwrap();
+        assert_eq!(to, "/umbra:ksk:my%20words");
     }
 }

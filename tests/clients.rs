@@ -301,6 +301,98 @@ async fn chromium_opens_a_stored_page_through_the_proxy_and_the_gateway() {
     net.shutdown().await;
 }
 
+/// Serve `page` as HTML to every connection on a port of its own: a site
+/// of the open web, another origin than the gateway's.
+async fn other_site(page: String) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let page = page.clone();
+            tokio::spawn(async move {
+                let mut head = vec![0u8; 4096];
+                let _ = s.read(&mut head).await;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{page}",
+                    page.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (url, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_another_site_cannot_make_the_node_fetch() {
+    let net = network(10_000).await;
+    let gateway = gateway_of(&net);
+    let profile = tempfile::tempdir().unwrap();
+    let page = "<!doctype html><html><head><title>Stored in umbra</title></head>\
+                <body>a document</body></html>";
+    let uri = client::insert(
+        &net.entry().client(),
+        "text/html; charset=utf-8",
+        page.as_bytes(),
+        Target::Chk,
+    )
+    .await
+    .unwrap();
+    let doc = format!("{gateway}/{uri}");
+    let built = || async { net.entry().status().await.unwrap().circuits_built };
+
+    // Every way a page can make the browser ask without the user: an
+    // image, a frame, a script's fetch, a form sent by script.
+    let (site, server) = other_site(format!(
+        "<!doctype html><html><head><title>elsewhere</title></head><body>\
+         <img src=\"{doc}\"><iframe src=\"{doc}\"></iframe>\
+         <form id=f method=get action=\"{gateway}/\"><input name=uri value=\"{uri}\"></form>\
+         <script>fetch(\"{doc}\", {{mode: \"no-cors\"}}).catch(() => {{}});</script>\
+         </body></html>"
+    ))
+    .await;
+    let before = built().await;
+    let dom = chromium(
+        profile.path(),
+        &["--virtual-time-budget=5000", "--dump-dom", &site],
+    )
+    .await;
+    assert_eq!(title(&dom), Some("elsewhere"), "{dom}");
+    // A fetch by the gateway would have needed a circuit for its own
+    // isolation, built for the first request of the gateway's origin.
+    assert_eq!(
+        built().await,
+        before,
+        "a page of another site made the node build a circuit to fetch"
+    );
+    server.abort();
+
+    // A link on that site, followed: the user lands on the refusal page,
+    // which offers the document from the gateway's own origin.
+    let (site, server) = other_site(format!(
+        "<!doctype html><html><head><title>elsewhere</title></head><body>\
+         <script>location.href = \"{doc}\";</script></body></html>"
+    ))
+    .await;
+    let dom = chromium(
+        profile.path(),
+        &["--virtual-time-budget=5000", "--dump-dom", &site],
+    )
+    .await;
+    assert_eq!(title(&dom), Some("umbra: refused"), "{dom}");
+    assert!(dom.contains(&format!("href=\"/{uri}\"")), "{dom}");
+    assert_eq!(built().await, before);
+    server.abort();
+
+    // Control: typed by the user, the same address is fetched, on a
+    // circuit the node builds for it; the count above would have moved.
+    let dom = chromium(profile.path(), &["--dump-dom", &doc]).await;
+    assert_eq!(title(&dom), Some("Stored in umbra"), "{dom}");
+    assert!(built().await > before, "the control fetch built no circuit");
+    net.shutdown().await;
+}
+
 /// Send a raw SOCKS5 CONNECT (no authentication) and return the reply
 /// code.
 async fn socks_connect(socks: SocketAddr, atyp: u8, addr: &[u8], port: u16) -> u8 {

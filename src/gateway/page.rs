@@ -130,6 +130,28 @@ pub fn failed(code: ErrorCode, message: &str) -> String {
     document("umbra: failed", &body)
 }
 
+/// The answer to a request a page of another site made. `path` (a GET
+/// of a document, already percent-encoded) becomes a link the user can
+/// follow from here, which makes it a request of this origin.
+pub fn cross_site(why: &str, path: Option<&str>) -> String {
+    let link = match path {
+        Some(p) => format!(
+            "<p>If you meant to open it, open it from here: <a href=\"{}\"><code>{}</code></a></p>",
+            escape(p),
+            escape(p)
+        ),
+        None => String::new(),
+    };
+    let body = format!(
+        "<h1>Refused</h1>\n<p>{}: a page that is not this node's asked your node for \
+         this. Another site could use such a request to make your node fetch a key of its \
+         choosing and learn from the network that you visited it.</p>\n{link}\n\
+         <p><a href=\"/\">Back</a></p>",
+        escape(why)
+    );
+    document("umbra: refused", &body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,6 +99,50 @@ pub fn origin_matches(origin: Option<&str>, host: Option<&str>) -> bool {
         .is_some_and(|authority| authority.eq_ignore_ascii_case(host.trim()))
 }
 
+/// The origin (`http://host[:port]`) a `Referer` names, if it is an
+/// `http` URL.
+fn referer_authority(referer: &str) -> Option<&str> {
+    let rest = referer.trim().strip_prefix("http://")?;
+    Some(rest.split(['/', '?', '#']).next().unwrap_or(""))
+}
+
+/// What a browser says of where a request comes from: `Sec-Fetch-Site`,
+/// `Origin`, `Referer`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Provenance<'a> {
+    pub fetch_site: Option<&'a str>,
+    pub origin: Option<&'a str>,
+    pub referer: Option<&'a str>,
+}
+
+/// Why a request must be refused as one a page of another site made, or
+/// `None` when it came from the interface's own pages, was typed by the
+/// user, or came from a program that is not a browser (which sends none
+/// of these headers). Every header present must agree: a browser that
+/// sends `Sec-Fetch-Site` is believed first, and an `Origin` or `Referer`
+/// naming another host refuses the request whatever else it says.
+pub fn cross_site(p: Provenance<'_>, host: Option<&str>) -> Option<&'static str> {
+    if let Some(site) = p.fetch_site {
+        let site = site.trim();
+        if !(site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none")) {
+            return Some("the request came from another site");
+        }
+    }
+    if p.origin.is_some() && !origin_matches(p.origin, host) {
+        return Some("the request came from another origin");
+    }
+    if let Some(referer) = p.referer {
+        let same = match (referer_authority(referer), host) {
+            (Some(a), Some(h)) => a.eq_ignore_ascii_case(h.trim()),
+            _ => false,
+        };
+        if !same {
+            return Some("the request came from a page of another origin");
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +215,47 @@ mod tests {
             let _ = form_value(&s, "uri");
             let _ = host_allowed(&s);
         }
+    }
+
+    #[test]
+    fn requests_from_other_sites_are_refused() {
+        let host = Some("127.0.0.1:8080");
+        let p = |fetch_site, origin, referer| Provenance {
+            fetch_site,
+            origin,
+            referer,
+        };
+        // Typed, from the interface's own pages, or from curl.
+        assert_eq!(cross_site(p(None, None, None), host), None);
+        assert_eq!(cross_site(p(Some("none"), None, None), host), None);
+        assert_eq!(
+            cross_site(
+                p(
+                    Some("same-origin"),
+                    Some("http://127.0.0.1:8080"),
+                    Some("http://127.0.0.1:8080/umbra:chk:x")
+                ),
+                host
+            ),
+            None
+        );
+        // From elsewhere, whichever header says so.
+        for bad in [
+            p(Some("cross-site"), None, None),
+            p(Some("same-site"), None, None),
+            p(Some("something-new"), None, None),
+            p(None, Some("http://evil.example"), None),
+            p(None, Some("null"), None),
+            p(None, Some("http://127.0.0.1:8081"), None),
+            p(None, None, Some("http://evil.example/page")),
+            p(None, None, Some("https://127.0.0.1:8080/")),
+            p(None, None, Some("http://127.0.0.1:80800/")),
+            p(Some("same-origin"), Some("http://evil.example"), None),
+            p(Some("none"), None, Some("http://evil.example/")),
+        ] {
+            assert!(cross_site(bad, host).is_some(), "{bad:?}");
+        }
+        // A browser header without a Host to compare it with.
+        assert!(cross_site(p(None, Some("http://127.0.0.1:8080"), None), None).is_some());
     }
 }
