@@ -864,3 +864,89 @@ async fn a_link_that_floods_creates_is_held_to_its_rate() {
         .expect("a circuit builds through the flooded relay");
     net.stop().await;
 }
+
+/// Send an EXTEND to `to` at `addr` on a fresh one-hop circuit at `relay`
+/// (a node at `listen`), and return what the relay answers.
+async fn extend_to(
+    listen: SocketAddr,
+    relay: &Identity,
+    to: &Identity,
+    addr: SocketAddr,
+) -> (RawClient, Cell) {
+    let mut raw = RawClient::dial(listen, relay.id()).await;
+    let circ = CircId(CircId::DIALER_BIT | 1);
+    let mut layers = create(&mut raw, relay, circ).await;
+    let (_, msg) = ClientHandshake::start(&mut rand::rngs::OsRng, to.id(), to.onion_key());
+    let extend = RelayMessage::Extend {
+        next: to.id(),
+        addrs: vec![NodeAddr(addr)],
+        handshake: HandshakeType::NTOR_X25519,
+        data: msg.to_vec(),
+    };
+    let onion = layers
+        .wrap_forward(&mut rand::rngs::OsRng, &extend.encode_payload().unwrap())
+        .unwrap();
+    raw.send(Cell::RelayEarly { circ, onion }).await;
+    let answer = raw.next_cell().await;
+    (raw, answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extend_to_a_loopback_address_is_refused_outside_a_test_network() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // Where the extend would land: a socket nothing else knows of.
+    let trap = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let trap_addr = trap.local_addr().unwrap();
+    let nobody = Identity::generate(&mut rand::rngs::OsRng);
+
+    // A relay of a private network (it advertises a private address and
+    // works in the private scope), reached here on loopback. It never
+    // sends anything to the address it advertises: nobody else knows it.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        public_addr: vec![SocketAddr::from(([10, 99, 0, 1], 7000))],
+        addr_scope: Some(umbra::link::addr::Scope::Private),
+        ..config(dir.path(), None)
+    };
+    let private = node::start(cfg).await.expect("relay starts");
+    let (raw, answer) = extend_to(private.listen, &identity_of(&dir), &nobody, trap_addr).await;
+    assert!(
+        matches!(
+            answer,
+            Cell::Destroy {
+                reason: DestroyReason::CONNECT_FAILED,
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+    let mut buf = [0u8; 2048];
+    assert!(
+        trap.try_recv_from(&mut buf).is_err(),
+        "the relay dialled a loopback address"
+    );
+    raw.ep.close().await;
+    private.crash().await;
+
+    // Control: a relay of a loopback test network dials the same extend,
+    // and the trap sees its first packet.
+    let dir = tempfile::tempdir().unwrap();
+    let local = node::start(config(dir.path(), None))
+        .await
+        .expect("relay starts");
+    let (raw, _) = tokio::join!(
+        async {
+            let (raw, _answer) =
+                extend_to(local.listen, &identity_of(&dir), &nobody, trap_addr).await;
+            raw
+        },
+        async {
+            tokio::time::timeout(Duration::from_secs(10), trap.recv_from(&mut buf))
+                .await
+                .expect("the test-network relay dials the extend's address")
+                .unwrap();
+        }
+    );
+    raw.ep.close().await;
+    local.crash().await;
+}
