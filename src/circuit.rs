@@ -83,8 +83,55 @@ pub struct Settings {
     pub build_attempts: u32,
     /// How long a request on a circuit may take, end to end.
     pub request_timeout: Duration,
+    /// Two relays of one circuit may not share a network this wide: the
+    /// leading bits of an IPv4 and an IPv6 address (Tor's rule is /16 and
+    /// /48; 0 turns the rule off for that family).
+    pub networks: Networks,
     /// Sees the relay messages this node reads (tests, debugging).
     pub observer: Option<Observer>,
+}
+
+/// The width of a network, in leading bits, per address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Networks {
+    pub v4: u8,
+    pub v6: u8,
+}
+
+impl Default for Networks {
+    fn default() -> Self {
+        Networks { v4: 16, v6: 48 }
+    }
+}
+
+impl Networks {
+    /// The networks `peer`'s public addresses are in. Loopback and private
+    /// addresses are in none: they mean something only inside one test or
+    /// home network, whose operator runs every node in it.
+    fn of(&self, peer: &Peer) -> Vec<(bool, u128)> {
+        use crate::link::addr::{scope, Scope};
+        let mut out = Vec::new();
+        for a in &peer.desc.addrs {
+            let ip = a.0.ip().to_canonical();
+            if scope(ip) != Some(Scope::Global) {
+                continue;
+            }
+            let net = match ip {
+                std::net::IpAddr::V4(v4) if self.v4 > 0 => {
+                    let bits = u32::from(v4) >> (32 - u32::from(self.v4.min(32)));
+                    (false, u128::from(bits))
+                }
+                std::net::IpAddr::V6(v6) if self.v6 > 0 => {
+                    (true, u128::from(v6) >> (128 - u32::from(self.v6.min(128))))
+                }
+                _ => continue,
+            };
+            if !out.contains(&net) {
+                out.push(net);
+            }
+        }
+        out
+    }
 }
 
 impl Default for Settings {
@@ -97,6 +144,7 @@ impl Default for Settings {
             hop_timeout: Duration::from_secs(5),
             build_attempts: 3,
             request_timeout: Duration::from_secs(45),
+            networks: Networks::default(),
             observer: None,
         }
     }
@@ -230,12 +278,14 @@ impl Sample {
         self.relays.iter().find(|p| p.id == id)
     }
 
-    /// `n` distinct relays, none of them in `exclude`, in random order.
+    /// `n` distinct relays, none of them in `exclude` and no two in one
+    /// of `networks`, in random order.
     fn choose(
         &self,
         rng: &mut StdRng,
         n: usize,
         exclude: &HashSet<NodeId>,
+        networks: &Networks,
     ) -> Result<Vec<Peer>, CircuitError> {
         let mut pool: Vec<&Peer> = self
             .relays
@@ -249,7 +299,28 @@ impl Sample {
             });
         }
         pool.shuffle(rng);
-        Ok(pool.into_iter().take(n).cloned().collect())
+        // In the shuffled order, skip a relay that shares a network with
+        // one already taken: one operator's subnet holds one hop at most.
+        let mut taken: Vec<Peer> = Vec::with_capacity(n);
+        let mut used: Vec<(bool, u128)> = Vec::new();
+        for p in pool {
+            if taken.len() == n {
+                break;
+            }
+            let nets = networks.of(p);
+            if nets.iter().any(|x| used.contains(x)) {
+                continue;
+            }
+            used.extend(nets);
+            taken.push(p.clone());
+        }
+        if taken.len() < n {
+            return Err(CircuitError::NotEnoughRelays {
+                have: taken.len(),
+                need: n,
+            });
+        }
+        Ok(taken)
     }
 }
 

@@ -271,8 +271,12 @@ impl Circuits {
             None => {
                 let mut exclude = failed.clone();
                 exclude.insert(self.me);
-                self.sample
-                    .choose(&mut self.rng, self.settings.hops, &exclude)?
+                self.sample.choose(
+                    &mut self.rng,
+                    self.settings.hops,
+                    &exclude,
+                    &self.settings.networks,
+                )?
             }
         })
     }

@@ -460,3 +460,66 @@ fn isolation_keys_beyond_the_bound_retire_the_oldest_circuits() {
     assert!(net.done[&1001].is_ok());
     assert_eq!(net.nodes[0].stats().built, keys + 1);
 }
+
+/// A relay descriptor with these addresses (data only: nothing is dialled).
+fn relay_at(rng: &mut StdRng, addrs: &[&str]) -> Peer {
+    let identity = Identity::generate(rng);
+    let addrs = addrs.iter().map(|a| NodeAddr(a.parse().unwrap())).collect();
+    Peer::new(
+        identity
+            .sign_descriptor(addrs, 1, NodeDescriptor::FLAG_RELAY)
+            .unwrap(),
+    )
+}
+
+#[test]
+fn relays_of_one_circuit_come_from_distinct_networks() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut sample = Sample::default();
+    // Four relays in one public /16, one elsewhere, one on IPv6 only and
+    // one with both an address in that /16 and an IPv6 one.
+    for host in 1..=4u8 {
+        sample.insert(relay_at(&mut rng, &[&format!("1.2.{host}.9:7000")]));
+    }
+    sample.insert(relay_at(&mut rng, &["5.6.7.8:7000"]));
+    sample.insert(relay_at(&mut rng, &["[2a00:1:2::1]:7000"]));
+    sample.insert(relay_at(&mut rng, &["1.2.200.1:7000", "[2a00:9::1]:7000"]));
+    let nets = Networks::default();
+    let none = HashSet::new();
+    let in_shared = |p: &Peer| {
+        p.desc
+            .addrs
+            .iter()
+            .any(|a| a.0.to_string().starts_with("1.2."))
+    };
+    for _ in 0..200 {
+        let path = sample.choose(&mut rng, 3, &none, &nets).unwrap();
+        assert_eq!(
+            path.iter().filter(|p| in_shared(p)).count(),
+            1,
+            "one hop per /16"
+        );
+    }
+    // Three networks: no fourth hop.
+    assert_eq!(
+        sample.choose(&mut rng, 4, &none, &nets).unwrap_err(),
+        CircuitError::NotEnoughRelays { have: 3, need: 4 }
+    );
+    // A /48 is as much one network as a /16.
+    sample.insert(relay_at(&mut rng, &["[2a00:1:2:ffff::7]:7000"]));
+    assert!(sample.choose(&mut rng, 4, &none, &nets).is_err());
+    // With the rule off, any relays will do.
+    let off = Networks { v4: 0, v6: 0 };
+    assert_eq!(sample.choose(&mut rng, 4, &none, &off).unwrap().len(), 4);
+
+    // Loopback and private addresses never count: a test network on one
+    // host, or a home network, builds circuits.
+    for addrs in [["127.0.0.1:7001"], ["10.0.0.1:7001"]] {
+        let mut local = Sample::default();
+        for port in 1..=4u16 {
+            let a = addrs[0].replace("7001", &(7000 + port).to_string());
+            local.insert(relay_at(&mut rng, &[&a]));
+        }
+        assert_eq!(local.choose(&mut rng, 4, &none, &nets).unwrap().len(), 4);
+    }
+}

@@ -116,6 +116,11 @@ pub struct Config {
     pub circuit_lifetime_secs: u64,
     /// ... or for this many requests, then is replaced.
     pub circuit_requests: u32,
+    /// No two relays of a circuit share an IPv4 network of this many
+    /// leading bits (16), or an IPv6 one of `path_network_v6` (48). Only
+    /// public addresses count; 0 turns the rule off.
+    pub path_network_v4: u8,
+    pub path_network_v6: u8,
 }
 
 impl Default for Config {
@@ -141,6 +146,8 @@ impl Default for Config {
             circuit_hops: 3,
             circuit_lifetime_secs: 600,
             circuit_requests: 2048,
+            path_network_v4: 16,
+            path_network_v6: 48,
         }
     }
 }
@@ -195,6 +202,11 @@ impl Config {
                 "circuit_hops must be 1 to {}",
                 crate::wire::MAX_HOPS
             )));
+        }
+        if self.path_network_v4 > 32 || self.path_network_v6 > 128 {
+            return Err(Error::Invalid(
+                "path_network_v4 must be 0 to 32 and path_network_v6 0 to 128".into(),
+            ));
         }
         if self.circuit_requests == 0 || self.circuit_lifetime_secs == 0 {
             return Err(Error::Invalid(
@@ -281,6 +293,10 @@ impl Config {
             relay: self.relay,
             lifetime: Duration::from_secs(self.circuit_lifetime_secs),
             requests: self.circuit_requests,
+            networks: crate::circuit::Networks {
+                v4: self.path_network_v4,
+                v6: self.path_network_v6,
+            },
             ..crate::circuit::Settings::default()
         }
     }
