@@ -60,6 +60,12 @@ pub const CREATE_BURST: f64 = 64.0;
 pub const CREATE_RATE: f64 = 16.0;
 /// Relay descriptors a node keeps to choose circuits from.
 pub const SAMPLE_SIZE: usize = 64;
+/// Relays of one public network (see [`SAMPLE_NETWORKS`]) the sample
+/// holds at most, as go-ethereum's discovery table keeps at most 2 nodes
+/// of a /24 per bucket.
+pub const SAMPLE_PER_NETWORK: usize = 2;
+/// The networks [`SAMPLE_PER_NETWORK`] counts in: IPv4 /24, IPv6 /48.
+pub const SAMPLE_NETWORKS: Networks = Networks { v4: 24, v6: 48 };
 /// Isolation keys with a circuit in use at once, per client. A new key
 /// beyond this retires the oldest key's circuit (it finishes what it
 /// carries, then closes), so a local application that invents credentials
@@ -249,13 +255,31 @@ pub struct Sample {
 
 impl Sample {
     /// Add or refresh a relay; the oldest entry goes when the sample is
-    /// full.
-    pub fn insert(&mut self, peer: Peer) {
+    /// full. A relay new to the sample is refused (false) when
+    /// [`SAMPLE_PER_NETWORK`] relays of one public /24 (IPv4) or /48
+    /// (IPv6) are in it already: an adversary with a few subnets cannot
+    /// fill it however many ids it makes there.
+    pub fn insert(&mut self, peer: Peer) -> bool {
+        let known = self.relays.iter().any(|p| p.id == peer.id);
+        if !known {
+            let nets = SAMPLE_NETWORKS.of(&peer);
+            let crowded = nets.iter().any(|n| {
+                self.relays
+                    .iter()
+                    .filter(|p| SAMPLE_NETWORKS.of(p).contains(n))
+                    .count()
+                    >= SAMPLE_PER_NETWORK
+            });
+            if crowded {
+                return false;
+            }
+        }
         self.relays.retain(|p| p.id != peer.id);
         if self.relays.len() == SAMPLE_SIZE {
             self.relays.pop_front();
         }
         self.relays.push_back(peer);
+        true
     }
 
     pub fn remove(&mut self, id: NodeId) {
@@ -413,9 +437,13 @@ impl Circuits {
     }
 
     /// Add a relay found by a lookup. Only relays, and never this node.
-    pub fn add_relay(&mut self, peer: Peer) {
+    /// Put a relay in the sample (or refresh it); false if it was not
+    /// taken (this node itself, not a relay, or its network is full).
+    pub fn add_relay(&mut self, peer: Peer) -> bool {
         if peer.id != self.me && peer.desc.flags & crate::wire::NodeDescriptor::FLAG_RELAY != 0 {
-            self.sample.insert(peer);
+            self.sample.insert(peer)
+        } else {
+            false
         }
     }
 

@@ -523,3 +523,34 @@ fn relays_of_one_circuit_come_from_distinct_networks() {
         assert_eq!(local.choose(&mut rng, 4, &none, &nets).unwrap().len(), 4);
     }
 }
+
+#[test]
+fn the_sample_takes_two_relays_of_one_network_at_most() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let mut sample = Sample::default();
+    let a = relay_at(&mut rng, &["1.2.3.4:7000"]);
+    let b = relay_at(&mut rng, &["1.2.3.5:7000"]);
+    assert!(sample.insert(a.clone()));
+    assert!(sample.insert(b));
+    // A third id in the same /24 is refused, however it came.
+    for _ in 0..10 {
+        assert!(!sample.insert(relay_at(&mut rng, &["1.2.3.99:7000"])));
+    }
+    // One with an address there and another elsewhere is refused too.
+    assert!(!sample.insert(relay_at(&mut rng, &["1.2.3.7:7000", "9.9.9.9:7000"])));
+    assert_eq!(sample.len(), 2);
+    // A known relay is refreshed; the next /24 is another network.
+    assert!(sample.insert(a));
+    assert!(sample.insert(relay_at(&mut rng, &["1.2.4.1:7000"])));
+    // IPv6: a /48.
+    assert!(sample.insert(relay_at(&mut rng, &["[2a00:1:2:3::1]:7000"])));
+    assert!(sample.insert(relay_at(&mut rng, &["[2a00:1:2:4::1]:7000"])));
+    assert!(!sample.insert(relay_at(&mut rng, &["[2a00:1:2:5::1]:7000"])));
+    // Loopback and private addresses are in no network: a test network
+    // on one host fills the sample.
+    let mut local = Sample::default();
+    for port in 1..=SAMPLE_SIZE as u16 {
+        assert!(local.insert(relay_at(&mut rng, &[&format!("127.0.0.1:{port}")])));
+    }
+    assert_eq!(local.len(), SAMPLE_SIZE);
+}

@@ -144,8 +144,9 @@ impl Core {
                         });
                         let found = peer.map(|p| {
                             let new = self.circuits.sample().get(p.id).is_none();
-                            self.circuits.add_relay(p);
-                            new
+                            // A relay refused for its crowded network is
+                            // no find: the pace slows as for a known one.
+                            self.circuits.add_relay(p) && new
                         });
                         self.sampler.handle_done(found);
                     }
