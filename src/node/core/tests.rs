@@ -68,3 +68,93 @@ fn a_checked_signature_does_not_vouch_for_other_contents() {
     );
     assert!(closes(&mut c, link), "a forged descriptor got through");
 }
+
+/// A descriptor is taken for three days after it was signed, and a node
+/// signs a fresh one every day and shows it to its peers.
+#[test]
+fn descriptors_expire_and_nodes_refresh_theirs() {
+    let mut rng = StdRng::seed_from_u64(2);
+    let start = Instant::now();
+    let unix = 1_800_000_000;
+    let listen: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+    let mut c = Core::new(
+        Identity::generate(&mut rng),
+        Config::default().core_settings(listen),
+        [],
+        [3; 32],
+        start,
+        unix,
+    )
+    .unwrap();
+    let peer = Identity::generate(&mut rng);
+    let signed = |at: u64| {
+        peer.sign_descriptor(
+            vec![NodeAddr("127.0.0.1:7001".parse().unwrap())],
+            at,
+            NodeDescriptor::FLAG_RELAY,
+        )
+        .unwrap()
+    };
+    let link = LinkId(1);
+    let addr = "127.0.0.1:7001".parse().unwrap();
+    c.handle_link_up(link, peer.id(), addr, true, None, start);
+    while c.poll_action().is_some() {}
+    let stale = |c: &Core| c.status(None).stale_descriptors;
+
+    // Too old, and too far ahead: dropped, and the peer is not blamed for
+    // what may be a clock.
+    for at in [
+        unix - DESCRIPTOR_LIFETIME_SECS - 1,
+        unix + CLOCK_SKEW_SECS + 60,
+    ] {
+        c.handle_frame(
+            link,
+            Frame::Message(PeerMessage::Hello { node: signed(at) }),
+            start,
+        );
+        assert!(!closes(&mut c, link));
+    }
+    assert_eq!(stale(&c), 2);
+    // Within its lifetime, and within the skew: taken.
+    for at in [unix - DESCRIPTOR_LIFETIME_SECS + 60, unix + 60] {
+        c.handle_frame(
+            link,
+            Frame::Message(PeerMessage::Hello { node: signed(at) }),
+            start,
+        );
+        assert!(!closes(&mut c, link));
+    }
+    assert_eq!(stale(&c), 2);
+    // A list naming an expired node loses that entry, not the message.
+    let mut reply = PeerMessage::PredecessorReply {
+        query: 1,
+        predecessor: Some(signed(unix - DESCRIPTOR_LIFETIME_SECS - 1)),
+        successors: vec![signed(unix), signed(1)],
+    };
+    assert!(c.drop_stale(&mut reply, start));
+    let PeerMessage::PredecessorReply {
+        predecessor,
+        successors,
+        ..
+    } = reply
+    else {
+        unreachable!()
+    };
+    assert!(predecessor.is_none());
+    assert_eq!(successors.len(), 1);
+
+    // A day on, the node signs a fresh descriptor and says hello with it.
+    let day = start + DESCRIPTOR_REFRESH;
+    assert!(c.poll_timeout() <= day);
+    c.handle_timeout(day);
+    let fresh: Vec<u64> = std::iter::from_fn(|| c.poll_action())
+        .filter_map(|a| match a {
+            Action::Send {
+                frame: Frame::Message(PeerMessage::Hello { node }),
+                ..
+            } => Some(node.published),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fresh, vec![unix + DESCRIPTOR_REFRESH.as_secs()]);
+}
