@@ -275,6 +275,16 @@ fn nodes_on_separate_hosts_and_behind_nat_insert_and_fetch() {
     rand::thread_rng().fill_bytes(&mut doc);
     let file = dir.path().join("doc.bin");
     std::fs::write(&file, &doc).expect("document written");
+    // Its relays are found by sampling after the ring formed: wait for
+    // enough of them to build a circuit.
+    eventually("h2 knows relays", Duration::from_secs(60), || {
+        let s = status(&lab, &nodes[2])?;
+        if s.relay_sample >= 3 {
+            Ok(())
+        } else {
+            Err(format!("{} relays", s.relay_sample))
+        }
+    });
     let uri = put(&lab, &nodes[2], &file).expect("insert on h2");
     assert!(uri.starts_with("umbra:chk:"), "{uri}");
     for n in [&nodes[0], &nodes[3], &nodes[4], &client] {
