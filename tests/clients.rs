@@ -170,6 +170,20 @@ async fn curl_inserts_and_fetches_through_the_socks_proxy() {
         "new credentials must get a new circuit ({built} built before, {after} after)"
     );
 
+    // Under the same (no) credentials, each .umbra name has circuits of
+    // its own, and keeps using them.
+    let circuits = || async { net.entry().status().await.unwrap().circuits_built };
+    let start = circuits().await;
+    for (name, built) in [("one", 1), ("two", 2), ("one", 2)] {
+        let got = curl(socks, &[&format!("http://{name}.umbra/{uri}")]).await;
+        assert_eq!(text(&got.stdout), "posted through an isolated circuit");
+        assert_eq!(
+            circuits().await - start,
+            built,
+            "after a fetch on {name}.umbra"
+        );
+    }
+
     // The gateway's upload form takes a multipart file.
     let form_file = format!("file=@{}", file.display());
     let form = run(

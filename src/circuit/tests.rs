@@ -554,3 +554,21 @@ fn the_sample_takes_two_relays_of_one_network_at_most() {
     }
     assert_eq!(local.len(), SAMPLE_SIZE);
 }
+
+#[test]
+fn derived_isolation_keys_are_distinct() {
+    let base = Isolation::default();
+    let other = Isolation(7);
+    let keys = [
+        base,
+        other,
+        base.within(b"socks\0a.umbra"),
+        base.within(b"socks\0b.umbra"),
+        other.within(b"socks\0a.umbra"),
+        base.within(b"gateway\0127.0.0.1:8080"),
+    ];
+    let distinct: HashSet<Isolation> = keys.iter().copied().collect();
+    assert_eq!(distinct.len(), keys.len());
+    // The same label under the same key is the same key.
+    assert_eq!(base.within(b"x"), base.within(b"x"));
+}
