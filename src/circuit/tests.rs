@@ -565,7 +565,7 @@ fn derived_isolation_keys_are_distinct() {
         base.within(b"socks\0a.umbra"),
         base.within(b"socks\0b.umbra"),
         other.within(b"socks\0a.umbra"),
-        base.within(b"gateway\0127.0.0.1:8080"),
+        base.within(b"gateway\x00127.0.0.1:8080"),
     ];
     let distinct: HashSet<Isolation> = keys.iter().copied().collect();
     assert_eq!(distinct.len(), keys.len());
