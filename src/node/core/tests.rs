@@ -158,3 +158,94 @@ fn descriptors_expire_and_nodes_refresh_theirs() {
         .collect();
     assert_eq!(fresh, vec![unix + DESCRIPTOR_REFRESH.as_secs()]);
 }
+
+/// A relay answers handshakes for an onion key of its run's own (not the
+/// one in its identity file), makes a new one every week, and answers for
+/// the one before while descriptors that name it are current.
+#[test]
+fn onion_keys_rotate_with_an_overlap() {
+    use crate::crypto::ClientHandshake;
+    use crate::wire::{Cell, CircId, CreateBody, HandshakeType};
+    let mut rng = StdRng::seed_from_u64(5);
+    let start = Instant::now();
+    let identity = Identity::generate(&mut rng);
+    let file_key = identity.onion_key();
+    let listen: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+    let mut c = Core::new(
+        identity,
+        Config::default().core_settings(listen),
+        [],
+        [4; 32],
+        start,
+        1_800_000_000,
+    )
+    .unwrap();
+    let first_key = c.onion_key();
+    assert_ne!(
+        first_key, file_key,
+        "the identity file's onion key is not used"
+    );
+    let me = c.id();
+    let peer = Identity::generate(&mut rng);
+    let link = LinkId(1);
+    c.handle_link_up(
+        link,
+        peer.id(),
+        "127.0.0.1:7001".parse().unwrap(),
+        true,
+        None,
+        start,
+    );
+    while c.poll_action().is_some() {}
+    let mut circ = 0u32;
+    // Whether a CREATE naming `key` is answered CREATED.
+    let mut answered = |c: &mut Core, key: [u8; 32], now: Instant| {
+        circ += 1;
+        let (_, msg) = ClientHandshake::start(&mut rng, me, key);
+        let cell = Cell::Create {
+            circ: CircId(CircId::DIALER_BIT | circ),
+            body: CreateBody {
+                handshake: HandshakeType::NTOR_X25519,
+                data: msg.to_vec(),
+            },
+        };
+        c.handle_frame(link, Frame::Cell(cell), now);
+        std::iter::from_fn(|| c.poll_action()).any(|a| {
+            matches!(
+                a,
+                Action::Send {
+                    frame: Frame::Cell(Cell::Created { .. }),
+                    ..
+                }
+            )
+        })
+    };
+    assert!(answered(&mut c, first_key, start));
+    assert!(!answered(&mut c, file_key, start));
+
+    // A week on: a new key, in a fresh descriptor shown to the peer.
+    let week = start + ONION_ROTATE;
+    c.handle_timeout(week);
+    let hello: Vec<[u8; 32]> = std::iter::from_fn(|| c.poll_action())
+        .filter_map(|a| match a {
+            Action::Send {
+                frame: Frame::Message(PeerMessage::Hello { node }),
+                ..
+            } => Some(node.onion_key),
+            _ => None,
+        })
+        .collect();
+    let second_key = c.onion_key();
+    assert_ne!(second_key, first_key);
+    assert_eq!(hello, vec![second_key]);
+    // Both keys are answered while descriptors naming the first may be
+    // current...
+    assert!(answered(&mut c, second_key, week));
+    assert!(answered(&mut c, first_key, week));
+    // ... and the first no longer once they cannot be.
+    let later = week + Duration::from_secs(DESCRIPTOR_LIFETIME_SECS + CLOCK_SKEW_SECS);
+    c.handle_timeout(later);
+    while c.poll_action().is_some() {}
+    assert!(answered(&mut c, second_key, later));
+    assert!(!answered(&mut c, first_key, later));
+}
