@@ -420,13 +420,6 @@ impl Circuits {
         &self.settings
     }
 
-    /// The same identity with other onion keys (after a rotation): the
-    /// handshakes it answers from now on.
-    pub fn set_identity(&mut self, identity: Identity) {
-        debug_assert_eq!(identity.id(), self.me);
-        self.identity = identity;
-    }
-
     fn new_slot(&mut self) -> Slot {
         let s = self.next_local;
         self.next_local = Slot(s.0.wrapping_add(1));

@@ -678,7 +678,7 @@ impl RawClient {
 }
 
 /// Create a one-hop circuit `circ` at the relay `first` over `raw`.
-async fn create(raw: &mut RawClient, first: &Hop, circ: CircId) -> ClientCircuit {
+async fn create(raw: &mut RawClient, first: &Identity, circ: CircId) -> ClientCircuit {
     let (hs, msg) = ClientHandshake::start(&mut rand::rngs::OsRng, first.id(), first.onion_key());
     raw.send(Cell::Create {
         circ,
@@ -710,45 +710,20 @@ async fn sampled(h: &NodeHandle, path: &[NodeId]) {
     .await;
 }
 
-/// What a client needs of a relay to build through it: its id and the
-/// onion key its descriptor names.
-struct Hop {
-    id: NodeId,
-    onion: [u8; 32],
-}
-
-impl Hop {
-    fn of(h: &NodeHandle) -> Hop {
-        Hop {
-            id: h.id,
-            onion: h.onion_key,
-        }
-    }
-
-    fn of_identity(i: &Identity) -> Hop {
-        Hop {
-            id: i.id(),
-            onion: i.onion_key(),
-        }
-    }
-
-    fn id(&self) -> NodeId {
-        self.id
-    }
-
-    fn onion_key(&self) -> [u8; 32] {
-        self.onion
-    }
+/// The relay identity a node keeps in its data directory.
+fn identity_of(dir: &TempDir) -> Identity {
+    let bytes = std::fs::read(dir.path().join("identity.key")).expect("identity file");
+    Identity::from_secret_bytes(bytes.as_slice().try_into().expect("64 bytes"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_loops_a_circuit_through_three_relays_is_stopped() {
     let _one = ONE_AT_A_TIME.lock().await;
     let net = Testnet::start(3, &[], 0).await;
-    let relays: Vec<(Hop, SocketAddr)> = net
+    let relays: Vec<(Identity, SocketAddr)> = net
         .relays
         .iter()
-        .map(|(h, _)| (Hop::of(h), h.listen))
+        .map(|(h, dir)| (identity_of(dir), h.listen))
         .collect();
     let mut rng = rand::rngs::OsRng;
     let (first, first_addr) = (&relays[0].0, relays[0].1);
@@ -842,7 +817,7 @@ async fn a_client_that_loops_a_circuit_through_three_relays_is_stopped() {
 async fn a_link_that_floods_creates_is_held_to_its_rate() {
     let _one = ONE_AT_A_TIME.lock().await;
     let net = Testnet::start(3, &[], 0).await;
-    let relay = Hop::of(&net.relays[0].0);
+    let relay = identity_of(&net.relays[0].1);
     let mut raw = RawClient::dial(net.relays[0].0.listen, relay.id()).await;
     let started = std::time::Instant::now();
     let n = 200u32;
@@ -894,8 +869,8 @@ async fn a_link_that_floods_creates_is_held_to_its_rate() {
 /// (a node at `listen`), and return what the relay answers.
 async fn extend_to(
     listen: SocketAddr,
-    relay: &Hop,
-    to: &Hop,
+    relay: &Identity,
+    to: &Identity,
     addr: SocketAddr,
 ) -> (RawClient, Cell) {
     let mut raw = RawClient::dial(listen, relay.id()).await;
@@ -922,7 +897,7 @@ async fn an_extend_to_a_loopback_address_is_refused_outside_a_test_network() {
     // Where the extend would land: a socket nothing else knows of.
     let trap = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let trap_addr = trap.local_addr().unwrap();
-    let nobody = Hop::of_identity(&Identity::generate(&mut rand::rngs::OsRng));
+    let nobody = Identity::generate(&mut rand::rngs::OsRng);
 
     // A relay of a private network (it advertises a private address and
     // works in the private scope), reached here on loopback. It never
@@ -934,7 +909,7 @@ async fn an_extend_to_a_loopback_address_is_refused_outside_a_test_network() {
         ..config(dir.path(), None)
     };
     let private = node::start(cfg).await.expect("relay starts");
-    let (raw, answer) = extend_to(private.listen, &Hop::of(&private), &nobody, trap_addr).await;
+    let (raw, answer) = extend_to(private.listen, &identity_of(&dir), &nobody, trap_addr).await;
     assert!(
         matches!(
             answer,
@@ -962,7 +937,7 @@ async fn an_extend_to_a_loopback_address_is_refused_outside_a_test_network() {
     let (raw, _) = tokio::join!(
         async {
             let (raw, _answer) =
-                extend_to(local.listen, &Hop::of(&local), &nobody, trap_addr).await;
+                extend_to(local.listen, &identity_of(&dir), &nobody, trap_addr).await;
             raw
         },
         async {

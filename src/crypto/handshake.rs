@@ -141,16 +141,12 @@ pub fn respond<R: RngCore + CryptoRng>(
         expected: CLIENT_MSG_LEN,
     })?;
     let id = identity.id();
-    // Not secret: the id and the onion keys are public. A client that
-    // names another relay or an onion key this relay no longer answers
-    // for gets a clear refusal instead of a failed AUTH later.
-    let named = identity
-        .onion_secrets()
-        .map(|b| (b, PublicKey::from(b)))
-        .find(|(_, b_pub)| msg[32..64] == b_pub.as_bytes()[..]);
-    let Some((b, b_pub)) = named.filter(|_| msg[..32] == id.0) else {
+    let b_pub = PublicKey::from(identity.onion_key());
+    // Not secret: both are public. A client that names another relay or a
+    // stale onion key gets a clear refusal instead of a failed AUTH later.
+    if msg[..32] != id.0 || msg[32..64] != b_pub.as_bytes()[..] {
         return Err(Error::HandshakeNotForUs);
-    };
+    }
     let mut x = [0u8; 32];
     x.copy_from_slice(&msg[64..]);
     let x_pub = PublicKey::from(x);
@@ -158,7 +154,7 @@ pub fn respond<R: RngCore + CryptoRng>(
     let y = StaticSecret::random_from_rng(rng);
     let y_pub = PublicKey::from(&y);
     let dh_y = contributory(y.diffie_hellman(&x_pub))?;
-    let dh_b = contributory(b.diffie_hellman(&x_pub))?;
+    let dh_b = contributory(identity.onion_secret().diffie_hellman(&x_pub))?;
     let t = Transcript {
         id: &id,
         b: &b_pub,

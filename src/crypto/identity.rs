@@ -20,9 +20,6 @@ const DESCRIPTOR_CONTEXT: &[u8] = b"umbra descriptor v1\0";
 pub struct Identity {
     signing: SigningKey,
     onion: StaticSecret,
-    /// The onion key before the last rotation, still answered while
-    /// descriptors that name it are current.
-    previous_onion: Option<StaticSecret>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -36,7 +33,6 @@ impl Identity {
         Identity {
             signing: SigningKey::generate(rng),
             onion: StaticSecret::random_from_rng(rng),
-            previous_onion: None,
         }
     }
 
@@ -49,7 +45,6 @@ impl Identity {
         Identity {
             signing: SigningKey::from_bytes(&signing),
             onion: StaticSecret::from(*onion),
-            previous_onion: None,
         }
     }
 
@@ -80,32 +75,8 @@ impl Identity {
         Ok(Zeroizing::new(doc.as_bytes().to_vec()))
     }
 
-    /// The onion secrets a handshake may name: the current one, and the
-    /// one before the last rotation while it is kept.
-    pub(crate) fn onion_secrets(&self) -> impl Iterator<Item = &StaticSecret> {
-        std::iter::once(&self.onion).chain(self.previous_onion.as_ref())
-    }
-
-    /// A new onion key from `rng`; the current one is kept as the previous
-    /// (and the one before it forgotten) when `keep` says so.
-    pub fn rotate_onion<R: RngCore + CryptoRng>(&mut self, rng: &mut R, keep: bool) {
-        let old = std::mem::replace(&mut self.onion, StaticSecret::random_from_rng(rng));
-        self.previous_onion = keep.then_some(old);
-    }
-
-    /// Stop answering handshakes for the previous onion key.
-    pub fn forget_previous_onion(&mut self) {
-        self.previous_onion = None;
-    }
-
-    /// A copy, previous onion key included: the same secrets in two places
-    /// (one signs descriptors, the other answers handshakes).
-    pub fn duplicate(&self) -> Identity {
-        Identity {
-            signing: SigningKey::from_bytes(self.signing.as_bytes()),
-            onion: self.onion.clone(),
-            previous_onion: self.previous_onion.clone(),
-        }
+    pub(crate) fn onion_secret(&self) -> &StaticSecret {
+        &self.onion
     }
 
     /// A descriptor for this node, signed.

@@ -110,8 +110,7 @@ async fn ask(cmd: &mpsc::Sender<Command>, request: Request) -> Option<Reply> {
 /// A handle on a running node.
 pub struct NodeHandle {
     pub id: NodeId,
-    /// Its public keys: Ed25519 identity, and the X25519 onion key it
-    /// started with (it rotates weekly).
+    /// Its public keys: Ed25519 identity and X25519 onion key.
     pub identity_key: [u8; 32],
     pub onion_key: [u8; 32],
     /// The address its QUIC socket is bound to.

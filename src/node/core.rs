@@ -63,10 +63,6 @@ pub const DESCRIPTOR_LIFETIME_SECS: u64 = 3 * 24 * 3600;
 pub const DESCRIPTOR_REFRESH: Duration = Duration::from_secs(24 * 3600);
 /// A descriptor dated up to this far ahead is taken: clocks differ.
 pub const CLOCK_SKEW_SECS: u64 = 3600;
-/// A relay makes a new onion key this often, and answers handshakes for
-/// the one before for [`DESCRIPTOR_LIFETIME_SECS`] more, while
-/// descriptors that name it are current.
-pub const ONION_ROTATE: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const LINK_GRACE: Duration = Duration::from_secs(2);
 /// Verified descriptor signatures kept to skip re-verification.
 const VERIFIED_CACHE: usize = 4096;
@@ -395,13 +391,6 @@ pub struct Core {
     learn_warning: Option<Instant>,
     /// When this node next signs a fresh descriptor.
     republish_at: Instant,
-    /// Makes onion keys (drawn from its own generator so that rotations
-    /// leave every other choice of the node as it was).
-    keys_rng: StdRng,
-    /// When the onion key next rotates, and when the previous one stops
-    /// being answered.
-    onion_rotate_at: Instant,
-    onion_forget_at: Option<Instant>,
     /// Messages dropped for carrying an expired or future descriptor.
     stale_descriptors: u64,
     responder: Responder,
@@ -464,37 +453,26 @@ impl Core {
         unix_now: u64,
     ) -> Result<Core, crate::crypto::Error> {
         let mut rng = StdRng::from_seed(seed32);
-        // Every generator's seed, drawn in one order: a generator added
-        // later draws last and leaves the others as they were.
-        let ring_seed = seed(&mut rng);
-        let circuits_seed = seed(&mut rng);
-        let router_seed = seed(&mut rng);
-        let core_seed = seed(&mut rng);
-        let mut keys_rng = StdRng::from_seed(seed(&mut rng));
-        // An onion key of this run's own: the one in the identity file is
-        // never used, so a stolen file decrypts no circuit handshake.
-        let mut identity = identity;
-        identity.rotate_onion(&mut keys_rng, false);
         let relaying = settings.relay && !settings.advertised.is_empty();
         let desc = sign(&identity, &settings.advertised, unix_now)?;
         let ring_cfg = ring::Config {
             member: relaying,
             ..settings.ring.clone()
         };
-        let mut ring = Ring::new(desc, ring_cfg, now, ring_seed);
+        let mut ring = Ring::new(desc, ring_cfg, now, seed(&mut rng));
         ring.join(settings.bootstrap.clone(), now);
         let circuit_settings = circuit::Settings {
             relay: relaying,
             ..settings.circuits.clone()
         };
-        let signer = identity.duplicate();
-        let circuits = Circuits::new(identity, circuit_settings, circuits_seed);
+        let signer = Identity::from_secret_bytes(&identity.secret_bytes());
+        let circuits = Circuits::new(identity, circuit_settings, seed(&mut rng));
         let learner = match (&settings.learn, settings.relay && !relaying) {
             (Some(l), true) => Some(Learner::new(l.clone(), settings.policy)),
             _ => None,
         };
         Ok(Core {
-            router: Router::new(settings.route.clone(), router_seed),
+            router: Router::new(settings.route.clone(), seed(&mut rng)),
             placement: Placement::new(settings.replicas),
             sampler: Sampler::new(now, settings.sampling),
             sample_seen: 0,
@@ -509,10 +487,7 @@ impl Core {
             unix_born: unix_now,
             tokens: Tokens::default(),
             next_id: 0,
-            rng: StdRng::from_seed(core_seed),
-            keys_rng,
-            onion_rotate_at: now + ONION_ROTATE,
-            onion_forget_at: None,
+            rng: StdRng::from_seed(seed(&mut rng)),
             ring,
             circuits,
             links: HashMap::new(),
@@ -590,8 +565,6 @@ impl Core {
             self.learner.as_ref().and_then(Learner::poll_timeout),
             self.learn_warning,
             Some(self.republish_at),
-            Some(self.onion_rotate_at),
-            self.onion_forget_at,
             self.retiring.front().map(|(t, _)| *t),
         ];
         for t in more.into_iter().flatten() {
@@ -622,20 +595,6 @@ impl Core {
             self.placement.handle_timeout(now, &view);
         }
         self.addresses_timeout(now);
-        if self.onion_forget_at.is_some_and(|t| now >= t) {
-            self.onion_forget_at = None;
-            self.signer.forget_previous_onion();
-            self.circuits.set_identity(self.signer.duplicate());
-        }
-        if now >= self.onion_rotate_at {
-            self.onion_rotate_at = now + ONION_ROTATE;
-            self.onion_forget_at =
-                Some(now + Duration::from_secs(DESCRIPTOR_LIFETIME_SECS + CLOCK_SKEW_SECS));
-            self.signer.rotate_onion(&mut self.keys_rng, true);
-            self.circuits.set_identity(self.signer.duplicate());
-            // The new key goes out at once, in a fresh descriptor.
-            self.republish_at = now;
-        }
         if now >= self.republish_at {
             self.republish_at = now + DESCRIPTOR_REFRESH;
             self.publish(self.advertised.clone(), now);
@@ -663,11 +622,6 @@ impl Core {
             self.ring.lookup(target, token, now);
         }
         self.flush(now);
-    }
-
-    /// The onion key this node's descriptor names now.
-    pub fn onion_key(&self) -> [u8; 32] {
-        self.signer.onion_key()
     }
 
     fn fresh(&mut self) -> u64 {

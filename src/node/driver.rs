@@ -93,10 +93,9 @@ pub async fn start_with(cfg: Config, hooks: Hooks) -> Result<NodeHandle, Error> 
     let learning = settings.learn.is_some();
     let mut seed = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut seed);
-    let identity_key = identity.identity_key();
+    let (identity_key, onion_key) = (identity.identity_key(), identity.onion_key());
     let core = Core::new(identity, settings, held, seed, Instant::now(), unix_now())
         .map_err(|e| Error::Identity(e.to_string()))?;
-    let onion_key = core.onion_key();
     let id = core.id();
     if learning {
         tracing::info!(
