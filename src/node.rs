@@ -106,9 +106,6 @@ pub struct Status {
     pub circuits_too_long: u64,
     /// CREATEs refused for coming faster than a link may send them.
     pub creates_refused: u64,
-    /// Messages dropped for naming a node by an expired (or future-dated)
-    /// descriptor.
-    pub stale_descriptors: u64,
     /// Relays in the sample circuits are chosen from.
     pub relay_sample: usize,
 }

@@ -56,13 +56,6 @@ pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(15);
 pub const LEARN_PATIENCE: Duration = Duration::from_secs(120);
 /// A duplicate link stays open this long after another link to the same
 /// peer won, so that what is already on its way arrives.
-/// A descriptor is taken for this long after it was published...
-pub const DESCRIPTOR_LIFETIME_SECS: u64 = 3 * 24 * 3600;
-/// ... and a node signs a fresh one this often, so that the copies in
-/// others' tables stay well inside that.
-pub const DESCRIPTOR_REFRESH: Duration = Duration::from_secs(24 * 3600);
-/// A descriptor dated up to this far ahead is taken: clocks differ.
-pub const CLOCK_SKEW_SECS: u64 = 3600;
 pub const LINK_GRACE: Duration = Duration::from_secs(2);
 /// Verified descriptor signatures kept to skip re-verification.
 const VERIFIED_CACHE: usize = 4096;
@@ -389,10 +382,6 @@ pub struct Core {
     sample_seen: usize,
     learner: Option<Learner>,
     learn_warning: Option<Instant>,
-    /// When this node next signs a fresh descriptor.
-    republish_at: Instant,
-    /// Messages dropped for carrying an expired or future descriptor.
-    stale_descriptors: u64,
     responder: Responder,
     advertised: Vec<SocketAddr>,
     /// The link in use for each peer.
@@ -477,8 +466,6 @@ impl Core {
             sampler: Sampler::new(now, settings.sampling),
             sample_seen: 0,
             learn_warning: learner.as_ref().map(|_| now + LEARN_PATIENCE),
-            republish_at: now + DESCRIPTOR_REFRESH,
-            stale_descriptors: 0,
             learner,
             responder: Responder::default(),
             advertised: settings.advertised.clone(),
@@ -564,7 +551,6 @@ impl Core {
             self.placement.poll_timeout(),
             self.learner.as_ref().and_then(Learner::poll_timeout),
             self.learn_warning,
-            Some(self.republish_at),
             self.retiring.front().map(|(t, _)| *t),
         ];
         for t in more.into_iter().flatten() {
@@ -595,10 +581,6 @@ impl Core {
             self.placement.handle_timeout(now, &view);
         }
         self.addresses_timeout(now);
-        if now >= self.republish_at {
-            self.republish_at = now + DESCRIPTOR_REFRESH;
-            self.publish(self.advertised.clone(), now);
-        }
         self.retire_links(now);
         let mut known = self.circuits.sample().ids();
         if known.len() < self.sample_seen {

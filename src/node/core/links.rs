@@ -243,41 +243,6 @@ impl Core {
         self.flush(now);
     }
 
-    /// Whether `d` is dated within its lifetime, as of `now`.
-    fn current(&self, d: &NodeDescriptor, now: Instant) -> bool {
-        let unix = self.unix_at(now);
-        d.published.saturating_add(super::DESCRIPTOR_LIFETIME_SECS) >= unix
-            && d.published <= unix.saturating_add(super::CLOCK_SKEW_SECS)
-    }
-
-    /// Take expired (or future) descriptors out of a message that lists
-    /// other nodes: the peer may hold an old copy of a third node's,
-    /// which is no fault of its own. False if the message is about one
-    /// node whose descriptor is not current: then it says nothing usable.
-    pub(super) fn drop_stale(&self, msg: &mut PeerMessage, now: Instant) -> bool {
-        match msg {
-            PeerMessage::FindSuccessorReply { node, .. }
-            | PeerMessage::Notify { node }
-            | PeerMessage::Hello { node } => self.current(node, now),
-            PeerMessage::PredecessorReply {
-                predecessor,
-                successors,
-                ..
-            }
-            | PeerMessage::Leaving {
-                predecessor,
-                successors,
-            } => {
-                if predecessor.as_ref().is_some_and(|d| !self.current(d, now)) {
-                    *predecessor = None;
-                }
-                successors.retain(|d| self.current(d, now));
-                true
-            }
-            _ => true,
-        }
-    }
-
     /// Check every descriptor a message carries; the ring only ever sees
     /// verified ones.
     fn descriptors_valid(&mut self, msg: &PeerMessage) -> bool {
@@ -330,12 +295,7 @@ impl Core {
         true
     }
 
-    fn on_message(&mut self, peer: NodeId, mut msg: PeerMessage, now: Instant) {
-        if !self.drop_stale(&mut msg, now) {
-            self.stale_descriptors += 1;
-            tracing::debug!("a message about a node whose descriptor is not current; dropped");
-            return;
-        }
+    fn on_message(&mut self, peer: NodeId, msg: PeerMessage, now: Instant) {
         if !self.descriptors_valid(&msg) {
             self.misbehaved(peer, "invalid descriptor", now);
             return;

@@ -242,7 +242,6 @@ impl Core {
             bad_cells: circuits.bad_cells,
             circuits_too_long: circuits.long_circuits,
             creates_refused: circuits.creates_refused,
-            stale_descriptors: self.stale_descriptors,
             relay_sample: circuits.sample,
         }
     }
@@ -284,31 +283,22 @@ impl Core {
     /// Advertise `addrs` from now on: a new descriptor, and a place on the
     /// ring as a relay.
     pub(super) fn advertise(&mut self, addrs: Vec<SocketAddr>, now: Instant) {
-        let first = self.advertised.is_empty();
-        if !self.publish(addrs, now) {
-            return;
-        }
-        tracing::debug!(addrs = ?self.advertised, "advertising learned addresses");
-        if first {
-            tracing::info!("learned a reachable address from peers; relaying from now on");
-        }
-        self.ring.set_member(true, now);
-        self.circuits.set_relay(true);
-    }
-
-    /// Sign a descriptor advertising `addrs`, dated now, use it from now
-    /// on and show it to every peer. Also how a descriptor is refreshed
-    /// before it expires. False if it could not be signed.
-    pub(super) fn publish(&mut self, addrs: Vec<SocketAddr>, now: Instant) -> bool {
         let desc = match super::sign(&self.signer, &addrs, self.unix_at(now)) {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!("cannot sign a new descriptor: {e}");
-                return false;
+                return;
             }
         };
+        let first = self.advertised.is_empty();
         self.advertised = addrs;
+        tracing::debug!(addrs = ?self.advertised, "advertising learned addresses");
+        if first {
+            tracing::info!("learned a reachable address from peers; relaying from now on");
+        }
         self.ring.set_descriptor(desc.clone());
+        self.ring.set_member(true, now);
+        self.circuits.set_relay(true);
         let mut links: Vec<_> = self.links.values().map(|l| l.id).collect();
         links.sort();
         for link in links {
@@ -317,7 +307,6 @@ impl Core {
                 frame: Frame::Message(PeerMessage::Hello { node: desc.clone() }),
             });
         }
-        true
     }
 
     /// A peer asks to be dialled back on `port` at the address its link
