@@ -710,6 +710,36 @@ async fn sampled(h: &NodeHandle, path: &[NodeId]) {
     .await;
 }
 
+/// An EXTEND to `next` at `addr`, wrapped in every layer of `layers`;
+/// with the handshake state that finishes it.
+fn extend_onion(
+    layers: &mut ClientCircuit,
+    next: &Identity,
+    addr: SocketAddr,
+) -> (ClientHandshake, Box<[u8; umbra::wire::ONION_LEN]>) {
+    let (hs, msg) = ClientHandshake::start(&mut rand::rngs::OsRng, next.id(), next.onion_key());
+    let extend = RelayMessage::Extend {
+        next: next.id(),
+        addrs: vec![NodeAddr(addr)],
+        handshake: HandshakeType::NTOR_X25519,
+        data: msg.to_vec(),
+    };
+    let onion = layers
+        .wrap_forward(&mut rand::rngs::OsRng, &extend.encode_payload().unwrap())
+        .unwrap();
+    (hs, onion)
+}
+
+/// The relays still serve everyone else: `c` builds a circuit through
+/// `path` with its own client.
+async fn an_honest_circuit_builds(c: &NodeHandle, path: Vec<NodeId>, iso: Isolation) {
+    sampled(c, &path).await;
+    c.pin_path(iso, path).await.unwrap();
+    c.build_circuit(iso)
+        .await
+        .expect("an honest circuit builds through the relays");
+}
+
 /// The relay identity a node keeps in its data directory.
 fn identity_of(dir: &TempDir) -> Identity {
     let bytes = std::fs::read(dir.path().join("identity.key")).expect("identity file");
@@ -725,7 +755,6 @@ async fn a_client_that_loops_a_circuit_through_three_relays_is_stopped() {
         .iter()
         .map(|(h, dir)| (identity_of(dir), h.listen))
         .collect();
-    let mut rng = rand::rngs::OsRng;
     let (first, first_addr) = (&relays[0].0, relays[0].1);
     let mut raw = RawClient::dial(first_addr, first.id()).await;
 
@@ -736,16 +765,7 @@ async fn a_client_that_loops_a_circuit_through_three_relays_is_stopped() {
     let mut stopped = None;
     for k in 1..20 {
         let (next, addr) = &relays[k % 3];
-        let (hs, msg) = ClientHandshake::start(&mut rng, next.id(), next.onion_key());
-        let extend = RelayMessage::Extend {
-            next: next.id(),
-            addrs: vec![NodeAddr(*addr)],
-            handshake: HandshakeType::NTOR_X25519,
-            data: msg.to_vec(),
-        };
-        let onion = layers
-            .wrap_forward(&mut rng, &extend.encode_payload().unwrap())
-            .unwrap();
+        let (hs, onion) = extend_onion(&mut layers, next, *addr);
         raw.send(Cell::RelayEarly { circ, onion }).await;
         match raw.next_cell().await {
             Cell::Relay { mut onion, .. } => {
@@ -778,16 +798,7 @@ async fn a_client_that_loops_a_circuit_through_three_relays_is_stopped() {
     let circ = CircId(CircId::DIALER_BIT | 2);
     let mut layers = create(&mut raw, first, circ).await;
     let (next, addr) = &relays[1];
-    let (_, msg) = ClientHandshake::start(&mut rng, next.id(), next.onion_key());
-    let extend = RelayMessage::Extend {
-        next: next.id(),
-        addrs: vec![NodeAddr(*addr)],
-        handshake: HandshakeType::NTOR_X25519,
-        data: msg.to_vec(),
-    };
-    let onion = layers
-        .wrap_forward(&mut rng, &extend.encode_payload().unwrap())
-        .unwrap();
+    let (_, onion) = extend_onion(&mut layers, next, *addr);
     raw.send(Cell::Relay { circ, onion }).await;
     assert!(
         matches!(
@@ -803,13 +814,8 @@ async fn a_client_that_loops_a_circuit_through_three_relays_is_stopped() {
 
     // The relays serve everyone else: a circuit of the node's own client
     // builds through them.
-    let c = &net.relays[0].0;
     let path = vec![net.relays[1].0.id, net.relays[2].0.id];
-    sampled(c, &path).await;
-    c.pin_path(Isolation(7), path).await.unwrap();
-    c.build_circuit(Isolation(7))
-        .await
-        .expect("an honest circuit builds");
+    an_honest_circuit_builds(&net.relays[0].0, path, Isolation(7)).await;
     net.stop().await;
 }
 
@@ -855,13 +861,8 @@ async fn a_link_that_floods_creates_is_held_to_its_rate() {
     assert_eq!(s.creates_refused, refused, "every refusal counted");
     raw.ep.close().await;
     // Everyone else is served: the relay's neighbours build through it.
-    let c = &net.relays[1].0;
     let path = vec![net.relays[0].0.id, net.relays[2].0.id];
-    sampled(c, &path).await;
-    c.pin_path(Isolation(9), path).await.unwrap();
-    c.build_circuit(Isolation(9))
-        .await
-        .expect("a circuit builds through the flooded relay");
+    an_honest_circuit_builds(&net.relays[1].0, path, Isolation(9)).await;
     net.stop().await;
 }
 
@@ -876,16 +877,7 @@ async fn extend_to(
     let mut raw = RawClient::dial(listen, relay.id()).await;
     let circ = CircId(CircId::DIALER_BIT | 1);
     let mut layers = create(&mut raw, relay, circ).await;
-    let (_, msg) = ClientHandshake::start(&mut rand::rngs::OsRng, to.id(), to.onion_key());
-    let extend = RelayMessage::Extend {
-        next: to.id(),
-        addrs: vec![NodeAddr(addr)],
-        handshake: HandshakeType::NTOR_X25519,
-        data: msg.to_vec(),
-    };
-    let onion = layers
-        .wrap_forward(&mut rand::rngs::OsRng, &extend.encode_payload().unwrap())
-        .unwrap();
+    let (_, onion) = extend_onion(&mut layers, to, addr);
     raw.send(Cell::RelayEarly { circ, onion }).await;
     let answer = raw.next_cell().await;
     (raw, answer)
