@@ -27,8 +27,10 @@ use crate::wire::{NodeDescriptor, NodeId, PeerMessage, MAX_SUCCESSORS};
 mod id;
 mod lookup;
 mod stabilize;
+mod walk;
 
 pub use id::{add_pow2, distance, in_half_open, in_open};
+pub use walk::{gap, position, Found, WALK_MAX_STEPS};
 
 /// Timings and sizes; the defaults suit a LAN or a loopback test network.
 #[derive(Debug, Clone)]
@@ -141,6 +143,14 @@ pub enum Event {
         steps: u32,
         timeouts: u32,
     },
+    /// A walk started with [`Ring::walk`] finished.
+    WalkDone {
+        token: Token,
+        result: Result<Box<Found>, LookupError>,
+        /// Tables asked for, and how many went unanswered.
+        steps: u32,
+        timeouts: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -178,6 +188,8 @@ enum Pending {
     },
     Stabilize,
     PingPredecessor,
+    /// A walk waits for a node's table.
+    Walk(walk::Walk),
 }
 
 /// Where a lookup looks when the successor it found does not answer.
@@ -223,6 +235,11 @@ pub struct Ring {
     outbox: VecDeque<Transmit>,
     events: VecDeque<Event>,
     rng: StdRng,
+    /// Density estimates from the tables walks accepted, newest last.
+    densities: VecDeque<f64>,
+    /// Nodes whose tables walks accepted, newest last.
+    checked: VecDeque<Peer>,
+    tables_refused: u64,
 }
 
 impl Ring {
@@ -251,6 +268,9 @@ impl Ring {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             rng: StdRng::from_seed(seed),
+            densities: VecDeque::new(),
+            checked: VecDeque::new(),
+            tables_refused: 0,
             cfg,
         }
     }
@@ -647,6 +667,31 @@ impl Ring {
                     }
                 }
             }
+            PeerMessage::GetTable { query } => {
+                let reply = self.table(query);
+                self.send(Dest::Link(from), reply);
+            }
+            PeerMessage::Table {
+                query,
+                predecessor,
+                successors,
+                fingers,
+            } => {
+                if let Some(Query {
+                    what: Pending::Walk(w),
+                    ..
+                }) = self.take_query(query, from)
+                {
+                    let k = successors.len();
+                    let table: Vec<Peer> = successors
+                        .into_iter()
+                        .chain(fingers)
+                        .chain(predecessor)
+                        .map(Peer::new)
+                        .collect();
+                    self.walk_table(w, from, table, k, now);
+                }
+            }
             PeerMessage::Notify { node } => {
                 let p = Peer::new(node);
                 if p.id == from {
@@ -708,6 +753,7 @@ impl Ring {
                 lookup.timeouts += 1;
                 self.lookup_next(lookup, now);
             }
+            Pending::Walk(w) => self.walk_timed_out(w, q.to, now),
             Pending::Stabilize | Pending::PingPredecessor => {}
         }
     }

@@ -58,6 +58,8 @@ pub const MAX_MESSAGE_LEN: usize = MAX_BLOCK_LEN + 1024;
 pub const MAX_ADDRS: usize = 4;
 /// Descriptors in a successor list reply.
 pub const MAX_SUCCESSORS: usize = 32;
+/// Distinct fingers in a routing table reply.
+pub const MAX_FINGERS: usize = 64;
 /// Handshake bytes in create, created, extend and extended.
 pub const MAX_HANDSHAKE_LEN: usize = 512;
 

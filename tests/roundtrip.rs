@@ -80,6 +80,19 @@ fn arb_peer_message() -> impl Strategy<Value = PeerMessage> {
                 predecessor,
                 successors
             }),
+        any::<u64>().prop_map(|query| GetTable { query }),
+        (
+            any::<u64>(),
+            proptest::option::of(arb_descriptor()),
+            descs(),
+            descs()
+        )
+            .prop_map(|(query, predecessor, successors, fingers)| Table {
+                query,
+                predecessor,
+                successors,
+                fingers
+            }),
         arb_descriptor().prop_map(|node| Notify { node }),
         (proptest::option::of(arb_descriptor()), descs()).prop_map(|(predecessor, successors)| {
             Leaving {

@@ -10,8 +10,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::{
-    open_code, Error, Reader, RoutingKey, Writer, MAX_ADDRS, MAX_BLOCK_LEN, MAX_MESSAGE_LEN,
-    MAX_SUCCESSORS,
+    open_code, Error, Reader, RoutingKey, Writer, MAX_ADDRS, MAX_BLOCK_LEN, MAX_FINGERS,
+    MAX_MESSAGE_LEN, MAX_SUCCESSORS,
 };
 
 /// A routed request's random id, used for loop detection and to send the
@@ -50,6 +50,8 @@ open_code! {
         HELLO = 0x09,
         OBSERVED = 0x0a,
         PROBE = 0x0b,
+        GET_TABLE = 0x0c,
+        TABLE = 0x0d,
         GET = 0x20,
         PUT = 0x21,
         DATA = 0x22,
@@ -168,6 +170,19 @@ pub enum PeerMessage {
         predecessor: Option<NodeDescriptor>,
         successors: Vec<NodeDescriptor>,
     },
+    /// "Show me your routing table": asked by a node that walks the ring
+    /// itself and checks each table it is shown. It names no target, so
+    /// the answerer learns nothing of what the walk looks for.
+    GetTable {
+        query: u64,
+    },
+    /// The sender's predecessor, successor list and distinct fingers.
+    Table {
+        query: u64,
+        predecessor: Option<NodeDescriptor>,
+        successors: Vec<NodeDescriptor>,
+        fingers: Vec<NodeDescriptor>,
+    },
     /// "I might be your predecessor."
     Notify {
         node: NodeDescriptor,
@@ -252,6 +267,8 @@ impl PeerMessage {
             FindSuccessorReply { .. } => MessageKind::FIND_SUCCESSOR_REPLY,
             GetPredecessor { .. } => MessageKind::GET_PREDECESSOR,
             PredecessorReply { .. } => MessageKind::PREDECESSOR_REPLY,
+            GetTable { .. } => MessageKind::GET_TABLE,
+            Table { .. } => MessageKind::TABLE,
             Notify { .. } => MessageKind::NOTIFY,
             Leaving { .. } => MessageKind::LEAVING,
             Hello { .. } => MessageKind::HELLO,
@@ -298,6 +315,13 @@ impl PeerMessage {
                 query: r.u64()?,
                 predecessor: read_opt_descriptor(&mut r)?,
                 successors: read_descriptors(&mut r)?,
+            },
+            MessageKind::GET_TABLE => GetTable { query: r.u64()? },
+            MessageKind::TABLE => Table {
+                query: r.u64()?,
+                predecessor: read_opt_descriptor(&mut r)?,
+                successors: read_descriptors(&mut r)?,
+                fingers: read_list(&mut r, MAX_FINGERS, "finger list")?,
             },
             MessageKind::NOTIFY => Notify {
                 node: NodeDescriptor::read(&mut r)?,
@@ -378,7 +402,18 @@ impl PeerMessage {
                 w.bool(*done);
                 node.write(&mut w)?;
             }
-            GetPredecessor { query } => w.u64(*query),
+            GetPredecessor { query } | GetTable { query } => w.u64(*query),
+            Table {
+                query,
+                predecessor,
+                successors,
+                fingers,
+            } => {
+                w.u64(*query);
+                write_opt_descriptor(&mut w, predecessor.as_ref())?;
+                write_descriptors(&mut w, successors)?;
+                write_list(&mut w, fingers, MAX_FINGERS, "finger list")?;
+            }
             PredecessorReply {
                 query,
                 predecessor,
@@ -482,8 +517,20 @@ fn write_opt_descriptor(w: &mut Writer, d: Option<&NodeDescriptor>) -> Result<()
 }
 
 fn read_descriptors(r: &mut Reader<'_>) -> Result<Vec<NodeDescriptor>, Error> {
+    read_list(r, MAX_SUCCESSORS, "successor list")
+}
+
+fn write_descriptors(w: &mut Writer, ds: &[NodeDescriptor]) -> Result<(), Error> {
+    write_list(w, ds, MAX_SUCCESSORS, "successor list")
+}
+
+fn read_list(
+    r: &mut Reader<'_>,
+    max: usize,
+    what: &'static str,
+) -> Result<Vec<NodeDescriptor>, Error> {
     let n = usize::from(r.u8()?);
-    let n = r.bounded_count(n, MAX_SUCCESSORS, NodeDescriptor::MIN_LEN, "successor list")?;
+    let n = r.bounded_count(n, max, NodeDescriptor::MIN_LEN, what)?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         out.push(NodeDescriptor::read(r)?);
@@ -491,8 +538,13 @@ fn read_descriptors(r: &mut Reader<'_>) -> Result<Vec<NodeDescriptor>, Error> {
     Ok(out)
 }
 
-fn write_descriptors(w: &mut Writer, ds: &[NodeDescriptor]) -> Result<(), Error> {
-    w.count_u8(ds.len(), MAX_SUCCESSORS, "successor list")?;
+fn write_list(
+    w: &mut Writer,
+    ds: &[NodeDescriptor],
+    max: usize,
+    what: &'static str,
+) -> Result<(), Error> {
+    w.count_u8(ds.len(), max, what)?;
     ds.iter().try_for_each(|d| d.write(w))
 }
 

@@ -100,6 +100,13 @@ pub fn peer_messages() -> Vec<PeerMessage> {
             predecessor: Some(d.clone()),
             successors: vec![d.clone(), d.clone()],
         },
+        GetTable { query: 4 },
+        Table {
+            query: 4,
+            predecessor: None,
+            successors: vec![d.clone()],
+            fingers: vec![d.clone(), d.clone()],
+        },
         Notify { node: d.clone() },
         Leaving {
             predecessor: None,
