@@ -33,6 +33,7 @@ use crate::wire::{
 };
 
 mod client;
+pub mod guards;
 mod relay;
 #[cfg(test)]
 mod tests;
@@ -93,6 +94,10 @@ pub struct Settings {
     /// leading bits of an IPv4 and an IPv6 address (Tor's rule is /16 and
     /// /48; 0 turns the rule off for that family).
     pub networks: Networks,
+    /// Whether the first relay of every circuit comes from the entry
+    /// guards ([`guards`]); off only where a test needs every relay drawn
+    /// afresh.
+    pub guards: bool,
     /// Sees the relay messages this node reads (tests, debugging).
     pub observer: Option<Observer>,
 }
@@ -151,6 +156,7 @@ impl Default for Settings {
             build_attempts: 3,
             request_timeout: Duration::from_secs(45),
             networks: Networks::default(),
+            guards: true,
             observer: None,
         }
     }
@@ -183,6 +189,8 @@ impl Isolation {
 pub enum CircuitError {
     #[error("not enough relays known to build a circuit: have {have}, need {need}")]
     NotEnoughRelays { have: usize, need: usize },
+    #[error("no entry guard usable now, and no new one may be picked before tomorrow")]
+    NoGuard,
     #[error("could not build a circuit after {attempts} attempts")]
     BuildFailed { attempts: u32 },
     #[error("the circuit closed before the answer came back")]
@@ -244,6 +252,8 @@ pub struct Stats {
     pub long_circuits: u64,
     /// Relay descriptors in the sample.
     pub sample: usize,
+    /// Guards dropped for a success rate under the path-bias cutoff.
+    pub guards_dropped: u64,
 }
 
 /// The relays a node chooses circuits from: descriptors found by lookups of
@@ -251,6 +261,9 @@ pub struct Stats {
 #[derive(Default)]
 pub struct Sample {
     relays: VecDeque<Peer>,
+    /// When each relay entered the sample (guards are picked among those
+    /// known for a while).
+    since: HashMap<NodeId, Instant>,
 }
 
 impl Sample {
@@ -259,7 +272,7 @@ impl Sample {
     /// [`SAMPLE_PER_NETWORK`] relays of one public /24 (IPv4) or /48
     /// (IPv6) are in it already: an adversary with a few subnets cannot
     /// fill it however many ids it makes there.
-    pub fn insert(&mut self, peer: Peer) -> bool {
+    pub fn insert(&mut self, peer: Peer, now: Instant) -> bool {
         let known = self.relays.iter().any(|p| p.id == peer.id);
         if !known {
             let nets = SAMPLE_NETWORKS.of(&peer);
@@ -276,14 +289,26 @@ impl Sample {
         }
         self.relays.retain(|p| p.id != peer.id);
         if self.relays.len() == SAMPLE_SIZE {
-            self.relays.pop_front();
+            if let Some(old) = self.relays.pop_front() {
+                self.since.remove(&old.id);
+            }
         }
+        self.since.entry(peer.id).or_insert(now);
         self.relays.push_back(peer);
         true
     }
 
     pub fn remove(&mut self, id: NodeId) {
         self.relays.retain(|p| p.id != id);
+        self.since.remove(&id);
+    }
+
+    /// Each relay with when it entered the sample.
+    pub fn with_since(&self) -> Vec<(Peer, Instant)> {
+        self.relays
+            .iter()
+            .filter_map(|p| self.since.get(&p.id).map(|&t| (p.clone(), t)))
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -298,27 +323,34 @@ impl Sample {
         self.relays.iter().map(|p| p.id).collect()
     }
 
+    pub fn peers(&self) -> Vec<Peer> {
+        self.relays.iter().cloned().collect()
+    }
+
     pub fn get(&self, id: NodeId) -> Option<&Peer> {
         self.relays.iter().find(|p| p.id == id)
     }
 
     /// `n` distinct relays, none of them in `exclude` and no two in one
-    /// of `networks`, in random order.
+    /// of `networks`, in random order; after `first` if given (a guard,
+    /// which counts among the `n`).
     fn choose(
         &self,
         rng: &mut StdRng,
         n: usize,
         exclude: &HashSet<NodeId>,
         networks: &Networks,
+        first: Option<Peer>,
     ) -> Result<Vec<Peer>, CircuitError> {
         let mut pool: Vec<&Peer> = self
             .relays
             .iter()
-            .filter(|p| !exclude.contains(&p.id))
+            .filter(|p| !exclude.contains(&p.id) && first.as_ref().is_none_or(|f| f.id != p.id))
             .collect();
-        if pool.len() < n {
+        let fixed = usize::from(first.is_some());
+        if pool.len() + fixed < n {
             return Err(CircuitError::NotEnoughRelays {
-                have: pool.len(),
+                have: pool.len() + fixed,
                 need: n,
             });
         }
@@ -327,6 +359,10 @@ impl Sample {
         // one already taken: one operator's subnet holds one hop at most.
         let mut taken: Vec<Peer> = Vec::with_capacity(n);
         let mut used: Vec<(bool, u128)> = Vec::new();
+        if let Some(f) = first {
+            used.extend(networks.of(&f));
+            taken.push(f);
+        }
         for p in pool {
             if taken.len() == n {
                 break;
@@ -367,6 +403,9 @@ pub struct Circuits {
     /// What each link may still spend on CREATEs: tokens, as of when.
     creates: HashMap<NodeId, (f64, Instant)>,
     sample: Sample,
+    guards: guards::Guards,
+    /// Unix time at `clock.0`, to date guards.
+    clock: (Instant, u64),
     /// Relayed circuits, by a local number, and the two indexes into them.
     relayed: BTreeMap<Slot, RelayCirc>,
     by_prev: HashMap<LinkCirc, Slot>,
@@ -401,6 +440,8 @@ impl Circuits {
             links: HashMap::new(),
             creates: HashMap::new(),
             sample: Sample::default(),
+            guards: guards::Guards::default(),
+            clock: (Instant::now(), 0),
             relayed: BTreeMap::new(),
             by_prev: HashMap::new(),
             by_next: HashMap::new(),
@@ -439,12 +480,40 @@ impl Circuits {
     /// Add a relay found by a lookup. Only relays, and never this node.
     /// Put a relay in the sample (or refresh it); false if it was not
     /// taken (this node itself, not a relay, or its network is full).
-    pub fn add_relay(&mut self, peer: Peer) -> bool {
+    pub fn add_relay(&mut self, peer: Peer, now: Instant) -> bool {
         if peer.id != self.me && peer.desc.flags & crate::wire::NodeDescriptor::FLAG_RELAY != 0 {
-            self.sample.insert(peer)
+            self.sample.insert(peer, now)
         } else {
             false
         }
+    }
+
+    /// The Unix time at `now`, from which guards are dated.
+    pub fn set_clock(&mut self, now: Instant, unix: u64) {
+        self.clock = (now, unix);
+    }
+
+    fn unix_at(&self, now: Instant) -> u64 {
+        self.clock.1 + now.saturating_duration_since(self.clock.0).as_secs()
+    }
+
+    /// The entry guards, as persisted (see [`guards::Guards::encode`]).
+    pub fn guards(&self) -> &guards::Guards {
+        &self.guards
+    }
+
+    /// Start from a persisted guard list.
+    pub fn set_guards(&mut self, g: guards::Guards) {
+        self.guards = g;
+    }
+
+    /// The guard list changed since last taken: its persisted form.
+    pub fn take_guards_changed(&mut self) -> Option<Vec<u8>> {
+        if !self.guards.dirty() {
+            return None;
+        }
+        self.guards.saved();
+        Some(self.guards.encode())
     }
 
     pub fn stats(&self) -> Stats {
@@ -452,6 +521,7 @@ impl Circuits {
             relaying: self.relayed.len(),
             own: self.own.len(),
             sample: self.sample.len(),
+            guards_dropped: self.guards.dropped,
             ..self.stats
         }
     }

@@ -37,6 +37,8 @@ pub enum Error {
     Link(#[from] link::Error),
     #[error("cannot sign the node descriptor: {0}")]
     Identity(String),
+    #[error("entry guards file {path}: {message} (remove it to pick new guards)")]
+    Guards { path: String, message: String },
     #[error("the node has stopped")]
     Stopped,
 }

@@ -47,6 +47,10 @@ pub(super) struct ClientCirc {
     failed: HashSet<NodeId>,
     /// [`Circuits::build`] callers waiting for this circuit.
     build_tokens: Vec<Token>,
+    /// The entry guard it was built through, and whether the circuit has
+    /// been counted in its path-bias record yet.
+    guard: Option<NodeId>,
+    judged: bool,
 }
 
 enum State {
@@ -239,8 +243,16 @@ impl Circuits {
         failed: HashSet<NodeId>,
         now: Instant,
     ) -> Option<Slot> {
-        match self.choose_path(iso, &failed) {
-            Ok(path) => Some(self.build_on(iso, path, waiting, build_tokens, attempt, failed, now)),
+        match self.choose_path(iso, &failed, now) {
+            Ok(path) => {
+                let guard =
+                    (self.settings.guards && !self.pinned.contains_key(&iso)).then(|| path[0].id);
+                let local = self.build_on(iso, path, waiting, build_tokens, attempt, failed, now);
+                if let Some(c) = self.own.get_mut(&local) {
+                    c.guard = guard;
+                }
+                Some(local)
+            }
             Err(e) => {
                 self.fail_waiting(waiting, build_tokens, &e);
                 None
@@ -252,6 +264,7 @@ impl Circuits {
         &mut self,
         iso: Isolation,
         failed: &HashSet<NodeId>,
+        now: Instant,
     ) -> Result<Vec<Peer>, CircuitError> {
         Ok(match self.pinned.get(&iso) {
             Some(ids) if ids.is_empty() || ids.len() > MAX_HOPS => {
@@ -271,11 +284,28 @@ impl Circuits {
             None => {
                 let mut exclude = failed.clone();
                 exclude.insert(self.me);
+                let first = if self.settings.guards {
+                    let unix = self.unix_at(now);
+                    let candidates: Vec<(Peer, Instant)> = self
+                        .sample
+                        .with_since()
+                        .into_iter()
+                        .filter(|(p, _)| !exclude.contains(&p.id))
+                        .collect();
+                    let g = self
+                        .guards
+                        .current(now, unix, &candidates, &mut self.rng)
+                        .ok_or(CircuitError::NoGuard)?;
+                    Some(g)
+                } else {
+                    None
+                };
                 self.sample.choose(
                     &mut self.rng,
                     self.settings.hops,
                     &exclude,
                     &self.settings.networks,
+                    first,
                 )?
             }
         })
@@ -314,6 +344,8 @@ impl Circuits {
                 attempt,
                 failed,
                 build_tokens,
+                guard: None,
+                judged: false,
             },
         );
         if self.links.contains_key(&first.id) {
@@ -414,6 +446,18 @@ impl Circuits {
             return;
         }
         self.stats.build_failures += 1;
+        if let Some(g) = c.guard {
+            if c.layers.is_empty() {
+                // The guard itself did not answer: set it aside, the
+                // next attempt uses the next guard.
+                self.guards.unreachable(g, now);
+            } else {
+                self.judge(local, false);
+            }
+        }
+        let Some(c) = self.own.get(&local) else {
+            return;
+        };
         let was_current = self.current.get(&c.iso) == Some(&local);
         // Whatever part of it was built is released along its length.
         let Some(mut c) = self.remove_own(local, DestroyReason::REQUESTED) else {
@@ -476,7 +520,35 @@ impl Circuits {
         }
     }
 
+    /// Count the circuit in its guard's path-bias record, once: `ok` if
+    /// its exit answered a request, not if it died on the way (past the
+    /// guard) or with requests in flight.
+    pub(super) fn judge(&mut self, local: Slot, ok: bool) {
+        let Some(c) = self.own.get_mut(&local) else {
+            return;
+        };
+        let Some(g) = c.guard.filter(|_| !c.judged) else {
+            return;
+        };
+        c.judged = true;
+        self.judge_guard(g, ok);
+    }
+
+    fn judge_guard(&mut self, guard: NodeId, ok: bool) {
+        if self.guards.judge(guard, ok) {
+            tracing::warn!(
+                "an entry guard was dropped: too few of the circuits through it worked (path bias)"
+            );
+        }
+    }
+
     fn fail_all(&mut self, c: ClientCirc, err: CircuitError) {
+        let in_flight = !c.streams.is_empty() || !c.waiting.is_empty();
+        if let Some(g) = c.guard {
+            if in_flight && !c.judged && matches!(c.state, State::Ready) {
+                self.judge_guard(g, false);
+            }
+        }
         for s in c.streams.into_values() {
             self.actions.push_back(Action::Done {
                 token: s.token(),

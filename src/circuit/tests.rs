@@ -62,7 +62,7 @@ impl Net {
         let ids: Vec<NodeId> = peers.iter().map(|p| p.id).collect();
         for node in &mut nodes {
             for p in &peers {
-                node.add_relay(p.clone());
+                node.add_relay(p.clone(), Instant::now());
             }
         }
         Net {
@@ -479,11 +479,17 @@ fn relays_of_one_circuit_come_from_distinct_networks() {
     // Four relays in one public /16, one elsewhere, one on IPv6 only and
     // one with both an address in that /16 and an IPv6 one.
     for host in 1..=4u8 {
-        sample.insert(relay_at(&mut rng, &[&format!("1.2.{host}.9:7000")]));
+        sample.insert(
+            relay_at(&mut rng, &[&format!("1.2.{host}.9:7000")]),
+            Instant::now(),
+        );
     }
-    sample.insert(relay_at(&mut rng, &["5.6.7.8:7000"]));
-    sample.insert(relay_at(&mut rng, &["[2a00:1:2::1]:7000"]));
-    sample.insert(relay_at(&mut rng, &["1.2.200.1:7000", "[2a00:9::1]:7000"]));
+    sample.insert(relay_at(&mut rng, &["5.6.7.8:7000"]), Instant::now());
+    sample.insert(relay_at(&mut rng, &["[2a00:1:2::1]:7000"]), Instant::now());
+    sample.insert(
+        relay_at(&mut rng, &["1.2.200.1:7000", "[2a00:9::1]:7000"]),
+        Instant::now(),
+    );
     let nets = Networks::default();
     let none = HashSet::new();
     let in_shared = |p: &Peer| {
@@ -493,7 +499,7 @@ fn relays_of_one_circuit_come_from_distinct_networks() {
             .any(|a| a.0.to_string().starts_with("1.2."))
     };
     for _ in 0..200 {
-        let path = sample.choose(&mut rng, 3, &none, &nets).unwrap();
+        let path = sample.choose(&mut rng, 3, &none, &nets, None).unwrap();
         assert_eq!(
             path.iter().filter(|p| in_shared(p)).count(),
             1,
@@ -502,15 +508,21 @@ fn relays_of_one_circuit_come_from_distinct_networks() {
     }
     // Three networks: no fourth hop.
     assert_eq!(
-        sample.choose(&mut rng, 4, &none, &nets).unwrap_err(),
+        sample.choose(&mut rng, 4, &none, &nets, None).unwrap_err(),
         CircuitError::NotEnoughRelays { have: 3, need: 4 }
     );
     // A /48 is as much one network as a /16.
-    sample.insert(relay_at(&mut rng, &["[2a00:1:2:ffff::7]:7000"]));
-    assert!(sample.choose(&mut rng, 4, &none, &nets).is_err());
+    sample.insert(
+        relay_at(&mut rng, &["[2a00:1:2:ffff::7]:7000"]),
+        Instant::now(),
+    );
+    assert!(sample.choose(&mut rng, 4, &none, &nets, None).is_err());
     // With the rule off, any relays will do.
     let off = Networks { v4: 0, v6: 0 };
-    assert_eq!(sample.choose(&mut rng, 4, &none, &off).unwrap().len(), 4);
+    assert_eq!(
+        sample.choose(&mut rng, 4, &none, &off, None).unwrap().len(),
+        4
+    );
 
     // Loopback and private addresses never count: a test network on one
     // host, or a home network, builds circuits.
@@ -518,9 +530,12 @@ fn relays_of_one_circuit_come_from_distinct_networks() {
         let mut local = Sample::default();
         for port in 1..=4u16 {
             let a = addrs[0].replace("7001", &(7000 + port).to_string());
-            local.insert(relay_at(&mut rng, &[&a]));
+            local.insert(relay_at(&mut rng, &[&a]), Instant::now());
         }
-        assert_eq!(local.choose(&mut rng, 4, &none, &nets).unwrap().len(), 4);
+        assert_eq!(
+            local.choose(&mut rng, 4, &none, &nets, None).unwrap().len(),
+            4
+        );
     }
 }
 
@@ -530,27 +545,42 @@ fn the_sample_takes_two_relays_of_one_network_at_most() {
     let mut sample = Sample::default();
     let a = relay_at(&mut rng, &["1.2.3.4:7000"]);
     let b = relay_at(&mut rng, &["1.2.3.5:7000"]);
-    assert!(sample.insert(a.clone()));
-    assert!(sample.insert(b));
+    assert!(sample.insert(a.clone(), Instant::now()));
+    assert!(sample.insert(b, Instant::now()));
     // A third id in the same /24 is refused, however it came.
     for _ in 0..10 {
-        assert!(!sample.insert(relay_at(&mut rng, &["1.2.3.99:7000"])));
+        assert!(!sample.insert(relay_at(&mut rng, &["1.2.3.99:7000"]), Instant::now()));
     }
     // One with an address there and another elsewhere is refused too.
-    assert!(!sample.insert(relay_at(&mut rng, &["1.2.3.7:7000", "9.9.9.9:7000"])));
+    assert!(!sample.insert(
+        relay_at(&mut rng, &["1.2.3.7:7000", "9.9.9.9:7000"]),
+        Instant::now()
+    ));
     assert_eq!(sample.len(), 2);
     // A known relay is refreshed; the next /24 is another network.
-    assert!(sample.insert(a));
-    assert!(sample.insert(relay_at(&mut rng, &["1.2.4.1:7000"])));
+    assert!(sample.insert(a, Instant::now()));
+    assert!(sample.insert(relay_at(&mut rng, &["1.2.4.1:7000"]), Instant::now()));
     // IPv6: a /48.
-    assert!(sample.insert(relay_at(&mut rng, &["[2a00:1:2:3::1]:7000"])));
-    assert!(sample.insert(relay_at(&mut rng, &["[2a00:1:2:4::1]:7000"])));
-    assert!(!sample.insert(relay_at(&mut rng, &["[2a00:1:2:5::1]:7000"])));
+    assert!(sample.insert(
+        relay_at(&mut rng, &["[2a00:1:2:3::1]:7000"]),
+        Instant::now()
+    ));
+    assert!(sample.insert(
+        relay_at(&mut rng, &["[2a00:1:2:4::1]:7000"]),
+        Instant::now()
+    ));
+    assert!(!sample.insert(
+        relay_at(&mut rng, &["[2a00:1:2:5::1]:7000"]),
+        Instant::now()
+    ));
     // Loopback and private addresses are in no network: a test network
     // on one host fills the sample.
     let mut local = Sample::default();
     for port in 1..=SAMPLE_SIZE as u16 {
-        assert!(local.insert(relay_at(&mut rng, &[&format!("127.0.0.1:{port}")])));
+        assert!(local.insert(
+            relay_at(&mut rng, &[&format!("127.0.0.1:{port}")]),
+            Instant::now()
+        ));
     }
     assert_eq!(local.len(), SAMPLE_SIZE);
 }

@@ -302,7 +302,11 @@ struct LinkInfo {
 /// Why a ring lookup was started.
 enum LookupFor {
     Placement(placement::LookupId),
-    Sample,
+    /// A walk of the relay sampler: `targeted` if it aimed just past a
+    /// relay already known (see [`sampling`]).
+    Sample {
+        targeted: bool,
+    },
     /// The local user asked, with this token.
     Asked(Token),
 }
@@ -455,7 +459,8 @@ impl Core {
             ..settings.circuits.clone()
         };
         let signer = Identity::from_secret_bytes(&identity.secret_bytes());
-        let circuits = Circuits::new(identity, circuit_settings, seed(&mut rng));
+        let mut circuits = Circuits::new(identity, circuit_settings, seed(&mut rng));
+        circuits.set_clock(now, unix_now);
         let learner = match (&settings.learn, settings.relay && !relaying) {
             (Some(l), true) => Some(Learner::new(l.clone(), settings.policy)),
             _ => None,
@@ -510,6 +515,17 @@ impl Core {
     /// The node's current descriptor.
     pub fn descriptor(&self) -> &NodeDescriptor {
         &self.ring.me().desc
+    }
+
+    /// Start from a persisted entry guard list.
+    pub fn set_guards(&mut self, g: crate::circuit::guards::Guards) {
+        self.circuits.set_guards(g);
+    }
+
+    /// The entry guard list's persisted form, if it changed since last
+    /// taken.
+    pub fn take_guards_changed(&mut self) -> Option<Vec<u8>> {
+        self.circuits.take_guards_changed()
     }
 
     pub fn ring(&self) -> &Ring {
@@ -595,13 +611,19 @@ impl Core {
             known.push(self.id());
         }
         let joined = self.ring.is_joined();
-        if let Some(target) = self
+        if let Some(look) = self
             .sampler
             .handle_timeout(now, &known, small, joined, &mut self.rng)
         {
             let token = self.tokens.issue();
-            self.lookups.insert(token, LookupFor::Sample);
-            self.ring.lookup(target, token, now);
+            self.lookups.insert(
+                token,
+                LookupFor::Sample {
+                    targeted: look.targeted,
+                },
+            );
+            let from = self.circuits.sample().peers();
+            self.ring.walk(look.target, token, from, now);
         }
         self.flush(now);
     }

@@ -94,8 +94,25 @@ pub async fn start_with(cfg: Config, hooks: Hooks) -> Result<NodeHandle, Error> 
     let mut seed = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut seed);
     let (identity_key, onion_key) = (identity.identity_key(), identity.onion_key());
-    let core = Core::new(identity, settings, held, seed, Instant::now(), unix_now())
+    let mut core = Core::new(identity, settings, held, seed, Instant::now(), unix_now())
         .map_err(|e| Error::Identity(e.to_string()))?;
+    let guards_file = cfg.data_dir.join(GUARDS_FILE);
+    match std::fs::read(&guards_file) {
+        Ok(bytes) => {
+            let g = crate::circuit::guards::Guards::decode(&bytes).map_err(|e| Error::Guards {
+                path: guards_file.display().to_string(),
+                message: e.to_string(),
+            })?;
+            core.set_guards(g);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(Error::Guards {
+                path: guards_file.display().to_string(),
+                message: e.to_string(),
+            })
+        }
+    }
     let id = core.id();
     if learning {
         tracing::info!(
@@ -136,6 +153,8 @@ pub async fn start_with(cfg: Config, hooks: Hooks) -> Result<NodeHandle, Error> 
         dial_tx,
         hooks,
         shutdown,
+        guards_file,
+        guards_saved: Instant::now(),
     };
     let task = tokio::spawn(driver.run(cmd_rx, link_rx, accept_rx, dial_rx, store_rx));
     Ok(NodeHandle {
@@ -202,9 +221,42 @@ struct Driver {
     dial_tx: mpsc::Sender<(DialId, Result<Link, link::Error>)>,
     hooks: Hooks,
     shutdown: watch::Sender<bool>,
+    /// Where the entry guards persist, and when they were last written.
+    guards_file: std::path::PathBuf,
+    guards_saved: Instant,
 }
 
+/// The entry guards' file in the data directory.
+pub const GUARDS_FILE: &str = "guards";
+/// Guards' path-bias counts change with every circuit; they are written
+/// at most this often, and when the node stops.
+const GUARDS_SAVE_EVERY: Duration = Duration::from_secs(10);
+
 impl Driver {
+    /// Write the guard list if it changed: to a temporary file, synced,
+    /// then renamed over the old one, so that a crash leaves one or the
+    /// other whole.
+    fn save_guards(&mut self, force: bool) {
+        if !force && self.guards_saved.elapsed() < GUARDS_SAVE_EVERY {
+            return;
+        }
+        let Some(bytes) = self.core.take_guards_changed() else {
+            return;
+        };
+        self.guards_saved = Instant::now();
+        let tmp = self.guards_file.with_extension("tmp");
+        let written = (|| {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.guards_file)
+        })();
+        if let Err(e) = written {
+            tracing::error!("cannot save the entry guards: {e}");
+        }
+    }
+
     async fn run(
         mut self,
         mut cmds: mpsc::Receiver<Command>,
@@ -256,6 +308,7 @@ impl Driver {
                 self.stop().await;
                 return;
             }
+            self.save_guards(false);
         }
     }
 
@@ -380,6 +433,7 @@ impl Driver {
     }
 
     async fn stop(&mut self) {
+        self.save_guards(true);
         let _ = self.shutdown.send(true);
         // Dropping the handles lets each writer send what is queued, finish
         // its stream and close its link; wait for that, briefly, before

@@ -232,6 +232,8 @@ impl Circuits {
             token: result.0,
             result: result.1,
         });
+        // The exit answered: the circuit works end to end.
+        self.judge(local, true);
         self.start_streams(local);
         self.maybe_finish(local);
     }
@@ -292,6 +294,9 @@ impl Circuits {
                 } else if let Some(c) = self.own.get_mut(&local) {
                     c.retired = true;
                 }
+            }
+            if !late.is_empty() {
+                self.judge(local, false);
             }
             for token in out {
                 self.actions.push_back(Action::Done {

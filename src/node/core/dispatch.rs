@@ -4,7 +4,10 @@
 
 use std::time::Instant;
 
+use rand::Rng;
+
 use super::placement::{self, View};
+use super::sampling;
 use super::{Action, Core, LookupFor, OpFor, Reply, RouteWaiter, StoreOp, CACHE_WRITES};
 use crate::circuit;
 use crate::link::reach;
@@ -131,30 +134,55 @@ impl Core {
                         let found = result.ok().map(|b| *b);
                         self.placement.handle_lookup_done(id, found, &view, now);
                     }
-                    Some(LookupFor::Sample) => {
-                        self.count_lookup(steps);
-                        let me = self.id();
-                        let peer = result.ok().map(|b| *b).filter(|p| {
-                            p.id != me
-                                && p.desc.flags & NodeDescriptor::FLAG_RELAY != 0
-                                && self
-                                    .settings
-                                    .policy
-                                    .reachable(&p.desc.addrs, self.settings.listen)
-                        });
-                        let found = peer.map(|p| {
-                            let new = self.circuits.sample().get(p.id).is_none();
-                            // A relay refused for its crowded network is
-                            // no find: the pace slows as for a known one.
-                            self.circuits.add_relay(p) && new
-                        });
-                        self.sampler.handle_done(found);
-                    }
-                    None => {}
+                    None | Some(LookupFor::Sample { .. }) => {}
                 },
+                RingEvent::WalkDone {
+                    token,
+                    result,
+                    steps,
+                    ..
+                } => {
+                    if let Some(LookupFor::Sample { targeted }) = self.lookups.remove(&token) {
+                        self.count_lookup(steps);
+                        self.sampled(result.ok().map(|b| *b), targeted, now);
+                    }
+                }
             }
         }
         busy
+    }
+
+    /// A sampling walk ended with `found`. A relay found past a random
+    /// point is kept with a probability that undoes the weight of its arc
+    /// (`sampling::keep_probability`); one found past a known relay is
+    /// kept as found.
+    fn sampled(&mut self, found: Option<crate::ring::Found>, targeted: bool, now: Instant) {
+        use crate::ring::{gap, position};
+        let me = self.id();
+        let kept = found.filter(|f| {
+            let p = if targeted {
+                1.0
+            } else {
+                let g = gap(position(&f.predecessor.id), position(&f.successor.id));
+                sampling::keep_probability(g, f.density)
+            };
+            self.rng.gen_bool(p.clamp(0.0, 1.0))
+        });
+        let peer = kept.map(|f| f.successor).filter(|p| {
+            p.id != me
+                && p.desc.flags & NodeDescriptor::FLAG_RELAY != 0
+                && self
+                    .settings
+                    .policy
+                    .reachable(&p.desc.addrs, self.settings.listen)
+        });
+        let found = peer.map(|p| {
+            let new = self.circuits.sample().get(p.id).is_none();
+            // A relay refused for its crowded network is no find: the
+            // pace slows as for a known one.
+            self.circuits.add_relay(p, now) && new
+        });
+        self.sampler.handle_done(found);
     }
 
     fn flush_router(&mut self, now: Instant) -> bool {

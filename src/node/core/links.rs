@@ -259,6 +259,16 @@ impl Core {
                 predecessor,
                 successors,
             } => predecessor.iter().chain(successors.iter()).collect(),
+            PeerMessage::Table {
+                predecessor,
+                successors,
+                fingers,
+                ..
+            } => predecessor
+                .iter()
+                .chain(successors.iter())
+                .chain(fingers.iter())
+                .collect(),
             _ => return true,
         };
         for d in descs {

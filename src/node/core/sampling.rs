@@ -46,6 +46,36 @@ pub const IN_FLIGHT: usize = 4;
 /// answers are often stale) has formed.
 pub const PATIENCE: u32 = 150;
 
+/// A relay found past a random point is kept with probability
+/// min(1, ACCEPT / (n · gap)), where gap is the arc before it and n the
+/// ring's density: every relay whose arc is wider than ACCEPT / n is then
+/// kept with the same probability, so a wide arc (an id chosen for it)
+/// buys nothing. Honest arcs are exponential with mean 1 / n, so a
+/// fraction 1 - e^-ACCEPT of them is narrower and kept less often; at
+/// 0.2 that makes an adversary that always has the widest arcs 1.1 times
+/// as likely to be drawn as its share of relays, and one walk in 5.5
+/// keeps a relay.
+pub const ACCEPT: f64 = 0.2;
+
+/// How likely a relay found past a random point is to be kept, given the
+/// arc `gap` before it (fraction of the ring) and the density `n`;
+/// unknown density keeps everything.
+pub fn keep_probability(gap: f64, n: f64) -> f64 {
+    if n <= 0.0 || gap <= 0.0 {
+        return 1.0;
+    }
+    (ACCEPT / (n * gap)).min(1.0)
+}
+
+/// A sampling walk to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Look {
+    pub target: [u8; 32],
+    /// Aimed just past a known relay: what it finds is that relay's
+    /// successor, drawn with no regard to arcs, and kept as found.
+    pub targeted: bool,
+}
+
 pub struct Sampler {
     pace: Pace,
     next: Instant,
@@ -79,7 +109,7 @@ impl Sampler {
         small: bool,
         joined: bool,
         rng: &mut dyn RngCore,
-    ) -> Option<[u8; 32]> {
+    ) -> Option<Look> {
         if now < self.next {
             return None;
         }
@@ -92,12 +122,14 @@ impl Sampler {
         // not be predictable from its id.
         let mut target = [0u8; 32];
         rng.fill_bytes(&mut target);
+        let mut targeted = false;
         if small && !known.is_empty() && target[0] & 1 == 0 {
             let from = known[usize::from(target[1]) % known.len()];
             target = add_pow2(&from.0, 0);
+            targeted = true;
         }
         self.in_flight += 1;
-        Some(target)
+        Some(Look { target, targeted })
     }
 
     /// A sampling lookup ended: `Some(new)` if it found a relay, `new`

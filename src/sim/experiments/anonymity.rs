@@ -9,6 +9,7 @@
 //! (handshakes over the simulated links) every circuit lifetime.
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +23,9 @@ use crate::node::core::sampling::Pace;
 use crate::node::core::{Reply, Request};
 use crate::node::Tap;
 use crate::sim::{Net, Settings};
-use crate::wire::{Frame, NodeDescriptor, NodeId, PeerMessage};
+use crate::wire::{
+    Cell, DestroyReason, Frame, KeyKind, NodeDescriptor, NodeId, PeerMessage, RoutingKey,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Adversary {
@@ -80,23 +83,103 @@ fn arc(ids: &BTreeSet<u128>, id: u128) -> u128 {
 
 /// A colluding relay's lie: every lookup step it answers says "done" and
 /// names the colluder at or after the node it would have named, which
-/// answers the confirming ping as any live node does.
+/// answers the confirming ping as any live node does; every table it shows
+/// has each entry replaced by the colluder at or after it, and its
+/// accomplices that follow it as its successor list.
 struct Liar {
+    me: NodeId,
     /// Colluders' descriptors, by position on the ring.
     colluders: Arc<Vec<(NodeId, NodeDescriptor)>>,
+}
+
+impl Liar {
+    /// The colluder at or after `id`.
+    fn at_or_after(&self, id: NodeId) -> &NodeDescriptor {
+        let k = self.colluders.partition_point(|(c, _)| *c < id) % self.colluders.len();
+        &self.colluders[k].1
+    }
+
+    /// `list` with each entry replaced by the colluder at or after it,
+    /// each colluder once.
+    fn replace(&self, list: Vec<NodeDescriptor>) -> Vec<NodeDescriptor> {
+        let mut out: Vec<NodeDescriptor> = Vec::new();
+        for d in list {
+            let c = self.at_or_after(node_id(&d.identity));
+            if node_id(&c.identity) != self.me && !out.contains(c) {
+                out.push(c.clone());
+            }
+        }
+        out
+    }
+
+    /// The `k` colluders that follow this one.
+    fn successors(&self, k: usize) -> Vec<NodeDescriptor> {
+        let n = self.colluders.len();
+        let at = self.colluders.partition_point(|(c, _)| *c <= self.me);
+        (0..k.min(n.saturating_sub(1)))
+            .map(|j| self.colluders[(at + j) % n].1.clone())
+            .collect()
+    }
+
+    /// The colluder before this one.
+    fn predecessor(&self) -> NodeDescriptor {
+        let n = self.colluders.len();
+        let at = self.colluders.partition_point(|(c, _)| *c < self.me);
+        self.colluders[(at + n - 1) % n].1.clone()
+    }
 }
 
 impl Tap for Liar {
     fn sending(&mut self, _to: NodeId, frame: Frame) -> Option<Frame> {
         match frame {
             Frame::Message(PeerMessage::FindSuccessorReply { query, node, .. }) => {
-                let honest = node_id(&node.identity);
-                let k =
-                    self.colluders.partition_point(|(id, _)| *id < honest) % self.colluders.len();
+                let node = self.at_or_after(node_id(&node.identity)).clone();
                 Some(Frame::Message(PeerMessage::FindSuccessorReply {
                     query,
                     done: true,
-                    node: self.colluders[k].1.clone(),
+                    node,
+                }))
+            }
+            Frame::Message(PeerMessage::Table {
+                query,
+                successors,
+                fingers,
+                ..
+            }) => Some(Frame::Message(PeerMessage::Table {
+                query,
+                predecessor: Some(self.predecessor()),
+                fingers: self.replace(fingers),
+                successors: self.successors(successors.len()),
+            })),
+            Frame::Message(PeerMessage::PredecessorReply {
+                query, successors, ..
+            }) => Some(Frame::Message(PeerMessage::PredecessorReply {
+                query,
+                predecessor: Some(self.predecessor()),
+                successors: self.successors(successors.len()),
+            })),
+            other => Some(other),
+        }
+    }
+}
+
+/// A selective-DoS colluder: while `armed` (the experiment's oracle for
+/// "this circuit is ours at one end only", standing in for the timing
+/// analysis a real adversary would use), every cell it would pass on
+/// becomes a DESTROY, so the circuit dies under the request it carries.
+struct Spoiler {
+    armed: Arc<AtomicBool>,
+}
+
+impl Tap for Spoiler {
+    fn sending(&mut self, _to: NodeId, frame: Frame) -> Option<Frame> {
+        match frame {
+            Frame::Cell(Cell::Relay { circ, .. } | Cell::RelayEarly { circ, .. })
+                if self.armed.load(Ordering::Relaxed) =>
+            {
+                Some(Frame::Cell(Cell::Destroy {
+                    circ,
+                    reason: DestroyReason::NONE,
                 }))
             }
             other => Some(other),
@@ -104,8 +187,9 @@ impl Tap for Liar {
     }
 }
 
-/// The network for one row: `n` relays, `bad` of them colluding.
-fn network(adv: Adversary, n: usize, f: f64, seed: u64) -> (Net, HashSet<NodeId>) {
+/// The network for one row: `n` relays, `bad` of them colluding, and the
+/// switch of a selective-DoS adversary.
+fn network(adv: Adversary, n: usize, f: f64, seed: u64) -> (Net, HashSet<NodeId>, Arc<AtomicBool>) {
     let mut net = Net::new(quiet(Settings::default()), seed);
     let mut rng = rng(seed, 6);
     let bad_count = (f * n as f64).round() as usize;
@@ -140,6 +224,19 @@ fn network(adv: Adversary, n: usize, f: f64, seed: u64) -> (Net, HashSet<NodeId>
         }
     }
     net.settle_ring();
+    let armed = Arc::new(AtomicBool::new(false));
+    if adv == Adversary::SelectiveDos {
+        for i in 0..net.len() {
+            if bad.contains(&net.core(i).id()) {
+                net.set_tap(
+                    i,
+                    Box::new(Spoiler {
+                        armed: armed.clone(),
+                    }),
+                );
+            }
+        }
+    }
     if adv == Adversary::LyingLookups && !bad.is_empty() {
         let mut colluders: Vec<(NodeId, NodeDescriptor)> = (0..net.len())
             .filter(|&i| bad.contains(&net.core(i).id()))
@@ -152,13 +249,14 @@ fn network(adv: Adversary, n: usize, f: f64, seed: u64) -> (Net, HashSet<NodeId>
                 net.set_tap(
                     i,
                     Box::new(Liar {
+                        me: net.core(i).id(),
                         colluders: colluders.clone(),
                     }),
                 );
             }
         }
     }
-    (net, bad)
+    (net, bad, armed)
 }
 
 #[derive(Default)]
@@ -174,7 +272,7 @@ struct Row {
 }
 
 fn one(adv: Adversary, n: usize, f: f64, users: usize, days: f64, seed: u64) -> Row {
-    let (mut net, bad) = network(adv, n, f, seed);
+    let (mut net, bad, armed) = network(adv, n, f, seed);
     let mut rng: StdRng = rng(seed, 7);
     let honest: Vec<usize> = (0..net.len())
         .filter(|&i| !bad.contains(&net.core(i).id()))
@@ -216,7 +314,24 @@ fn one(adv: Adversary, n: usize, f: f64, users: usize, days: f64, seed: u64) -> 
                 let first = path.first().is_some_and(|id| bad.contains(id));
                 let exit = path.last().is_some_and(|id| bad.contains(id));
                 let touched = path.iter().any(|id| bad.contains(id));
-                if adv == Adversary::SelectiveDos && touched && !(first && exit) {
+                // The user sends a request on it; a selective-DoS
+                // adversary on the circuit without both ends kills it.
+                let spoil = adv == Adversary::SelectiveDos && touched && !(first && exit);
+                armed.store(spoil, Ordering::Relaxed);
+                let mut key = [0u8; 32];
+                rng.fill(&mut key[..]);
+                let t = net.submit(
+                    c,
+                    Request::Circuit {
+                        iso,
+                        kind: KeyKind::CHK,
+                        key: RoutingKey(key),
+                        request: crate::route::Request::Get,
+                    },
+                );
+                let got = await_replies(&mut net, &[(c, t)], Duration::from_secs(120));
+                armed.store(false, Ordering::Relaxed);
+                if !matches!(got.get(&(c, t)), Some(Reply::Circuit(Ok(_)))) {
                     // Destroyed before it carried anything: the user's
                     // next request builds another.
                     row.destroyed += 1;
