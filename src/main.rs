@@ -106,6 +106,9 @@ enum Command {
         /// Virtual seconds to run (churn: default an hour; anonymity: 30 days).
         #[arg(long, value_name = "SECS")]
         duration: Option<u64>,
+        /// Users to simulate (anonymity: default 10).
+        #[arg(long, value_name = "N")]
+        users: Option<usize>,
     },
 }
 
@@ -213,6 +216,7 @@ fn main() -> ExitCode {
             plot,
             quick,
             duration,
+            users,
         } => sim(
             &experiment,
             experiments::Options {
@@ -220,6 +224,7 @@ fn main() -> ExitCode {
                 seed,
                 small: quick,
                 duration,
+                users,
             },
             csv.as_deref(),
             plot.as_deref(),

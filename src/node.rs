@@ -22,7 +22,7 @@ pub mod worker;
 pub use self::core::StoreError;
 pub use api::{channel, Answer, NodeClient, NodeHandle, RequestError, Requests};
 pub use config::{Bootstrap, Config, Error as ConfigError};
-pub use driver::{start, start_with, Hooks, Tap};
+pub use driver::{start, start_with, Hooks, Tap, GUARDS_FILE};
 pub use identity::load_identity;
 
 #[derive(Debug, thiserror::Error)]
@@ -110,4 +110,9 @@ pub struct Status {
     pub creates_refused: u64,
     /// Relays in the sample circuits are chosen from.
     pub relay_sample: usize,
+    /// Routing tables that walks refused for leaving out nodes or
+    /// showing gaps wider than the ring's density allows.
+    pub tables_refused: u64,
+    /// Entry guards dropped for too few working circuits (path bias).
+    pub guards_dropped: u64,
 }

@@ -190,6 +190,11 @@ enum Pending {
     PingPredecessor,
     /// A walk waits for a node's table.
     Walk(walk::Walk),
+    /// A table to measure the ring's density before walking; `first`: the
+    /// bootstrap node's.
+    Seed {
+        first: bool,
+    },
 }
 
 /// Where a lookup looks when the successor it found does not answer.
@@ -237,6 +242,10 @@ pub struct Ring {
     rng: StdRng,
     /// Density estimates from the tables walks accepted, newest last.
     densities: VecDeque<f64>,
+    /// Tables asked for to measure the ring, not yet answered.
+    seeding: usize,
+    /// When the ring was last measured.
+    seeded_at: Option<Instant>,
     /// Nodes whose tables walks accepted, newest last.
     checked: VecDeque<Peer>,
     tables_refused: u64,
@@ -269,6 +278,8 @@ impl Ring {
             events: VecDeque::new(),
             rng: StdRng::from_seed(seed),
             densities: VecDeque::new(),
+            seeding: 0,
+            seeded_at: None,
             checked: VecDeque::new(),
             tables_refused: 0,
             cfg,
@@ -677,11 +688,7 @@ impl Ring {
                 successors,
                 fingers,
             } => {
-                if let Some(Query {
-                    what: Pending::Walk(w),
-                    ..
-                }) = self.take_query(query, from)
-                {
+                if let Some(q) = self.take_query(query, from) {
                     let k = successors.len();
                     let table: Vec<Peer> = successors
                         .into_iter()
@@ -689,7 +696,13 @@ impl Ring {
                         .chain(predecessor)
                         .map(Peer::new)
                         .collect();
-                    self.walk_table(w, from, table, k, now);
+                    match q.what {
+                        Pending::Walk(w) => self.walk_table(w, from, table, k, now),
+                        Pending::Seed { first } => {
+                            self.seed_table(first, from, Some((table, k)), now)
+                        }
+                        _ => {}
+                    }
                 }
             }
             PeerMessage::Notify { node } => {
@@ -754,6 +767,9 @@ impl Ring {
                 self.lookup_next(lookup, now);
             }
             Pending::Walk(w) => self.walk_timed_out(w, q.to, now),
+            Pending::Seed { first } => {
+                self.seed_table(first, q.to.unwrap_or(self.me.id), None, now)
+            }
             Pending::Stabilize | Pending::PingPredecessor => {}
         }
     }

@@ -12,6 +12,7 @@ fn small(name: &str) -> Table {
             seed: 7,
             small: true,
             duration: None,
+            users: None,
         },
     )
     .unwrap_or_else(|e| panic!("{name}: {e}"))
@@ -65,24 +66,28 @@ fn every_experiment_has_a_name_and_unknown_ones_are_refused() {
             seed: 1,
             small: true,
             duration: None,
+            users: None,
         },
     )
     .expect_err("an unknown experiment is refused");
     assert!(e.contains("paths"), "the error lists the experiments: {e}");
     // Sizes a network cannot have, or this machine cannot hold, are
     // refused before anything is built.
-    for (nodes, duration) in [
-        (Some(0), None),
-        (Some(usize::MAX), None),
-        (None, Some(u64::MAX)),
+    for (nodes, duration, users) in [
+        (Some(0), None, None),
+        (Some(usize::MAX), None, None),
+        (None, Some(u64::MAX), None),
+        (None, None, Some(0)),
+        (None, None, Some(usize::MAX)),
     ] {
         let e = run(
-            "churn",
+            "anonymity",
             &Options {
                 nodes,
                 seed: 1,
                 small: true,
                 duration,
+                users,
             },
         )
         .expect_err("refused");

@@ -368,3 +368,223 @@ async fn a_client_only_node_shows_a_new_identity_each_run() {
         "a client-only node keeps no identity on disk"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entry_guards_survive_a_restart() {
+    use umbra::circuit::guards::Guards;
+    use umbra::circuit::Isolation;
+    let net = Net::grow(8).await;
+    let bootstrap = net.nodes[0].0.listen;
+    let dir = tempfile::tempdir().unwrap();
+    let client_config = || node::Config {
+        relay: false,
+        ..config(dir.path(), Some(bootstrap))
+    };
+    // Circuits of one run, each for its own isolation key: their first
+    // hops.
+    async fn first_hops(h: &NodeHandle, from: u64) -> Vec<NodeId> {
+        eventually("a relay sample", Duration::from_secs(30), || async {
+            match h.relay_sample().await {
+                Ok(s) if s.len() >= 4 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        let mut out = Vec::new();
+        for k in 0..6 {
+            let path = h
+                .build_circuit(Isolation(from + k))
+                .await
+                .expect("a circuit builds");
+            out.push(path[0]);
+        }
+        out
+    }
+    let h = node::start(client_config()).await.expect("starts");
+    let before = first_hops(&h, 1).await;
+    assert!(
+        before.iter().all(|f| *f == before[0]),
+        "every circuit enters through the one guard: {before:?}"
+    );
+    h.crash().await;
+    let file = dir.path().join(node::GUARDS_FILE);
+    let saved = Guards::decode(&std::fs::read(&file).expect("the guard list is saved"))
+        .expect("and reads back");
+    assert_eq!(
+        saved.list()[0].peer.id,
+        before[0],
+        "the guard in use is saved"
+    );
+
+    let h = node::start(client_config()).await.expect("restarts");
+    let after = first_hops(&h, 100).await;
+    assert!(
+        after.iter().all(|f| *f == before[0]),
+        "the next run enters through the same guard: {after:?} vs {:?}",
+        before[0]
+    );
+    h.crash().await;
+
+    // A damaged list is a clear error at start, not a silent new guard.
+    std::fs::write(&file, b"\x01\x09garbage").unwrap();
+    let e = node::start(client_config())
+        .await
+        .err()
+        .expect("a damaged guard list is refused");
+    assert!(e.to_string().contains("guards"), "{e}");
+}
+
+/// A relay that lies to everyone who looks it up, as the `anonymity`
+/// experiment's liars do: every lookup step it answers says "done" and
+/// names an accomplice; every table it shows has its accomplices in place
+/// of its neighbours and fingers. Accomplices learn each other from the
+/// descriptor each sends first on every link.
+struct LyingTap {
+    crew: Arc<std::sync::Mutex<Vec<umbra::wire::NodeDescriptor>>>,
+}
+
+impl LyingTap {
+    fn accomplice_after(&self, id: NodeId) -> Option<umbra::wire::NodeDescriptor> {
+        let crew = self.crew.lock().ok()?;
+        let mut sorted: Vec<&umbra::wire::NodeDescriptor> = crew.iter().collect();
+        sorted.sort_by_key(|d| umbra::crypto::node_id(&d.identity));
+        sorted
+            .iter()
+            .find(|d| umbra::crypto::node_id(&d.identity) >= id)
+            .or(sorted.first())
+            .map(|d| (*d).clone())
+    }
+}
+
+impl node::Tap for LyingTap {
+    fn sending(&mut self, _to: NodeId, frame: umbra::wire::Frame) -> Option<umbra::wire::Frame> {
+        use umbra::wire::{Frame, PeerMessage};
+        let replace = |this: &LyingTap, list: Vec<umbra::wire::NodeDescriptor>| {
+            let mut out: Vec<umbra::wire::NodeDescriptor> = Vec::new();
+            for d in list {
+                if let Some(a) = this.accomplice_after(umbra::crypto::node_id(&d.identity)) {
+                    if !out.contains(&a) {
+                        out.push(a);
+                    }
+                }
+            }
+            out
+        };
+        Some(match frame {
+            Frame::Message(PeerMessage::Hello { node }) => {
+                if let Ok(mut crew) = self.crew.lock() {
+                    if !crew.contains(&node) {
+                        crew.push(node.clone());
+                    }
+                }
+                Frame::Message(PeerMessage::Hello { node })
+            }
+            Frame::Message(PeerMessage::FindSuccessorReply { query, node, .. }) => {
+                let node = self
+                    .accomplice_after(umbra::crypto::node_id(&node.identity))
+                    .unwrap_or(node);
+                Frame::Message(PeerMessage::FindSuccessorReply {
+                    query,
+                    done: true,
+                    node,
+                })
+            }
+            Frame::Message(PeerMessage::Table {
+                query,
+                predecessor,
+                successors,
+                fingers,
+            }) => Frame::Message(PeerMessage::Table {
+                query,
+                predecessor,
+                successors: replace(self, successors),
+                fingers: replace(self, fingers),
+            }),
+            other => other,
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_that_lie_about_the_ring_do_not_fill_a_clients_sample() {
+    let mut net = Net::grow(10).await;
+    let first = net.nodes[0].0.listen;
+    let crew = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut liars = Vec::new();
+    for _ in 0..4 {
+        let dir = tempfile::tempdir().unwrap();
+        let hooks = node::Hooks {
+            tap: Some(Box::new(LyingTap { crew: crew.clone() })),
+            ..node::Hooks::default()
+        };
+        let h = node::start_with(config(dir.path(), Some(first)), hooks)
+            .await
+            .expect("liar starts");
+        liars.push(h.id);
+        net.nodes.push((h, dir));
+    }
+    eventually("ring correct", Duration::from_secs(30), || {
+        net.ring_correct()
+    })
+    .await;
+    eventually("liars know each other", Duration::from_secs(20), || async {
+        let n = crew.lock().map(|c| c.len()).unwrap_or(0);
+        if n == liars.len() {
+            Ok(())
+        } else {
+            Err(format!("{n} known"))
+        }
+    })
+    .await;
+    let honest: Vec<NodeId> = net
+        .nodes
+        .iter()
+        .map(|(h, _)| h.id)
+        .filter(|id| !liars.contains(id))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let victim = node::start(node::Config {
+        relay: false,
+        ..config(dir.path(), Some(first))
+    })
+    .await
+    .expect("client starts");
+
+    eventually("the victim joined", Duration::from_secs(20), || async {
+        match victim.status().await {
+            Ok(s) if s.joined => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    // The sample comes from checked walks: in this small network it ends
+    // up holding the relays as they are, honest ones included, and the
+    // liars at no more than their share.
+    eventually(
+        "the honest relays sampled",
+        Duration::from_secs(60),
+        || async {
+            let s = victim.relay_sample().await.map_err(|e| e.to_string())?;
+            let found = honest.iter().filter(|id| s.contains(id)).count();
+            if found >= honest.len() - 1 {
+                Ok(())
+            } else {
+                Err(format!("{found} of {} honest relays", honest.len()))
+            }
+        },
+    )
+    .await;
+    let sample = victim.relay_sample().await.unwrap();
+    let lying = sample.iter().filter(|id| liars.contains(id)).count();
+    let share = lying as f64 / sample.len() as f64;
+    let fair = liars.len() as f64 / (liars.len() + honest.len()) as f64;
+    assert!(
+        share <= fair + 0.05,
+        "liars hold {lying} of {} sampled relays (their share of relays: {fair:.2})",
+        sample.len()
+    );
+    let refused = victim.status().await.unwrap().tables_refused;
+    assert!(refused > 0, "the liars' tables were shown, and refused");
+    victim.crash().await;
+}

@@ -17,6 +17,7 @@
 //! hide honest ones, which an honest table near the target shows again.
 
 use super::*;
+use rand::seq::SliceRandom;
 
 /// Tables one walk may ask for before it gives up.
 pub const WALK_MAX_STEPS: usize = 32;
@@ -24,11 +25,18 @@ pub const WALK_MAX_STEPS: usize = 32;
 /// client whose own tables came from lying lookups still has places to
 /// start that a checked table showed.
 const CHECKED_KEPT: usize = 64;
-/// Density estimates kept from the tables walks accepted. The first of a
-/// client's comes from its bootstrap node's table, which it trusts for
-/// this as it trusts it to join; after that only tables that passed the
-/// check add theirs, so a liar's sparse table cannot loosen the check.
+/// Density estimates kept: from tables asked for to measure the ring
+/// (never from the tables a walk follows, whose owners a liar can steer
+/// it toward). A client's first come from its bootstrap node's table
+/// and the tables of the nodes that table names; later ones from nodes
+/// of the relay sample drawn at random, every [`RESEED_EVERY`].
 const DENSITIES_KEPT: usize = 64;
+/// See [`Ring::density`].
+const DENSITY_QUANTILE: f64 = 0.65;
+/// Tables asked for in one measuring round.
+const SEED_TABLES: usize = 17;
+/// How often a client measures the ring again.
+const RESEED_EVERY: Duration = Duration::from_secs(3600);
 
 /// What a walk found: the nearest node after the target, the node before
 /// it whose table said so, and the ring's density (nodes per whole ring)
@@ -47,8 +55,9 @@ pub(super) struct Walk {
     known: Vec<Peer>,
     /// Tables asked for (answered or not).
     asked: HashSet<NodeId>,
-    /// Nodes whose tables passed the check (and this node).
-    passed: HashSet<NodeId>,
+    /// Nodes whose tables passed the check (and this node), with the
+    /// successor lists those tables showed.
+    passed: HashMap<NodeId, Vec<Peer>>,
     /// Nodes whose tables failed the check, or that did not answer.
     refused: HashSet<NodeId>,
     steps: usize,
@@ -146,6 +155,36 @@ pub(super) fn table_plausible(owner: u64, successors: &[u64], others: &[u64], n:
     m == 0 || !too_wide(sum, m)
 }
 
+/// Whether the table `owner` showed leaves out a node the walk knows of
+/// (`elsewhere`, real nodes named by other tables or known before): one
+/// between the owner and its last successor, or between a finger start
+/// and the entry the table has nearest after it. A liar that shows its
+/// accomplices in place of its neighbours must leave out the honest nodes
+/// between them, and is caught as soon as the walk has seen one.
+fn omits(owner: u64, successors: &[u64], others: &[u64], elsewhere: &[u64]) -> bool {
+    if let Some(&last) = successors.last() {
+        let reach = gap(owner, last);
+        if elsewhere.iter().any(|&y| {
+            let g = gap(owner, y);
+            g > 0.0 && g < reach
+        }) {
+            return true;
+        }
+    }
+    let all: Vec<u64> = successors.iter().chain(others).copied().collect();
+    for i in 0..64 {
+        let start = owner.wrapping_add(1u64 << i);
+        let nearest = all
+            .iter()
+            .map(|&e| gap(start, e))
+            .fold(f64::INFINITY, f64::min);
+        if elsewhere.iter().any(|&y| gap(start, y) < nearest) {
+            return true;
+        }
+    }
+    false
+}
+
 impl Ring {
     /// Walk to the successor of `target` checking every table on the way;
     /// the answer comes as [`Event::WalkDone`] with `token`. `extra` are
@@ -155,10 +194,10 @@ impl Ring {
         let mut known = self.known();
         known.extend(extra);
         known.extend(self.checked.iter().cloned());
-        let mut passed = HashSet::new();
+        let mut passed = HashMap::new();
         if self.cfg.member && self.joined {
             known.push(self.me.clone());
-            passed.insert(self.me.id);
+            passed.insert(self.me.id, self.successors.clone());
         }
         known.sort_unstable_by_key(|p| p.id);
         known.dedup_by_key(|p| p.id);
@@ -172,23 +211,96 @@ impl Ring {
             steps: 0,
             timeouts: 0,
         };
-        if self.density().is_none() {
-            // No measure of the ring yet: the first table comes from the
-            // bootstrap node.
-            if let Some(&(addr, expect)) = self.bootstrap.first() {
-                walk.steps += 1;
-                walk.asked.extend(expect);
-                let query = self.insert_query(expect, Pending::Walk(walk), now);
-                self.send(Dest::Addr(addr, expect), PeerMessage::GetTable { query });
-                return;
+        let member = self.cfg.member && self.joined;
+        if !member && self.densities.len() < SEED_TABLES {
+            // No measure of the ring yet: take one from the bootstrap
+            // node's table and the tables of the nodes it names, and walk
+            // once that is done.
+            if self.seeding == 0 {
+                if let Some(&(addr, expect)) = self.bootstrap.first() {
+                    self.seeding = 1;
+                    self.seeded_at = Some(now);
+                    let query = self.insert_query(expect, Pending::Seed { first: true }, now);
+                    self.send(Dest::Addr(addr, expect), PeerMessage::GetTable { query });
+                }
+            }
+            if self.seeding > 0 || self.densities.is_empty() {
+                walk.steps = 0;
+                return self.walk_finished(walk, Err(LookupError::NoRoute));
+            }
+        }
+        if !member
+            && self.seeding == 0
+            && self
+                .seeded_at
+                .is_some_and(|t| now.saturating_duration_since(t) >= RESEED_EVERY)
+        {
+            // Measure again, from nodes drawn at random among those
+            // the walk may start from.
+            self.seeded_at = Some(now);
+            let mut pool: Vec<Peer> = walk.known.clone();
+            pool.retain(|p| p.id != self.me.id);
+            pool.shuffle(&mut self.rng);
+            pool.truncate(SEED_TABLES);
+            for p in pool {
+                self.seeding += 1;
+                let query = self.insert_query(Some(p.id), Pending::Seed { first: false }, now);
+                self.send(Dest::Peer(p), PeerMessage::GetTable { query });
             }
         }
         self.walk_next(walk, now);
     }
 
-    /// The ring's density as accepted tables showed it: the median of the
-    /// last estimates, this node's own successor list among them if a
-    /// member.
+    fn note_density(&mut self, e: f64) {
+        if self.densities.len() == DENSITIES_KEPT {
+            self.densities.pop_front();
+        }
+        self.densities.push_back(e);
+    }
+
+    /// A table asked for to measure the ring came back (`table`: `None`
+    /// if it did not). The bootstrap node's (`first`) names the nodes
+    /// whose tables are asked for next.
+    pub(super) fn seed_table(
+        &mut self,
+        first: bool,
+        from: NodeId,
+        table: Option<(Vec<Peer>, usize)>,
+        now: Instant,
+    ) {
+        self.seeding = self.seeding.saturating_sub(1);
+        let Some((table, k)) = table else {
+            return;
+        };
+        let owner = position(&from);
+        let succ: Vec<u64> = table[..k].iter().map(|p| position(&p.id)).collect();
+        let others: Vec<u64> = table[k..].iter().map(|p| position(&p.id)).collect();
+        if let Some(e) = table_estimate(owner, &succ, &others) {
+            self.note_density(e);
+        }
+        if first {
+            // The bootstrap node's fingers (nodes spread over the ring),
+            // then its successors, each asked for its table once.
+            let me = self.me.id;
+            let mut spread: Vec<Peer> = table[k..].to_vec();
+            spread.extend_from_slice(&table[..k]);
+            spread.retain(|p| p.id != me);
+            spread.truncate(SEED_TABLES - 1);
+            for p in spread {
+                self.seeding += 1;
+                let query = self.insert_query(Some(p.id), Pending::Seed { first: false }, now);
+                self.send(Dest::Peer(p), PeerMessage::GetTable { query });
+            }
+        }
+    }
+
+    /// The ring's density: the [`DENSITY_QUANTILE`] quantile of the
+    /// estimates from measured tables, this node's own among them if a
+    /// member. A liar's table makes the ring look sparser (its entries are
+    /// its sparse accomplices), never denser, so with a share f of liars
+    /// among the measured tables this is the honest estimates' quantile
+    /// (0.65 - f) / (1 - f): their median at f = 0.3, a little above it
+    /// (a stricter check) with fewer liars.
     pub fn density(&self) -> Option<f64> {
         let mut v: Vec<f64> = self.densities.iter().copied().collect();
         if self.cfg.member && self.joined {
@@ -198,7 +310,8 @@ impl Ring {
             }
         }
         v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied()
+        let at = ((v.len() as f64 - 1.0) * DENSITY_QUANTILE).round() as usize;
+        v.get(at).copied()
     }
 
     fn walk_next(&mut self, walk: Walk, now: Instant) {
@@ -213,13 +326,13 @@ impl Ring {
         let Some(b) = before else {
             return self.walk_finished(walk, Err(LookupError::NoRoute));
         };
-        if walk.passed.contains(&b.id) {
-            let after = walk
-                .known
+        if let Some(list) = walk.passed.get(&b.id) {
+            // The answer is what b's own checked table says follows the
+            // target, not any node the walk happens to know.
+            let reach = distance(&b.id.0, &walk.target);
+            let after = list
                 .iter()
-                .filter(usable)
-                .filter(|p| p.id != b.id)
-                .min_by_key(|p| distance(&walk.target, &p.id.0))
+                .find(|p| distance(&b.id.0, &p.id.0) >= reach && usable(p))
                 .cloned();
             let Some(s) = after else {
                 return self.walk_finished(walk, Err(LookupError::NoRoute));
@@ -267,12 +380,18 @@ impl Ring {
             .iter()
             .map(|p| position(&p.id))
             .collect();
-        let own = table_estimate(owner, &succ, &others);
-        // The first table of all (the bootstrap node's) is its own measure.
-        let n = self.density().or(own);
-        let ok = n.is_some_and(|n| table_plausible(owner, &succ, &others, n));
+        let n = self.density();
+        let shown: HashSet<NodeId> = table.iter().map(|p| p.id).collect();
+        let elsewhere: Vec<u64> = walk
+            .known
+            .iter()
+            .filter(|p| p.id != from && !shown.contains(&p.id) && !walk.refused.contains(&p.id))
+            .map(|p| position(&p.id))
+            .collect();
+        let ok = n.is_some_and(|n| table_plausible(owner, &succ, &others, n))
+            && !omits(owner, &succ, &others, &elsewhere);
         if ok {
-            walk.passed.insert(from);
+            walk.passed.insert(from, table[..successors].to_vec());
             for p in &table {
                 if p.id == self.me.id || self.checked.iter().any(|c| c.id == p.id) {
                     continue;
@@ -281,12 +400,6 @@ impl Ring {
                     self.checked.pop_front();
                 }
                 self.checked.push_back(p.clone());
-            }
-            if let Some(e) = own {
-                if self.densities.len() == DENSITIES_KEPT {
-                    self.densities.pop_front();
-                }
-                self.densities.push_back(e);
             }
             for p in table {
                 if p.id != self.me.id && !walk.known.iter().any(|k| k.id == p.id) {

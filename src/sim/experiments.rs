@@ -46,6 +46,8 @@ pub struct Options {
     /// Virtual seconds to run, for the experiments that run for a while
     /// (each says its default).
     pub duration: Option<u64>,
+    /// Users, for the experiments that have them (anonymity).
+    pub users: Option<usize>,
 }
 
 /// A series to plot: a name and its points, one line on the chart.
@@ -135,6 +137,9 @@ pub const MAX_NODES: usize = 1 << 17;
 pub const MAX_DURATION: u64 = 365 * 86_400;
 
 /// Run the experiment `name`.
+/// Users an experiment may be asked to simulate at most.
+pub const MAX_USERS: usize = 10_000;
+
 pub fn run(name: &str, opts: &Options) -> Result<Table, String> {
     if let Some(n) = opts.nodes {
         if !(MIN_NODES..=MAX_NODES).contains(&n) {
@@ -148,6 +153,11 @@ pub fn run(name: &str, opts: &Options) -> Result<Table, String> {
             return Err(format!(
                 "--duration must be from 1 to {MAX_DURATION} seconds, not {d}"
             ));
+        }
+    }
+    if let Some(u) = opts.users {
+        if !(1..=MAX_USERS).contains(&u) {
+            return Err(format!("--users must be from 1 to {MAX_USERS}, not {u}"));
         }
     }
     match name {
@@ -178,6 +188,7 @@ pub(crate) fn quiet(mut s: Settings) -> Settings {
     s.sampling = crate::node::core::sampling::Pace {
         fast: never,
         slow: never,
+        idle: never,
     };
     s.trace = crate::sim::Trace::Off;
     s

@@ -243,6 +243,8 @@ impl Core {
             circuits_too_long: circuits.long_circuits,
             creates_refused: circuits.creates_refused,
             relay_sample: circuits.sample,
+            tables_refused: self.ring.tables_refused(),
+            guards_dropped: circuits.guards_dropped,
         }
     }
 

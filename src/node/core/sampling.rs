@@ -19,6 +19,10 @@ use crate::wire::NodeId;
 
 pub const FAST: Duration = Duration::from_millis(200);
 pub const SLOW: Duration = Duration::from_secs(10);
+/// Once the sample is full, a walk every this long keeps it fresh: a
+/// relay drawn uniformly replaces the oldest. Relays that fail leave the
+/// sample at once (and the pace quickens), so this only turns it over.
+pub const IDLE: Duration = Duration::from_secs(300);
 
 /// How often sampling lookups go out: [`FAST`] and [`SLOW`] in a node; a
 /// simulation that measures something else may quiet them.
@@ -26,6 +30,8 @@ pub const SLOW: Duration = Duration::from_secs(10);
 pub struct Pace {
     pub fast: Duration,
     pub slow: Duration,
+    /// The pace once the sample is full.
+    pub idle: Duration,
 }
 
 impl Default for Pace {
@@ -33,6 +39,7 @@ impl Default for Pace {
         Pace {
             fast: FAST,
             slow: SLOW,
+            idle: IDLE,
         }
     }
 }
@@ -114,7 +121,15 @@ impl Sampler {
             return None;
         }
         let fast = small && self.misses < PATIENCE;
-        self.next = now + if fast { self.pace.fast } else { self.pace.slow };
+        let full = known.len() >= crate::circuit::SAMPLE_SIZE;
+        self.next = now
+            + if fast {
+                self.pace.fast
+            } else if full {
+                self.pace.idle
+            } else {
+                self.pace.slow
+            };
         if !joined || self.in_flight >= IN_FLIGHT {
             return None;
         }

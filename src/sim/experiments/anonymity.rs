@@ -9,8 +9,10 @@
 //! (handshakes over the simulated links) every circuit lifetime.
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+/// The circuit a selective-DoS adversary is to kill, if any.
+type Armed = Arc<Mutex<Option<Vec<NodeId>>>>;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -23,9 +25,7 @@ use crate::node::core::sampling::Pace;
 use crate::node::core::{Reply, Request};
 use crate::node::Tap;
 use crate::sim::{Net, Settings};
-use crate::wire::{
-    Cell, DestroyReason, Frame, KeyKind, NodeDescriptor, NodeId, PeerMessage, RoutingKey,
-};
+use crate::wire::{Cell, DestroyReason, Frame, KeyKind, NodeDescriptor, NodeId, PeerMessage};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Adversary {
@@ -85,7 +85,9 @@ fn arc(ids: &BTreeSet<u128>, id: u128) -> u128 {
 /// names the colluder at or after the node it would have named, which
 /// answers the confirming ping as any live node does; every table it shows
 /// has each entry replaced by the colluder at or after it, and its
-/// accomplices that follow it as its successor list.
+/// accomplices that follow it as its successor list. (It does not lie to
+/// its honest predecessor when that node stabilizes: see "Nodes that lie"
+/// in docs/threat-model.md.)
 struct Liar {
     me: NodeId,
     /// Colluders' descriptors, by position on the ring.
@@ -151,45 +153,53 @@ impl Tap for Liar {
                 fingers: self.replace(fingers),
                 successors: self.successors(successors.len()),
             })),
-            Frame::Message(PeerMessage::PredecessorReply {
-                query, successors, ..
-            }) => Some(Frame::Message(PeerMessage::PredecessorReply {
-                query,
-                predecessor: Some(self.predecessor()),
-                successors: self.successors(successors.len()),
-            })),
             other => Some(other),
         }
     }
 }
 
-/// A selective-DoS colluder: while `armed` (the experiment's oracle for
-/// "this circuit is ours at one end only", standing in for the timing
-/// analysis a real adversary would use), every cell it would pass on
-/// becomes a DESTROY, so the circuit dies under the request it carries.
+/// A selective-DoS colluder. While `armed` names a circuit (its client
+/// and relays, the experiment's oracle for "this circuit is ours at one
+/// end only", standing in for the timing analysis a real adversary would
+/// use), a colluder on it turns the reply it passes back toward the client
+/// into a DESTROY: the circuit dies under the request it carries and the
+/// client learns it at once, as from a relay that gave up.
 struct Spoiler {
-    armed: Arc<AtomicBool>,
+    me: NodeId,
+    armed: Arc<Mutex<Option<Vec<NodeId>>>>,
 }
 
 impl Tap for Spoiler {
-    fn sending(&mut self, _to: NodeId, frame: Frame) -> Option<Frame> {
-        match frame {
-            Frame::Cell(Cell::Relay { circ, .. } | Cell::RelayEarly { circ, .. })
-                if self.armed.load(Ordering::Relaxed) =>
-            {
-                Some(Frame::Cell(Cell::Destroy {
-                    circ,
-                    reason: DestroyReason::NONE,
-                }))
-            }
-            other => Some(other),
+    fn sending(&mut self, to: NodeId, frame: Frame) -> Option<Frame> {
+        let Frame::Cell(Cell::Relay { circ, .. }) = &frame else {
+            return Some(frame);
+        };
+        let circ = *circ;
+        let Ok(armed) = self.armed.lock() else {
+            return Some(frame);
+        };
+        // The circuit as [client, first, ..., exit]: backward is toward
+        // the hop before this one.
+        let back = armed.as_ref().is_some_and(|chain| {
+            chain
+                .iter()
+                .position(|id| *id == self.me)
+                .is_some_and(|k| k > 0 && chain[k - 1] == to)
+        });
+        if back {
+            Some(Frame::Cell(Cell::Destroy {
+                circ,
+                reason: DestroyReason::NONE,
+            }))
+        } else {
+            Some(frame)
         }
     }
 }
 
 /// The network for one row: `n` relays, `bad` of them colluding, and the
 /// switch of a selective-DoS adversary.
-fn network(adv: Adversary, n: usize, f: f64, seed: u64) -> (Net, HashSet<NodeId>, Arc<AtomicBool>) {
+fn network(adv: Adversary, n: usize, f: f64, seed: u64) -> (Net, HashSet<NodeId>, Armed) {
     let mut net = Net::new(quiet(Settings::default()), seed);
     let mut rng = rng(seed, 6);
     let bad_count = (f * n as f64).round() as usize;
@@ -224,13 +234,14 @@ fn network(adv: Adversary, n: usize, f: f64, seed: u64) -> (Net, HashSet<NodeId>
         }
     }
     net.settle_ring();
-    let armed = Arc::new(AtomicBool::new(false));
+    let armed: Armed = Arc::new(Mutex::new(None));
     if adv == Adversary::SelectiveDos {
         for i in 0..net.len() {
             if bad.contains(&net.core(i).id()) {
                 net.set_tap(
                     i,
                     Box::new(Spoiler {
+                        me: net.core(i).id(),
                         armed: armed.clone(),
                     }),
                 );
@@ -284,6 +295,21 @@ fn one(adv: Adversary, n: usize, f: f64, users: usize, days: f64, seed: u64) -> 
             net.add_client(boot, Some(Pace::default()))
         })
         .collect();
+    // The document users fetch through their circuits against selective
+    // DoS: stored once, so each request is a short routed get.
+    let block: [u8; 16] = rng.gen();
+    let doc = crate::keys::chk_routing_key(&block);
+    if adv == Adversary::SelectiveDos {
+        let t = net.submit(
+            honest[0],
+            Request::Store {
+                kind: KeyKind::CHK,
+                key: doc,
+                block: block.to_vec(),
+            },
+        );
+        await_replies(&mut net, &[(honest[0], t)], Duration::from_secs(120));
+    }
     // Let the samples fill.
     net.run_for(Duration::from_secs(600));
     let lifetime = Duration::from_secs(Settings::default().node.circuit_lifetime_secs);
@@ -314,28 +340,35 @@ fn one(adv: Adversary, n: usize, f: f64, users: usize, days: f64, seed: u64) -> 
                 let first = path.first().is_some_and(|id| bad.contains(id));
                 let exit = path.last().is_some_and(|id| bad.contains(id));
                 let touched = path.iter().any(|id| bad.contains(id));
-                // The user sends a request on it; a selective-DoS
-                // adversary on the circuit without both ends kills it.
-                let spoil = adv == Adversary::SelectiveDos && touched && !(first && exit);
-                armed.store(spoil, Ordering::Relaxed);
-                let mut key = [0u8; 32];
-                rng.fill(&mut key[..]);
-                let t = net.submit(
-                    c,
-                    Request::Circuit {
-                        iso,
-                        kind: KeyKind::CHK,
-                        key: RoutingKey(key),
-                        request: crate::route::Request::Get,
-                    },
-                );
-                let got = await_replies(&mut net, &[(c, t)], Duration::from_secs(120));
-                armed.store(false, Ordering::Relaxed);
-                if !matches!(got.get(&(c, t)), Some(Reply::Circuit(Ok(_)))) {
-                    // Destroyed before it carried anything: the user's
-                    // next request builds another.
-                    row.destroyed += 1;
-                    continue;
+                // Against selective DoS the user sends a request on it,
+                // which the adversary kills if the circuit is its own at
+                // one end only: the client's path-bias accounting sees
+                // what a user would. (Other adversaries leave circuits be;
+                // their rows skip the request to save time.)
+                if adv == Adversary::SelectiveDos {
+                    let spoil = touched && !(first && exit);
+                    if spoil {
+                        let mut chain = vec![net.core(c).id()];
+                        chain.extend(path.iter().copied());
+                        *armed.lock().expect("no panic holds it") = Some(chain);
+                    }
+                    let t = net.submit(
+                        c,
+                        Request::Circuit {
+                            iso,
+                            kind: KeyKind::CHK,
+                            key: doc,
+                            request: crate::route::Request::Get,
+                        },
+                    );
+                    let got = await_replies(&mut net, &[(c, t)], Duration::from_secs(120));
+                    *armed.lock().expect("no panic holds it") = None;
+                    if !matches!(got.get(&(c, t)), Some(Reply::Circuit(Ok(_)))) {
+                        // Destroyed before it carried anything: the
+                        // user's next request builds another.
+                        row.destroyed += 1;
+                        continue;
+                    }
                 }
                 row.circuits += 1;
                 if first && exit {
@@ -374,6 +407,7 @@ fn median_days(first: &[Option<f64>]) -> Option<f64> {
 pub fn run(opts: &Options) -> Table {
     let n = opts.nodes.unwrap_or(if opts.small { 150 } else { 10_000 });
     let (users, days) = if opts.small { (4, 0.25) } else { (10, 30.0) };
+    let users = opts.users.unwrap_or(users);
     let days = opts.duration.map_or(days, |s| s as f64 / 86_400.0);
     let fractions: Vec<f64> = if opts.small {
         vec![0.0, 0.2]
