@@ -162,5 +162,26 @@ fn layers(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, raw_aead, cells, layers);
+/// What an identity costs: one key generation and its puzzle hash, and a
+/// key that solves 8 bits of id puzzle (about 256 of them). Placing a
+/// relay on a chosen arc of width 1/N takes N keys that solve the
+/// network's puzzle: N × 2^bits key generations (docs/threat-model.md,
+/// "Sybil placement").
+fn identities(c: &mut Criterion) {
+    let mut g = c.benchmark_group("identity");
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    g.bench_function("keygen_and_puzzle_hash", |b| {
+        b.iter(|| {
+            let who = umbra::crypto::Identity::generate(&mut rng);
+            umbra::crypto::puzzle_bits(&who.identity_key())
+        })
+    });
+    g.sample_size(20);
+    g.bench_function("solve_8_bits", |b| {
+        b.iter(|| umbra::crypto::Identity::generate_solving(&mut rng, 8))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, raw_aead, cells, layers, identities);
 criterion_main!(benches);

@@ -13,7 +13,7 @@ mod identity;
 mod onion;
 
 pub use handshake::{respond, ClientHandshake, LayerKeys, CLIENT_MSG_LEN, SERVER_MSG_LEN};
-pub use identity::{node_id, verify_descriptor, Identity};
+pub use identity::{node_id, puzzle_bits, verify_descriptor, Identity, MAX_PUZZLE_BITS};
 pub use onion::{ClientCircuit, RelayLayer};
 
 /// What can go wrong in `crypto`.

@@ -58,6 +58,9 @@ impl Settings {
             template: Config {
                 stabilize_ms: 200,
                 circuit_hops: HOPS,
+                // A network of one machine's processes: a cheap puzzle,
+                // still checked.
+                id_puzzle_bits: 8,
                 ..Config::default()
             },
         }

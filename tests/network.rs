@@ -588,3 +588,51 @@ async fn relays_that_lie_about_the_ring_do_not_fill_a_clients_sample() {
     assert!(refused > 0, "the liars' tables were shown, and refused");
     victim.crash().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_whose_identity_cost_nothing_is_refused() {
+    let net = Net::grow(2).await;
+    let target = net.nodes[0].0.listen;
+    // A relay that skipped the network's id puzzle (its own configuration
+    // asks for none): its descriptor is refused wherever it shows it.
+    let dir = tempfile::tempdir().unwrap();
+    let cheap = loop {
+        let who = Identity::generate(&mut rand::rngs::OsRng);
+        if umbra::crypto::puzzle_bits(&who.identity_key()) < 8 {
+            break who;
+        }
+    };
+    std::fs::write(dir.path().join("identity.key"), &cheap.secret_bytes()[..]).unwrap();
+    let cfg = node::Config {
+        id_puzzle_bits: 0,
+        ..config(dir.path(), Some(target))
+    };
+    let h = node::start(cfg.clone())
+        .await
+        .expect("starts with no puzzle asked");
+    eventually(
+        "refused as misbehaving",
+        Duration::from_secs(10),
+        || async {
+            let n = misbehaving(&net.nodes[0].0).await;
+            if n >= 1 {
+                Ok(())
+            } else {
+                Err(format!("{n} misbehaving"))
+            }
+        },
+    )
+    .await;
+    let s = h.status().await.unwrap();
+    assert!(!s.joined, "it did not join the ring");
+    h.crash().await;
+    // The same identity under the network's puzzle does not even start.
+    let e = node::start(node::Config {
+        id_puzzle_bits: 8,
+        ..cfg
+    })
+    .await
+    .err()
+    .expect("refused at start");
+    assert!(e.to_string().contains("id puzzle"), "{e}");
+}

@@ -14,6 +14,31 @@ use crate::wire::{NodeAddr, NodeDescriptor, NodeId};
 /// Domain separation for descriptor signatures, so that a descriptor
 /// signature can never be replayed as a signature on anything else.
 const DESCRIPTOR_CONTEXT: &[u8] = b"umbra descriptor v1\0";
+const PUZZLE_CONTEXT: &[u8] = b"umbra id puzzle v1\0";
+/// Puzzle bits a configuration may ask for at most (about a day of one
+/// core per identity).
+pub const MAX_PUZZLE_BITS: u8 = 32;
+
+/// The puzzle an identity key solves: the leading zero bits of
+/// SHA-256("umbra id puzzle v1\0" || key). A relay's identity must solve
+/// the network's `id_puzzle_bits` (S/Kademlia's static puzzle): making
+/// one costs about 2^bits key generations, and its ring position (the
+/// SHA-256 of the key, an independent hash) is still uniform, so placing
+/// a node on a chosen arc of width 1/N costs about N · 2^bits of them.
+pub fn puzzle_bits(identity_key: &[u8; 32]) -> u32 {
+    let d = Sha256::new()
+        .chain_update(PUZZLE_CONTEXT)
+        .chain_update(identity_key)
+        .finalize();
+    let mut bits = 0;
+    for byte in d {
+        bits += byte.leading_zeros();
+        if byte != 0 {
+            break;
+        }
+    }
+    bits
+}
 
 /// A node's long-term secrets. Both halves zeroize on drop (the dalek types
 /// do it themselves).
@@ -33,6 +58,21 @@ impl Identity {
         Identity {
             signing: SigningKey::generate(rng),
             onion: StaticSecret::random_from_rng(rng),
+        }
+    }
+
+    /// An identity whose key solves a puzzle of `bits` ([`puzzle_bits`]):
+    /// about 2^bits key generations.
+    pub fn generate_solving<R: RngCore + CryptoRng>(rng: &mut R, bits: u8) -> Identity {
+        let bits = u32::from(bits.min(MAX_PUZZLE_BITS));
+        loop {
+            let signing = SigningKey::generate(rng);
+            if puzzle_bits(signing.verifying_key().as_bytes()) >= bits {
+                return Identity {
+                    signing,
+                    onion: StaticSecret::random_from_rng(rng),
+                };
+            }
         }
     }
 
@@ -129,6 +169,30 @@ mod tests {
 
     fn rng() -> rand::rngs::StdRng {
         rand::rngs::StdRng::seed_from_u64(1)
+    }
+
+    #[test]
+    fn a_solved_puzzle_is_solved_and_costs_about_two_to_the_bits() {
+        let mut r = rng();
+        for bits in [0u8, 4, 10] {
+            let id = Identity::generate_solving(&mut r, bits);
+            assert!(puzzle_bits(&id.identity_key()) >= u32::from(bits));
+        }
+        // The puzzle is a hash of its own: ids of solving keys are spread
+        // as any ids are (their first bytes differ).
+        let firsts: std::collections::HashSet<u8> = (0..32)
+            .map(|_| Identity::generate_solving(&mut r, 6).id().0[0])
+            .collect();
+        assert!(firsts.len() > 20, "ids cluster: {firsts:?}");
+        // About 1 key in 2^bits solves it.
+        let n = 4096;
+        let solved = (0..n)
+            .filter(|_| puzzle_bits(&Identity::generate(&mut r).identity_key()) >= 4)
+            .count();
+        assert!(
+            (160..=360).contains(&solved),
+            "{solved} of {n} solve 4 bits"
+        );
     }
 
     #[test]

@@ -121,6 +121,13 @@ pub struct Config {
     /// public addresses count; 0 turns the rule off.
     pub path_network_v4: u8,
     pub path_network_v6: u8,
+    /// The id puzzle every relay's identity must solve (leading zero bits
+    /// of a hash of its key, S/Kademlia's static puzzle; see
+    /// `crypto::puzzle_bits`). The whole network must agree: a relay
+    /// refuses relays' descriptors that fall short. 16 costs about a
+    /// second of one core once per relay identity; a local test network
+    /// uses less.
+    pub id_puzzle_bits: u8,
 }
 
 impl Default for Config {
@@ -148,6 +155,7 @@ impl Default for Config {
             circuit_requests: 2048,
             path_network_v4: 16,
             path_network_v6: 48,
+            id_puzzle_bits: 16,
         }
     }
 }
@@ -178,6 +186,12 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), Error> {
+        if self.id_puzzle_bits > crate::crypto::MAX_PUZZLE_BITS {
+            return Err(Error::Invalid(format!(
+                "id_puzzle_bits must be at most {}",
+                crate::crypto::MAX_PUZZLE_BITS
+            )));
+        }
         if self.replicas == 0 {
             return Err(Error::Invalid("replicas must be at least 1".into()));
         }
@@ -332,6 +346,7 @@ impl Config {
             bootstrap: self.bootstrap.iter().map(|b| (b.addr, b.id)).collect(),
             sampling: super::core::sampling::Pace::default(),
             verified: None,
+            id_puzzle_bits: self.id_puzzle_bits,
         }
     }
 

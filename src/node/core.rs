@@ -266,6 +266,8 @@ pub struct Settings {
     pub learn: Option<reach::Settings>,
     pub bootstrap: Vec<(SocketAddr, Option<NodeId>)>,
     pub sampling: sampling::Pace,
+    /// Relays' identities must solve an id puzzle of this many bits.
+    pub id_puzzle_bits: u8,
     /// Descriptors known good, shared with other cores in this process (a
     /// simulation of many nodes checks each signature once, not once per
     /// node). `None`: the core keeps its own, bounded.

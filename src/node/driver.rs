@@ -62,7 +62,7 @@ pub async fn start_with(cfg: Config, hooks: Hooks) -> Result<NodeHandle, Error> 
     // a fresh one each run, so the relays it dials cannot tell that two
     // runs (on two networks, say) are one user.
     let identity = if cfg.relay {
-        load_identity(&cfg.data_dir)?
+        load_identity(&cfg.data_dir, cfg.id_puzzle_bits)?
     } else {
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| Error::DataDir {
             path: cfg.data_dir.display().to_string(),

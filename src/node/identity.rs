@@ -7,7 +7,7 @@ use super::Error;
 use crate::crypto::Identity;
 
 /// Load the node's identity from `data_dir`, or create one.
-pub fn load_identity(data_dir: &Path) -> Result<Identity, Error> {
+pub fn load_identity(data_dir: &Path, puzzle: u8) -> Result<Identity, Error> {
     let err = |message: String| Error::DataDir {
         path: data_dir.display().to_string(),
         message,
@@ -21,10 +21,21 @@ pub fn load_identity(data_dir: &Path) -> Result<Identity, Error> {
                 .as_slice()
                 .try_into()
                 .map_err(|_| err("identity.key is not 64 bytes".into()))?;
-            Ok(Identity::from_secret_bytes(secret))
+            let identity = Identity::from_secret_bytes(secret);
+            let solved = crate::crypto::puzzle_bits(&identity.identity_key());
+            if solved < u32::from(puzzle) {
+                return Err(err(format!(
+                    "identity.key solves an id puzzle of {solved} bits, and this network asks \
+                     for {puzzle} (remove it to make a new identity, and a new place on the ring)"
+                )));
+            }
+            Ok(identity)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let identity = Identity::generate(&mut rand::rngs::OsRng);
+            if puzzle >= 12 {
+                tracing::info!("making a node identity (an id puzzle of {puzzle} bits)");
+            }
+            let identity = Identity::generate_solving(&mut rand::rngs::OsRng, puzzle);
             write_secret(&path, &identity.secret_bytes()[..]).map_err(|e| err(e.to_string()))?;
             Ok(identity)
         }

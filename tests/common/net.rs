@@ -26,6 +26,7 @@ pub fn config(dir: &Path, bootstrap: Option<SocketAddr>) -> Config {
         replicas: REPLICAS,
         stabilize_ms: 100,
         link_timeout_ms: 1500,
+        id_puzzle_bits: 8,
         ..Config::default()
     }
 }

@@ -287,9 +287,14 @@ impl Core {
             {
                 continue;
             }
-            // A relay must say where to reach it; a client says nothing.
+            // A relay must say where to reach it, and its identity must
+            // have cost the network's id puzzle; a client says nothing
+            // and takes no place on the ring.
             let relay = d.flags & NodeDescriptor::FLAG_RELAY != 0;
-            if verify_descriptor(d).is_err() || (relay && d.addrs.is_empty()) {
+            let solved = || {
+                crate::crypto::puzzle_bits(&d.identity) >= u32::from(self.settings.id_puzzle_bits)
+            };
+            if verify_descriptor(d).is_err() || (relay && (d.addrs.is_empty() || !solved())) {
                 return false;
             }
             match &self.settings.verified {

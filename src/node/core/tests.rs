@@ -12,7 +12,11 @@ use crate::wire::{NodeAddr, PeerMessage};
 
 fn core(rng: &mut StdRng) -> Core {
     let listen: SocketAddr = "127.0.0.1:7000".parse().unwrap();
-    let settings = Config::default().core_settings(listen);
+    let settings = Config {
+        id_puzzle_bits: 4,
+        ..Config::default()
+    }
+    .core_settings(listen);
     Core::new(
         Identity::generate(rng),
         settings,
@@ -35,7 +39,7 @@ fn closes(core: &mut Core, link: LinkId) -> bool {
 fn a_checked_signature_does_not_vouch_for_other_contents() {
     let mut rng = StdRng::seed_from_u64(1);
     let mut c = core(&mut rng);
-    let peer = Identity::generate(&mut rng);
+    let peer = Identity::generate_solving(&mut rng, 4);
     let good = peer
         .sign_descriptor(
             vec![NodeAddr("127.0.0.1:7001".parse().unwrap())],

@@ -451,15 +451,15 @@ pub fn run(opts: &Options) -> Table {
             ("relays".into(), format!("{n}, settled ring, no churn; ring maintenance quiet")),
             (
                 "users".into(),
-                format!("{users} client-only nodes, each started from an honest relay, sampling relays at the node's own pace (a lookup every 200 ms while the sample is small, every 10 s after) into its 64-relay sample"),
+                format!("{users} client-only nodes, each started from an honest relay, sampling relays into its 64-relay sample at the node's own pace by checked walks (one every 200 ms while the sample is small, every 10 s after, every 5 min once full)"),
             ),
             (
                 "circuits".into(),
-                format!("each user builds a fresh 3-hop circuit, chosen and built by the real client, every circuit lifetime ({} s), for {days} days of virtual time; a circuit is compromised when the first relay and the exit collude (end-to-end timing)", Settings::default().node.circuit_lifetime_secs),
+                format!("each user builds a fresh 3-hop circuit through its entry guard, chosen and built by the real client, every circuit lifetime ({} s), for {days} days of virtual time; a circuit is compromised when the first relay and the exit collude (end-to-end timing)", Settings::default().node.circuit_lifetime_secs),
             ),
             (
                 "adversaries".into(),
-                format!("passive: a random f of the relays; lying-lookups: the same, and each lookup step they answer names a colluder as the successor; sybil: f of the relays with ids each chosen as the best of {GRIND} generated keys (the largest arc); selective-dos: a random f that destroys every circuit it is on without both ends, the user building again (up to {ATTEMPTS} times per lifetime)"),
+                format!("passive: a random f of the relays; lying-lookups: the same, and each lookup step they answer names a colluder as the successor, each routing table they show has colluders in place of its entries; sybil: f of the relays with ids each chosen as the best of {GRIND} generated keys (the largest arc); selective-dos: a random f that destroys every circuit it is on without both ends under the first request the user sends on it, the user building again (up to {ATTEMPTS} times per lifetime)"),
             ),
             ("seed".into(), opts.seed.to_string()),
         ],
