@@ -623,6 +623,34 @@ mod tests {
     }
 
     #[test]
+    fn the_largest_table_fits_in_a_message_and_a_larger_one_is_not_sent() {
+        let d = NodeDescriptor {
+            identity: [1; 32],
+            onion_key: [2; 32],
+            published: 3,
+            flags: NodeDescriptor::FLAG_RELAY,
+            addrs: vec![NodeAddr("[2001:db8::1]:7000".parse().unwrap()); MAX_ADDRS],
+            signature: [4; 64],
+        };
+        let full = PeerMessage::Table {
+            query: 5,
+            predecessor: Some(d.clone()),
+            successors: vec![d.clone(); MAX_SUCCESSORS],
+            fingers: vec![d.clone(); MAX_FINGERS],
+        };
+        let bytes = full.encode().expect("the largest table encodes");
+        assert!(bytes.len() <= MAX_MESSAGE_LEN);
+        assert_eq!(PeerMessage::decode(&bytes), Ok(full));
+        let over = PeerMessage::Table {
+            query: 5,
+            predecessor: None,
+            successors: Vec::new(),
+            fingers: vec![d; MAX_FINGERS + 1],
+        };
+        assert!(over.encode().is_err(), "a table past the bound is not sent");
+    }
+
+    #[test]
     fn a_block_length_beyond_the_bound_is_refused_before_reading() {
         let mut bytes = vec![MessageKind::DATA.0];
         bytes.extend_from_slice(&1u64.to_be_bytes());
