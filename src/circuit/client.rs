@@ -286,15 +286,15 @@ impl Circuits {
                 exclude.insert(self.me);
                 let first = if self.settings.guards {
                     let unix = self.unix_at(now);
-                    let candidates: Vec<(Peer, Instant)> = self
-                        .sample
-                        .with_since()
-                        .into_iter()
-                        .filter(|(p, _)| !exclude.contains(&p.id))
-                        .collect();
+                    let sample = &self.sample;
+                    let candidates = || {
+                        let mut c = sample.with_since();
+                        c.retain(|(p, _)| !exclude.contains(&p.id));
+                        c
+                    };
                     let g = self
                         .guards
-                        .current(now, unix, &candidates, &mut self.rng)
+                        .current(now, unix, candidates, &mut self.rng)
                         .ok_or(CircuitError::NoGuard)?;
                     Some(g)
                 } else {

@@ -115,13 +115,14 @@ impl Guards {
     }
 
     /// The guard to use now, picking one from `candidates` (relays of the
-    /// sample, each with when it entered it) if none is usable and the
-    /// daily budget allows. `None`: no guard can be had now.
+    /// sample, each with when it entered it; asked for only when a pick is
+    /// due) if none is usable and the daily budget allows. `None`: no
+    /// guard can be had now.
     pub fn current(
         &mut self,
         now: Instant,
         unix: u64,
-        candidates: &[(Peer, Instant)],
+        candidates: impl FnOnce() -> Vec<(Peer, Instant)>,
         rng: &mut impl Rng,
     ) -> Option<Peer> {
         let before = self.list.len();
@@ -139,6 +140,7 @@ impl Guards {
         if self.picks.len() >= PICKS_PER_DAY {
             return None;
         }
+        let candidates = candidates();
         let fresh: Vec<&(Peer, Instant)> = candidates
             .iter()
             .filter(|(p, _)| !self.list.iter().any(|g| g.peer.id == p.id))
@@ -301,6 +303,15 @@ mod tests {
             .collect()
     }
 
+    /// A generator, `n` relays all in the sample since `t0`, and a time
+    /// when they are seasoned.
+    fn setup(seed: u64, n: usize) -> (StdRng, Vec<(Peer, Instant)>, Instant) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let t0 = Instant::now();
+        let all = relays(&mut rng, n, t0);
+        (rng, all, t0 + KNOWN_FOR)
+    }
+
     #[test]
     fn a_guard_is_kept_until_it_expires_and_picked_among_seasoned_relays() {
         let mut rng = StdRng::seed_from_u64(1);
@@ -311,17 +322,23 @@ mod tests {
         all.extend(young);
         let mut g = Guards::default();
         let now = t0 + KNOWN_FOR;
-        let first = g.current(now, 0, &all, &mut rng).expect("a guard");
+        let first = g
+            .current(now, 0, || all.clone(), &mut rng)
+            .expect("a guard");
         assert!(
             old.iter().any(|(p, _)| p.id == first.id),
             "seasoned relays only"
         );
         for day in 0..LIFETIME_DAYS.0 {
-            let again = g.current(now, day * DAY, &all, &mut rng).expect("kept");
+            let again = g
+                .current(now, day * DAY, || all.clone(), &mut rng)
+                .expect("kept");
             assert_eq!(again.id, first.id, "day {day}");
         }
         let at = (LIFETIME_DAYS.1 + 1) * DAY;
-        let later = g.current(now, at, &all, &mut rng).expect("a new guard");
+        let later = g
+            .current(now, at, || all.clone(), &mut rng)
+            .expect("a new guard");
         let listed: Vec<&Guard> = g.list().iter().filter(|x| !x.dropped).collect();
         assert_eq!(listed.len(), 1, "the expired guard left the list");
         assert_eq!(listed[0].peer.id, later.id);
@@ -330,25 +347,24 @@ mod tests {
 
     #[test]
     fn unreachable_guards_are_set_aside_and_picks_are_bounded() {
-        let mut rng = StdRng::seed_from_u64(2);
-        let t0 = Instant::now();
-        let all = relays(&mut rng, 20, t0);
-        let now = t0 + KNOWN_FOR;
+        let (mut rng, all, now) = setup(2, 20);
         let mut g = Guards::default();
         let mut seen = Vec::new();
         for _ in 0..PICKS_PER_DAY {
-            let p = g.current(now, 0, &all, &mut rng).expect("a guard");
+            let p = g
+                .current(now, 0, || all.clone(), &mut rng)
+                .expect("a guard");
             assert!(!seen.contains(&p.id));
             seen.push(p.id);
             g.unreachable(p.id, now);
         }
         assert!(
-            g.current(now, 0, &all, &mut rng).is_none(),
+            g.current(now, 0, || all.clone(), &mut rng).is_none(),
             "no more than {PICKS_PER_DAY} new guards a day"
         );
         // After a while the set-aside guards are tried again.
         let back = g
-            .current(now + RETRY_AFTER, 0, &all, &mut rng)
+            .current(now + RETRY_AFTER, 0, || all.clone(), &mut rng)
             .expect("back");
         assert!(seen.contains(&back.id));
         // A day later, new picks are allowed again.
@@ -356,37 +372,37 @@ mod tests {
             g.unreachable(*id, now + RETRY_AFTER);
         }
         assert!(g
-            .current(now + RETRY_AFTER, DAY + 1, &all, &mut rng)
+            .current(now + RETRY_AFTER, DAY + 1, || all.clone(), &mut rng)
             .is_some());
     }
 
     #[test]
     fn path_bias_drops_a_guard_under_the_cutoff_only() {
-        let mut rng = StdRng::seed_from_u64(3);
-        let t0 = Instant::now();
-        let all = relays(&mut rng, 10, t0);
-        let now = t0 + KNOWN_FOR;
+        let (mut rng, all, now) = setup(3, 10);
         for (succeeded, dropped) in [(5u32, true), (7, false)] {
             let mut g = Guards::default();
-            let p = g.current(now, 0, &all, &mut rng).expect("a guard");
+            let p = g
+                .current(now, 0, || all.clone(), &mut rng)
+                .expect("a guard");
             let mut out = false;
             for k in 0..JUDGE_AFTER {
                 out |= g.judge(p.id, k < succeeded);
             }
             assert_eq!(out, dropped, "{succeeded} of {JUDGE_AFTER}");
-            let next = g.current(now, 0, &all, &mut rng).expect("a guard");
+            let next = g
+                .current(now, 0, || all.clone(), &mut rng)
+                .expect("a guard");
             assert_eq!(next.id != p.id, dropped);
         }
     }
 
     #[test]
     fn the_list_persists_and_bad_files_are_typed_errors() {
-        let mut rng = StdRng::seed_from_u64(4);
-        let t0 = Instant::now();
-        let all = relays(&mut rng, 10, t0);
-        let now = t0 + KNOWN_FOR;
+        let (mut rng, all, now) = setup(4, 10);
         let mut g = Guards::default();
-        let p = g.current(now, 77, &all, &mut rng).expect("a guard");
+        let p = g
+            .current(now, 77, || all.clone(), &mut rng)
+            .expect("a guard");
         g.judge(p.id, true);
         let bytes = g.encode();
         let back = Guards::decode(&bytes).expect("decodes");

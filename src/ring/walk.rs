@@ -1,20 +1,20 @@
 //! Checked walks: a lookup whose answer no single node can choose
-//! (`docs/protocol.md`, "Relay discovery").
+//! (`docs/protocol.md`, "The ring", checked walk).
 //!
 //! An iterative lookup asks each node "who follows the target?" and
 //! believes the answer; a node that lies names whom it likes. A walk
 //! instead asks each node for its whole routing table (predecessor,
 //! successor list, fingers), without saying what it looks for, and steps
 //! itself to the closest node before the target among every table it has
-//! accepted. A table is accepted only if its entries sit where a table of
-//! the ring's density would have them (NISAN's bounds check, Panchenko et
-//! al. 2009): a node that puts its accomplices in place of its true
-//! fingers and successors shows gaps as wide as the accomplices are
-//! sparse, and is refused. The walk ends when the closest node before the
-//! target whose table it accepted is the closest it knows; the answer is
-//! the nearest node after the target in the accepted tables. A liar whose
-//! table passes can only show real nodes where they really are; it can
-//! hide honest ones, which an honest table near the target shows again.
+//! accepted. A table is accepted only if it leaves out no node the walk
+//! knows of and its entries sit where a table of the ring's density would
+//! have them (NISAN's bounds check, Panchenko et al. 2009): a node that
+//! puts its accomplices in place of its true fingers and successors shows
+//! gaps as wide as the accomplices are sparse, and is refused. The walk
+//! ends when the closest node before the target that it knows is one
+//! whose table it accepted; the answer is the first entry of that table's
+//! successor list at or after the target. A liar whose table passes can
+//! only show real nodes where they really are.
 
 use super::*;
 use rand::seq::SliceRandom;
@@ -38,9 +38,9 @@ const SEED_TABLES: usize = 17;
 /// How often a client measures the ring again.
 const RESEED_EVERY: Duration = Duration::from_secs(3600);
 
-/// What a walk found: the nearest node after the target, the node before
-/// it whose table said so, and the ring's density (nodes per whole ring)
-/// as the walk's tables showed it.
+/// What a walk found: the target's successor, the node before it whose
+/// table said so, and the ring's density (nodes per whole ring) as
+/// measured ([`Ring::density`]).
 #[derive(Debug, Clone)]
 pub struct Found {
     pub successor: Peer,
@@ -90,6 +90,22 @@ fn estimate(span: f64, k: usize) -> Option<f64> {
     (k >= 2 && span > 0.0).then(|| (k - 1) as f64 / span)
 }
 
+/// The distance from `start` to the nearest of `entries` at or after it
+/// (infinite if there are none).
+fn nearest_after(start: u64, entries: &[u64]) -> f64 {
+    entries
+        .iter()
+        .map(|&e| gap(start, e))
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// A table's entries as positions: its successor list, and the rest.
+fn positions(table: &[Peer], successors: usize) -> (Vec<u64>, Vec<u64>) {
+    let (succ, others) = table.split_at(successors.min(table.len()));
+    let pos = |ps: &[Peer]| ps.iter().map(|p| position(&p.id)).collect();
+    (pos(succ), pos(others))
+}
+
 /// An estimate of the ring's density from a whole table: the successor
 /// list's span, and the gap from each finger start beyond it to the
 /// nearest entry after the start, are all sums of independent gaps of
@@ -105,10 +121,7 @@ fn table_estimate(owner: u64, successors: &[u64], others: &[u64]) -> Option<f64>
         if gap(owner, start) <= span {
             continue;
         }
-        let nearest = all
-            .iter()
-            .map(|&e| gap(start, e))
-            .fold(f64::INFINITY, f64::min);
+        let nearest = nearest_after(start, &all);
         if nearest.is_finite() && nearest > 0.0 {
             sum += nearest;
             count += 1;
@@ -145,10 +158,7 @@ pub(super) fn table_plausible(owner: u64, successors: &[u64], others: &[u64], n:
             break;
         }
         let start = owner.wrapping_add(1u64 << i);
-        let nearest = all
-            .iter()
-            .map(|&e| gap(start, e))
-            .fold(f64::INFINITY, f64::min);
+        let nearest = nearest_after(start, &all);
         sum += nearest * n;
         m += 1;
     }
@@ -174,10 +184,7 @@ fn omits(owner: u64, successors: &[u64], others: &[u64], elsewhere: &[u64]) -> b
     let all: Vec<u64> = successors.iter().chain(others).copied().collect();
     for i in 0..64 {
         let start = owner.wrapping_add(1u64 << i);
-        let nearest = all
-            .iter()
-            .map(|&e| gap(start, e))
-            .fold(f64::INFINITY, f64::min);
+        let nearest = nearest_after(start, &all);
         if elsewhere.iter().any(|&y| gap(start, y) < nearest) {
             return true;
         }
@@ -273,8 +280,7 @@ impl Ring {
             return;
         };
         let owner = position(&from);
-        let succ: Vec<u64> = table[..k].iter().map(|p| position(&p.id)).collect();
-        let others: Vec<u64> = table[k..].iter().map(|p| position(&p.id)).collect();
+        let (succ, others) = positions(&table, k);
         if let Some(e) = table_estimate(owner, &succ, &others) {
             self.note_density(e);
         }
@@ -372,14 +378,7 @@ impl Ring {
         now: Instant,
     ) {
         let owner = position(&from);
-        let succ: Vec<u64> = table[..successors]
-            .iter()
-            .map(|p| position(&p.id))
-            .collect();
-        let others: Vec<u64> = table[successors..]
-            .iter()
-            .map(|p| position(&p.id))
-            .collect();
+        let (succ, others) = positions(&table, successors);
         let n = self.density();
         let shown: HashSet<NodeId> = table.iter().map(|p| p.id).collect();
         let elsewhere: Vec<u64> = walk

@@ -234,38 +234,30 @@ fn network(adv: Adversary, n: usize, f: f64, seed: u64) -> (Net, HashSet<NodeId>
         }
     }
     net.settle_ring();
+    let colluding: Vec<usize> = (0..net.len())
+        .filter(|&i| bad.contains(&net.core(i).id()))
+        .collect();
     let armed: Armed = Arc::new(Mutex::new(None));
-    if adv == Adversary::SelectiveDos {
-        for i in 0..net.len() {
-            if bad.contains(&net.core(i).id()) {
-                net.set_tap(
-                    i,
-                    Box::new(Spoiler {
-                        me: net.core(i).id(),
-                        armed: armed.clone(),
-                    }),
-                );
-            }
-        }
-    }
-    if adv == Adversary::LyingLookups && !bad.is_empty() {
-        let mut colluders: Vec<(NodeId, NodeDescriptor)> = (0..net.len())
-            .filter(|&i| bad.contains(&net.core(i).id()))
-            .map(|i| (net.core(i).id(), net.core(i).descriptor().clone()))
-            .collect();
-        colluders.sort_by_key(|a| a.0);
-        let colluders = Arc::new(colluders);
-        for i in 0..net.len() {
-            if bad.contains(&net.core(i).id()) {
-                net.set_tap(
-                    i,
-                    Box::new(Liar {
-                        me: net.core(i).id(),
-                        colluders: colluders.clone(),
-                    }),
-                );
-            }
-        }
+    let mut roster: Vec<(NodeId, NodeDescriptor)> = colluding
+        .iter()
+        .map(|&i| (net.core(i).id(), net.core(i).descriptor().clone()))
+        .collect();
+    roster.sort_by_key(|a| a.0);
+    let roster = Arc::new(roster);
+    for &i in &colluding {
+        let me = net.core(i).id();
+        let tap: Box<dyn Tap> = match adv {
+            Adversary::SelectiveDos => Box::new(Spoiler {
+                me,
+                armed: armed.clone(),
+            }),
+            Adversary::LyingLookups => Box::new(Liar {
+                me,
+                colluders: roster.clone(),
+            }),
+            Adversary::Passive | Adversary::Sybil => continue,
+        };
+        net.set_tap(i, tap);
     }
     (net, bad, armed)
 }
