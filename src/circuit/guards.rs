@@ -126,8 +126,8 @@ impl Guards {
         rng: &mut impl Rng,
     ) -> Option<Peer> {
         let before = self.list.len();
-        self.list
-            .retain(|g| g.dropped || unix < g.until || g.down_until.is_some());
+        // Expired guards leave; dropped ones stay listed, never picked again.
+        self.list.retain(|g| g.dropped || unix < g.until);
         if self.list.len() != before {
             self.dirty = true;
         }
