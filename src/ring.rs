@@ -687,24 +687,7 @@ impl Ring {
                 predecessor,
                 successors,
                 fingers,
-            } => {
-                if let Some(q) = self.take_query(query, from) {
-                    let k = successors.len();
-                    let table: Vec<Peer> = successors
-                        .into_iter()
-                        .chain(fingers)
-                        .chain(predecessor)
-                        .map(Peer::new)
-                        .collect();
-                    match q.what {
-                        Pending::Walk(w) => self.walk_table(w, from, table, k, now),
-                        Pending::Seed { first } => {
-                            self.seed_table(first, from, Some((table, k)), now)
-                        }
-                        _ => {}
-                    }
-                }
-            }
+            } => self.table_arrived(from, query, predecessor, successors, fingers, now),
             PeerMessage::Notify { node } => {
                 let p = Peer::new(node);
                 if p.id == from {

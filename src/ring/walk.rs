@@ -368,6 +368,33 @@ impl Ring {
         self.send(Dest::Peer(b), PeerMessage::GetTable { query });
     }
 
+    /// A TABLE from `from`: to the walk or the measurement that asked.
+    pub(super) fn table_arrived(
+        &mut self,
+        from: NodeId,
+        query: u64,
+        predecessor: Option<NodeDescriptor>,
+        successors: Vec<NodeDescriptor>,
+        fingers: Vec<NodeDescriptor>,
+        now: Instant,
+    ) {
+        let Some(q) = self.take_query(query, from) else {
+            return;
+        };
+        let k = successors.len();
+        let table: Vec<Peer> = successors
+            .into_iter()
+            .chain(fingers)
+            .chain(predecessor)
+            .map(Peer::new)
+            .collect();
+        match q.what {
+            Pending::Walk(w) => self.walk_table(w, from, table, k, now),
+            Pending::Seed { first } => self.seed_table(first, from, Some((table, k)), now),
+            _ => {}
+        }
+    }
+
     /// `from` showed its table to the walk.
     pub(super) fn walk_table(
         &mut self,
