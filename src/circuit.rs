@@ -303,6 +303,30 @@ impl Sample {
         self.since.remove(&id);
     }
 
+    /// Take a newer descriptor of a relay in the sample, in its place.
+    fn update(&mut self, peer: &Peer) {
+        for p in &mut self.relays {
+            if p.id == peer.id && p.desc.published < peer.desc.published {
+                *p = peer.clone();
+            }
+        }
+    }
+
+    /// Drop the relays whose descriptors are stale at `unix`; how many.
+    fn expire(&mut self, unix: u64) -> usize {
+        let before = self.relays.len();
+        let stale: Vec<NodeId> = self
+            .relays
+            .iter()
+            .filter(|p| !crate::crypto::descriptor_fresh(&p.desc, unix))
+            .map(|p| p.id)
+            .collect();
+        for id in stale {
+            self.remove(id);
+        }
+        before - self.relays.len()
+    }
+
     /// Each relay with when it entered the sample.
     pub fn with_since(&self) -> Vec<(Peer, Instant)> {
         self.relays
@@ -395,6 +419,8 @@ type LinkCirc = (NodeId, CircId);
 pub struct Circuits {
     settings: Settings,
     identity: Identity,
+    /// The onion key before the last rotation, still answered.
+    previous_onion: Option<x25519_dalek::StaticSecret>,
     me: NodeId,
     rng: StdRng,
     /// Open links, and whether this node dialled each (which half of the
@@ -435,6 +461,7 @@ impl Circuits {
         Circuits {
             me: identity.id(),
             identity,
+            previous_onion: None,
             settings,
             rng: StdRng::from_seed(seed),
             links: HashMap::new(),
@@ -477,15 +504,44 @@ impl Circuits {
         &self.sample
     }
 
-    /// Add a relay found by a lookup. Only relays, and never this node.
     /// Put a relay in the sample (or refresh it); false if it was not
-    /// taken (this node itself, not a relay, or its network is full).
+    /// taken (this node itself, not a relay, a stale descriptor, or its
+    /// network is full).
     pub fn add_relay(&mut self, peer: Peer, now: Instant) -> bool {
-        if peer.id != self.me && peer.desc.flags & crate::wire::NodeDescriptor::FLAG_RELAY != 0 {
+        let fresh = crate::crypto::descriptor_fresh(&peer.desc, self.unix_at(now));
+        if fresh
+            && peer.id != self.me
+            && peer.desc.flags & crate::wire::NodeDescriptor::FLAG_RELAY != 0
+        {
             self.sample.insert(peer, now)
         } else {
             false
         }
+    }
+
+    /// Answer handshakes with `current` from now on, and with `previous`
+    /// (the key before, if any) too: a rotation, or the keys a relay
+    /// saved.
+    pub fn set_onion_keys(
+        &mut self,
+        current: x25519_dalek::StaticSecret,
+        previous: Option<x25519_dalek::StaticSecret>,
+    ) {
+        self.identity.replace_onion(current);
+        self.previous_onion = previous;
+    }
+
+    /// `peer` showed a newer descriptor (a new onion key, new addresses):
+    /// the sample and the guards take it.
+    pub fn update_descriptor(&mut self, peer: &Peer) {
+        self.sample.update(peer);
+        self.guards.update(peer);
+    }
+
+    /// Drop sampled relays whose descriptors went stale; how many.
+    pub fn expire_stale(&mut self, now: Instant) -> usize {
+        let unix = self.unix_at(now);
+        self.sample.expire(unix)
     }
 
     /// The Unix time at `now`, from which guards are dated.
@@ -500,6 +556,14 @@ impl Circuits {
     /// The entry guards, as persisted (see [`guards::Guards::encode`]).
     pub fn guards(&self) -> &guards::Guards {
         &self.guards
+    }
+
+    /// The entry guard in use now, if there is one (none is picked here).
+    pub fn guard_in_use(&self, now: Instant) -> Option<&crate::ring::Peer> {
+        if !self.settings.guards {
+            return None;
+        }
+        self.guards.in_use(now, self.unix_at(now))
     }
 
     /// Start from a persisted guard list.

@@ -13,13 +13,16 @@ mod identity;
 mod onion;
 
 pub use handshake::{respond, ClientHandshake, LayerKeys, CLIENT_MSG_LEN, SERVER_MSG_LEN};
-pub use identity::{node_id, puzzle_bits, verify_descriptor, Identity, MAX_PUZZLE_BITS};
+pub use identity::{
+    descriptor_fresh, node_id, puzzle_bits, verify_descriptor, verify_table, Identity, CLOCK_SKEW,
+    DESCRIPTOR_LIFETIME, DESCRIPTOR_REFRESH, MAX_PUZZLE_BITS, ONION_KEY_LIFETIME,
+};
 pub use onion::{ClientCircuit, RelayLayer};
 
 /// What can go wrong in `crypto`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    #[error("descriptor signature does not verify")]
+    #[error("signature does not verify")]
     BadSignature,
     #[error("malformed public key")]
     BadKey,

@@ -22,7 +22,7 @@ pub mod worker;
 pub use self::core::StoreError;
 pub use api::{channel, Answer, NodeClient, NodeHandle, RequestError, Requests};
 pub use config::{Bootstrap, Config, Error as ConfigError};
-pub use driver::{start, start_with, Hooks, Tap, GUARDS_FILE};
+pub use driver::{start, start_with, Hooks, Tap, GUARDS_FILE, ONION_FILE};
 pub use identity::load_identity;
 
 #[derive(Debug, thiserror::Error)]

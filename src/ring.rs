@@ -53,10 +53,16 @@ pub struct Config {
     /// lost or late answer from a node that is alive.
     pub strikes: u32,
     /// Whether this node takes a place on the ring. A node that does not
-    /// (a client-only node) keeps successors and fingers to run lookups
-    /// but never notifies anyone, so no one routes through it or stores
-    /// on it.
+    /// (a relay still learning its address) keeps successors and fingers
+    /// to run lookups but never notifies anyone, so no one routes through
+    /// it or stores on it.
     pub member: bool,
+    /// A client-only node: it keeps no successors or fingers of its own
+    /// (no lookups, no stabilizing, nothing that would show it to ring
+    /// nodes again and again). It measures the ring from its bootstrap
+    /// node's table and walks from the nodes that tables named; its
+    /// lookups are walks.
+    pub client: bool,
 }
 
 impl Default for Config {
@@ -71,6 +77,7 @@ impl Default for Config {
             dead_for: Duration::from_secs(20),
             strikes: 3,
             member: true,
+            client: false,
         }
     }
 }
@@ -325,6 +332,32 @@ impl Ring {
         self.me.desc = std::sync::Arc::new(desc);
     }
 
+    /// `peer` showed a newer descriptor of itself: every table entry for
+    /// it takes the new one.
+    pub fn update_descriptor(&mut self, peer: &Peer) {
+        let newer = |old: &Peer| old.id == peer.id && old.desc.published < peer.desc.published;
+        let mut fingers = false;
+        for p in self
+            .successors
+            .iter_mut()
+            .chain(self.predecessor.iter_mut())
+            .chain(self.checked.iter_mut())
+        {
+            if newer(p) {
+                *p = peer.clone();
+            }
+        }
+        for p in self.fingers.iter_mut().flatten() {
+            if newer(p) {
+                *p = peer.clone();
+                fingers = true;
+            }
+        }
+        if fingers {
+            self.reindex_fingers();
+        }
+    }
+
     /// Take a place on the ring, or give it up. A node that learns its
     /// address joins as a non-member and becomes one once others can reach
     /// it: the next stabilize notifies its successor.
@@ -337,6 +370,11 @@ impl Ring {
 
     pub fn is_member(&self) -> bool {
         self.cfg.member
+    }
+
+    /// A client-only node's ring ([`Config::client`]).
+    pub fn is_client(&self) -> bool {
+        self.cfg.client
     }
 
     pub fn predecessor(&self) -> Option<&Peer> {
@@ -388,16 +426,26 @@ impl Ring {
             .cloned()
             .collect();
         out.extend(self.finger_runs.iter().cloned());
+        if self.cfg.client {
+            // A client has no table of its own: it knows the nodes its
+            // measured and checked tables named.
+            out.extend(self.checked.iter().cloned());
+        }
         out.sort_unstable_by_key(|p| p.id);
         out.dedup_by_key(|p| p.id);
         out
     }
 
     /// Whether this node is the successor of `key`: `key` in
-    /// (predecessor, me]. Alone, it is everyone's successor. A node with
+    /// (predecessor, me]. Alone, it is everyone's successor; a client is
+    /// no one's. A node with
     /// neighbours but no predecessor (it just died, or none has notified
     /// yet) cannot tell, and says no rather than claim keys it may not own.
     pub fn owns(&self, key: &[u8; 32]) -> bool {
+        if self.cfg.client {
+            // No place on the ring: not even alone.
+            return false;
+        }
         match &self.predecessor {
             Some(p) => in_half_open(key, &p.id.0, &self.me.id.0),
             None => self.successors.is_empty(),
@@ -458,7 +506,11 @@ impl Ring {
         }
         self.bootstrap = bootstrap;
         self.joined = false;
-        self.try_join(now);
+        if self.cfg.client {
+            self.seed_from_bootstrap(now);
+        } else {
+            self.try_join(now);
+        }
     }
 
     fn try_join(&mut self, now: Instant) {
@@ -515,12 +567,19 @@ impl Ring {
 
     /// When [`Ring::handle_timeout`] next has work to do.
     pub fn poll_timeout(&self) -> Instant {
-        self.queries
-            .values()
-            .map(|q| q.deadline)
-            .chain([self.next_stabilize, self.next_fix, self.next_check])
+        let upkeep: &[Instant] = if !self.cfg.client {
+            &[self.next_stabilize, self.next_fix, self.next_check]
+        } else if !self.joined && self.seeding == 0 {
+            // A client's only timer of its own: measuring the ring again.
+            &[self.next_stabilize]
+        } else {
+            &[]
+        };
+        let queries = self.queries.values().map(|q| q.deadline);
+        queries
+            .chain(upkeep.iter().copied())
             .min()
-            .unwrap_or(self.next_stabilize)
+            .unwrap_or(self.next_check)
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -539,6 +598,17 @@ impl Ring {
         let forget = self.cfg.dead_for;
         self.strikes
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < forget);
+        if self.cfg.client {
+            // Nothing else to wake for: the time [`Ring::poll_timeout`]
+            // gives when no query is out.
+            self.next_check = now + Duration::from_secs(3600);
+            // A client's only upkeep: measuring the ring until it has.
+            if !self.joined && self.seeding == 0 && now >= self.next_stabilize {
+                self.next_stabilize = now + self.cfg.stabilize_every;
+                self.seed_from_bootstrap(now);
+            }
+            return;
+        }
         if now >= self.next_stabilize {
             self.next_stabilize = now + self.cfg.stabilize_every;
             self.stabilize(now);
@@ -682,12 +752,7 @@ impl Ring {
                 let reply = self.table(query);
                 self.send(Dest::Link(from), reply);
             }
-            PeerMessage::Table {
-                query,
-                predecessor,
-                successors,
-                fingers,
-            } => self.table_arrived(from, query, predecessor, successors, fingers, now),
+            PeerMessage::Table { query, table } => self.table_arrived(from, query, table, now),
             PeerMessage::Notify { node } => {
                 let p = Peer::new(node);
                 if p.id == from {

@@ -18,7 +18,9 @@ mod relay;
 pub use cell::{Cell, CellCommand, CircId, CreateBody, CreatedBody, DestroyReason, HandshakeType};
 pub use codec::{Reader, Writer};
 pub use frame::{decode_frame, encode_frame, Frame, FrameKind, MAX_FRAME_LEN};
-pub use message::{KeyKind, MessageKind, NodeAddr, NodeDescriptor, PeerMessage, RequestId};
+pub use message::{
+    KeyKind, MessageKind, NodeAddr, NodeDescriptor, PeerMessage, RequestId, ShownTable,
+};
 pub use relay::{EndStatus, RelayCommand, RelayMessage, StreamId};
 
 /// Size in bytes of every cell on a link: see `docs/protocol.md` for the

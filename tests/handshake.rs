@@ -19,12 +19,12 @@ fn a_stale_or_wrong_onion_key_is_refused_by_the_relay() {
     let other = Identity::generate(&mut rng);
     let (_, msg) = ClientHandshake::start(&mut rng, relay.id(), other.onion_key());
     assert_eq!(
-        respond(&mut rng, &relay, &msg).map(|_| ()),
+        respond(&mut rng, &relay, None, &msg).map(|_| ()),
         Err(Error::HandshakeNotForUs)
     );
     let (_, msg) = ClientHandshake::start(&mut rng, other.id(), relay.onion_key());
     assert_eq!(
-        respond(&mut rng, &relay, &msg).map(|_| ()),
+        respond(&mut rng, &relay, None, &msg).map(|_| ()),
         Err(Error::HandshakeNotForUs)
     );
 }
@@ -43,7 +43,7 @@ fn a_relay_without_the_onion_key_cannot_complete_the_handshake() {
     let (state, mut msg) = ClientHandshake::start(&mut rng, relay.id(), relay.onion_key());
     // The impostor answers as if the client had named its key.
     msg[32..64].copy_from_slice(&impostor.onion_key());
-    let (_, reply) = respond(&mut rng, &impostor, &msg).unwrap();
+    let (_, reply) = respond(&mut rng, &impostor, None, &msg).unwrap();
     assert_eq!(state.finish(&reply).map(|_| ()), Err(Error::HandshakeAuth));
 }
 
@@ -53,7 +53,7 @@ fn every_bit_of_the_reply_is_checked() {
     let relay = Identity::generate(&mut rng);
     for bit in 0..64 * 8 {
         let (state, msg) = ClientHandshake::start(&mut rng, relay.id(), relay.onion_key());
-        let (_, mut reply) = respond(&mut rng, &relay, &msg).unwrap();
+        let (_, mut reply) = respond(&mut rng, &relay, None, &msg).unwrap();
         reply[bit / 8] ^= 1 << (bit % 8);
         assert!(
             matches!(
@@ -80,7 +80,7 @@ fn each_handshake_gives_fresh_keys() {
     let mut seen = Vec::new();
     for _ in 0..4 {
         let (state, msg) = ClientHandshake::start(&mut rng, relay.id(), relay.onion_key());
-        let (_, reply) = respond(&mut rng, &relay, &msg).unwrap();
+        let (_, reply) = respond(&mut rng, &relay, None, &msg).unwrap();
         let k = state.finish(&reply).unwrap();
         assert!(!seen.contains(&k.forward));
         seen.push(k.forward);
@@ -130,7 +130,7 @@ fn handshake_and_descriptor_vectors() {
     let (state, msg) =
         ClientHandshake::start(&mut Scripted(vec![0x33; 32]), relay.id(), relay.onion_key());
     assert_eq!(hex::encode(msg), VECTOR_CLIENT_MSG);
-    let (relay_keys, reply) = respond(&mut Scripted(vec![0x44; 32]), &relay, &msg).unwrap();
+    let (relay_keys, reply) = respond(&mut Scripted(vec![0x44; 32]), &relay, None, &msg).unwrap();
     assert_eq!(hex::encode(reply), VECTOR_REPLY);
     let keys = state.finish(&reply).unwrap();
     assert_eq!(keys.forward, relay_keys.forward);

@@ -209,9 +209,16 @@ async fn a_node_restarted_on_its_data_dir_keeps_its_id_and_blocks() {
 /// A peer that dials `addr` with a key of its own and then writes `bytes`
 /// raw on the link's stream. Returns how the node closed the link.
 async fn raw_peer(addr: SocketAddr, bytes: &[u8]) -> Option<quinn::ConnectionError> {
-    let identity = Identity::generate(&mut rand::rngs::OsRng);
+    raw_peer_as(&Identity::generate(&mut rand::rngs::OsRng), addr, bytes).await
+}
+
+async fn raw_peer_as(
+    identity: &Identity,
+    addr: SocketAddr,
+    bytes: &[u8],
+) -> Option<quinn::ConnectionError> {
     let ep = Endpoint::bind(
-        &identity,
+        identity,
         SocketAddr::from(([127, 0, 0, 1], 0)),
         false,
         link::Config::default(),
@@ -284,6 +291,79 @@ async fn misbehaving_peers_are_disconnected_and_counted() {
         || net.ring_correct(),
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_descriptor_is_refused() {
+    use umbra::wire::{encode_frame, Frame, PeerMessage};
+    let net = Net::grow(1).await;
+    let target = net.nodes[0].0.listen;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let hello = |who: &Identity, published: u64| {
+        let node = who.sign_descriptor(Vec::new(), published, 0).unwrap();
+        encode_frame(&Frame::Message(PeerMessage::Hello { node })).unwrap()
+    };
+    // A descriptor made a day and a minute ago, and one dated an hour
+    // ahead: both refused, the peer disconnected as misbehaving.
+    let day = umbra::crypto::DESCRIPTOR_LIFETIME;
+    for published in [now - day - 60, now + 3600] {
+        let who = Identity::generate(&mut rand::rngs::OsRng);
+        let before = misbehaving(&net.nodes[0].0).await;
+        let closed = raw_peer_as(&who, target, &hello(&who, published)).await;
+        assert!(closed.is_some(), "the link is closed");
+        assert_eq!(misbehaving(&net.nodes[0].0).await, before + 1);
+    }
+    // One made an hour ago is current: the link stays up.
+    let who = Identity::generate(&mut rand::rngs::OsRng);
+    let before = misbehaving(&net.nodes[0].0).await;
+    let closed = raw_peer_as(&who, target, &hello(&who, now - 3600)).await;
+    assert!(
+        closed.is_none(),
+        "a current descriptor is welcome: {closed:?}"
+    );
+    assert_eq!(misbehaving(&net.nodes[0].0).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relays_onion_keys_survive_a_restart() {
+    use umbra::node::core::onion::OnionKeys;
+    let net = Net::grow(1).await;
+    let first = net.nodes[0].0.listen;
+    let dir = tempfile::tempdir().unwrap();
+    let h = node::start(config(dir.path(), Some(first))).await.unwrap();
+    let file = dir.path().join(node::ONION_FILE);
+    eventually("the onion keys saved", Duration::from_secs(10), || async {
+        match std::fs::read(&file) {
+            Ok(b) => OnionKeys::decode(&b).map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+    let saved = OnionKeys::decode(&std::fs::read(&file).unwrap()).unwrap();
+    let public = |s: &x25519_dalek::StaticSecret| x25519_dalek::PublicKey::from(s).to_bytes();
+    assert_eq!(public(&saved.current), h.onion_key);
+    h.crash().await;
+    // As if it had rotated before it stopped: the next run answers to the
+    // saved keys, not to the key in its identity file.
+    let rotated = OnionKeys {
+        made: saved.made,
+        current: x25519_dalek::StaticSecret::random_from_rng(rand::rngs::OsRng),
+        previous: Some(saved.current),
+    };
+    std::fs::write(&file, &rotated.encode()[..]).unwrap();
+    let h = node::start(config(dir.path(), Some(first))).await.unwrap();
+    assert_eq!(h.onion_key, public(&rotated.current));
+    h.crash().await;
+    // A damaged file is a clear error at start.
+    std::fs::write(&file, b"\x01short").unwrap();
+    let e = node::start(config(dir.path(), Some(first)))
+        .await
+        .err()
+        .expect("a damaged onion key file is refused");
+    assert!(e.to_string().contains("onion"), "{e}");
 }
 
 /// A descriptor's addresses are tried in turn, Happy Eyeballs style: a
@@ -434,6 +514,74 @@ async fn entry_guards_survive_a_restart() {
     assert!(e.to_string().contains("guards"), "{e}");
 }
 
+/// Records every node a node sends anything to.
+struct Recipients(Arc<std::sync::Mutex<std::collections::HashSet<NodeId>>>);
+
+impl node::Tap for Recipients {
+    fn sending(&mut self, to: NodeId, frame: umbra::wire::Frame) -> Option<umbra::wire::Frame> {
+        if let Ok(mut seen) = self.0.lock() {
+            seen.insert(to);
+        }
+        Some(frame)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_walks_reach_the_ring_only_through_its_guard() {
+    use umbra::circuit::Isolation;
+    let net = Net::grow(10).await;
+    let (boot, bootstrap) = (net.nodes[0].0.id, net.nodes[0].0.listen);
+    let relays: Vec<NodeId> = net.nodes.iter().map(|(h, _)| h.id).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let run = || async {
+        let seen = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+        let hooks = node::Hooks {
+            tap: Some(Box::new(Recipients(seen.clone()))),
+            ..node::Hooks::default()
+        };
+        let cfg = node::Config {
+            relay: false,
+            ..config(dir.path(), Some(bootstrap))
+        };
+        let h = node::start_with(cfg, hooks).await.expect("client starts");
+        // Its walks find nearly every relay...
+        eventually("a full sample", Duration::from_secs(60), || async {
+            let s = h.relay_sample().await.map_err(|e| e.to_string())?;
+            let found = relays.iter().filter(|id| s.contains(id)).count();
+            if found >= relays.len() - 1 {
+                Ok(())
+            } else {
+                Err(format!("{found} of {} relays", relays.len()))
+            }
+        })
+        .await;
+        let path = h
+            .build_circuit(Isolation(7))
+            .await
+            .expect("a circuit builds");
+        h.crash().await;
+        let seen = seen.lock().unwrap().clone();
+        (seen, path[0])
+    };
+    // ...yet the client itself spoke to its bootstrap node and to the
+    // guard its circuits enter through, and to no other relay.
+    let (seen, guard) = run().await;
+    let allowed = [boot, guard];
+    assert!(
+        seen.iter().all(|id| allowed.contains(id)),
+        "the client sent to {} nodes, not only its bootstrap node and guard",
+        seen.len()
+    );
+    // The next run starts with that guard: its walks go through it.
+    let (seen, again) = run().await;
+    assert_eq!(again, guard, "the guard is kept");
+    assert!(
+        seen.iter().all(|id| allowed.contains(id)),
+        "the client sent to {} nodes, not only its bootstrap node and guard",
+        seen.len()
+    );
+}
+
 /// A relay that lies to everyone who looks it up, as the `anonymity`
 /// experiment's liars do: every lookup step it answers says "done" and
 /// names an accomplice; every table it shows has its accomplices in place
@@ -441,6 +589,8 @@ async fn entry_guards_survive_a_restart() {
 /// descriptor each sends first on every link.
 struct LyingTap {
     crew: Arc<std::sync::Mutex<Vec<umbra::wire::NodeDescriptor>>>,
+    /// Its own key, to sign the tables it makes up.
+    key: Identity,
 }
 
 impl LyingTap {
@@ -489,17 +639,16 @@ impl node::Tap for LyingTap {
                     node,
                 })
             }
-            Frame::Message(PeerMessage::Table {
-                query,
-                predecessor,
-                successors,
-                fingers,
-            }) => Frame::Message(PeerMessage::Table {
-                query,
-                predecessor,
-                successors: replace(self, successors),
-                fingers: replace(self, fingers),
-            }),
+            Frame::Message(PeerMessage::Table { query, table }) => {
+                let table = *table;
+                let mut table = Box::new(umbra::wire::ShownTable {
+                    successors: replace(self, table.successors),
+                    fingers: replace(self, table.fingers),
+                    ..table
+                });
+                self.key.sign_table(query, &mut table).ok()?;
+                Frame::Message(PeerMessage::Table { query, table })
+            }
             other => other,
         })
     }
@@ -513,8 +662,13 @@ async fn relays_that_lie_about_the_ring_do_not_fill_a_clients_sample() {
     let mut liars = Vec::new();
     for _ in 0..4 {
         let dir = tempfile::tempdir().unwrap();
+        let key = Identity::generate_solving(&mut rand::rngs::OsRng, 8);
+        std::fs::write(dir.path().join("identity.key"), &key.secret_bytes()[..]).unwrap();
         let hooks = node::Hooks {
-            tap: Some(Box::new(LyingTap { crew: crew.clone() })),
+            tap: Some(Box::new(LyingTap {
+                crew: crew.clone(),
+                key,
+            })),
             ..node::Hooks::default()
         };
         let h = node::start_with(config(dir.path(), Some(first)), hooks)

@@ -45,6 +45,28 @@ fn arb_descriptor() -> impl Strategy<Value = NodeDescriptor> {
         })
 }
 
+fn arb_table() -> impl Strategy<Value = ShownTable> {
+    let descs = || vec(arb_descriptor(), 0..4);
+    (
+        proptest::option::of(arb_descriptor()),
+        descs(),
+        descs(),
+        arb_bytes32(),
+        arb_bytes32(),
+    )
+        .prop_map(|(predecessor, successors, fingers, s1, s2)| {
+            let mut signature = [0u8; 64];
+            signature[..32].copy_from_slice(&s1);
+            signature[32..].copy_from_slice(&s2);
+            ShownTable {
+                predecessor,
+                successors,
+                fingers,
+                signature,
+            }
+        })
+}
+
 fn arb_block() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         9 => vec(any::<u8>(), 0..300),
@@ -81,18 +103,18 @@ fn arb_peer_message() -> impl Strategy<Value = PeerMessage> {
                 successors
             }),
         any::<u64>().prop_map(|query| GetTable { query }),
-        (
-            any::<u64>(),
-            proptest::option::of(arb_descriptor()),
-            descs(),
-            descs()
-        )
-            .prop_map(|(query, predecessor, successors, fingers)| Table {
+        (any::<u64>(), arb_table()).prop_map(|(query, table)| Table {
+            query,
+            table: Box::new(table)
+        }),
+        (any::<u64>(), arb_descriptor()).prop_map(|(query, to)| GetTableVia { query, to }),
+        (any::<[u8; 32]>(), any::<u64>(), arb_table()).prop_map(|(owner, query, table)| {
+            TableVia {
+                owner: NodeId(owner),
                 query,
-                predecessor,
-                successors,
-                fingers
-            }),
+                table: Box::new(table),
+            }
+        }),
         arb_descriptor().prop_map(|node| Notify { node }),
         (proptest::option::of(arb_descriptor()), descs()).prop_map(|(predecessor, successors)| {
             Leaving {

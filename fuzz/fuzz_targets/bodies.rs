@@ -110,14 +110,19 @@ pub fn onion(data: &[u8]) {
                 s.copy_from_slice(&key_bytes[..64]);
                 s
             });
-            let _ = respond(&mut rand::rngs::OsRng, &relay, &rest[..rest.len().min(200)]);
+            let _ = respond(
+                &mut rand::rngs::OsRng,
+                &relay,
+                None,
+                &rest[..rest.len().min(200)],
+            );
             // And one naming it properly, with an arbitrary ephemeral key.
             let mut msg = [0u8; 96];
             msg[..32].copy_from_slice(&relay.id().0);
             msg[32..64].copy_from_slice(&relay.onion_key());
             let x = rest.len().min(32);
             msg[64..64 + x].copy_from_slice(&rest[..x]);
-            let _ = respond(&mut rand::rngs::OsRng, &relay, &msg);
+            let _ = respond(&mut rand::rngs::OsRng, &relay, None, &msg);
         }
         _ => {
             // A client checking an arbitrary relay reply.

@@ -181,6 +181,24 @@ impl Guards {
         Some(peer.clone())
     }
 
+    /// The guard in use now, if one is, without picking one.
+    pub fn in_use(&self, now: Instant, unix: u64) -> Option<&Peer> {
+        self.list
+            .iter()
+            .find(|g| g.usable(now, unix))
+            .map(|g| &g.peer)
+    }
+
+    /// Take a newer descriptor of a guard (saved with the list).
+    pub fn update(&mut self, peer: &Peer) {
+        for g in &mut self.list {
+            if g.peer.id == peer.id && g.peer.desc.published < peer.desc.published {
+                g.peer = peer.clone();
+                self.dirty = true;
+            }
+        }
+    }
+
     pub fn is_guard(&self, id: NodeId) -> bool {
         self.list.iter().any(|g| g.peer.id == id)
     }

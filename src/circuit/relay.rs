@@ -125,7 +125,8 @@ impl Circuits {
             self.destroy(peer, circ, DestroyReason::PROTOCOL);
             return;
         }
-        let (keys, reply) = match respond(&mut self.rng, &self.identity, &body.data) {
+        let previous = self.previous_onion.as_ref();
+        let (keys, reply) = match respond(&mut self.rng, &self.identity, previous, &body.data) {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!("create refused: {e}");

@@ -129,11 +129,13 @@ impl ClientHandshake {
     }
 }
 
-/// The relay's side: answer a client's handshake message. Returns the layer
-/// keys for the new circuit hop and the reply to send.
+/// The relay's side: answer a client's handshake message, made to the
+/// relay's current onion key or to `previous` (the one before a rotation).
+/// Returns the layer keys for the new circuit hop and the reply to send.
 pub fn respond<R: RngCore + CryptoRng>(
     rng: &mut R,
     identity: &Identity,
+    previous: Option<&StaticSecret>,
     msg: &[u8],
 ) -> Result<(LayerKeys, [u8; SERVER_MSG_LEN]), Error> {
     let msg: &[u8; CLIENT_MSG_LEN] = msg.try_into().map_err(|_| Error::HandshakeLength {
@@ -141,12 +143,18 @@ pub fn respond<R: RngCore + CryptoRng>(
         expected: CLIENT_MSG_LEN,
     })?;
     let id = identity.id();
-    let b_pub = PublicKey::from(identity.onion_key());
     // Not secret: both are public. A client that names another relay or a
     // stale onion key gets a clear refusal instead of a failed AUTH later.
-    if msg[..32] != id.0 || msg[32..64] != b_pub.as_bytes()[..] {
+    if msg[..32] != id.0 {
         return Err(Error::HandshakeNotForUs);
     }
+    let current = identity.onion_secret();
+    let b = [Some(current), previous]
+        .into_iter()
+        .flatten()
+        .find(|b| PublicKey::from(*b).as_bytes()[..] == msg[32..64])
+        .ok_or(Error::HandshakeNotForUs)?;
+    let b_pub = PublicKey::from(b);
     let mut x = [0u8; 32];
     x.copy_from_slice(&msg[64..]);
     let x_pub = PublicKey::from(x);
@@ -154,7 +162,7 @@ pub fn respond<R: RngCore + CryptoRng>(
     let y = StaticSecret::random_from_rng(rng);
     let y_pub = PublicKey::from(&y);
     let dh_y = contributory(y.diffie_hellman(&x_pub))?;
-    let dh_b = contributory(identity.onion_secret().diffie_hellman(&x_pub))?;
+    let dh_b = contributory(b.diffie_hellman(&x_pub))?;
     let t = Transcript {
         id: &id,
         b: &b_pub,
@@ -232,12 +240,33 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let relay = Identity::generate(&mut rng);
         let (state, msg) = ClientHandshake::start(&mut rng, relay.id(), relay.onion_key());
-        let (relay_keys, reply) = respond(&mut rng, &relay, &msg).unwrap();
+        let (relay_keys, reply) = respond(&mut rng, &relay, None, &msg).unwrap();
         let client_keys = state.finish(&reply).unwrap();
         assert_eq!(client_keys.forward, relay_keys.forward);
         assert_eq!(client_keys.backward, relay_keys.backward);
         assert_eq!(client_keys.pad, relay_keys.pad);
         assert_ne!(client_keys.forward, client_keys.backward);
+    }
+
+    #[test]
+    fn a_handshake_to_the_key_before_a_rotation_works_and_older_ones_do_not() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let mut relay = Identity::generate(&mut rng);
+        let first = relay.onion_key();
+        let second = StaticSecret::random_from_rng(&mut rng);
+        let previous = relay.replace_onion(second);
+        // A client still holding the descriptor before the rotation.
+        let (state, msg) = ClientHandshake::start(&mut rng, relay.id(), first);
+        let (relay_keys, reply) = respond(&mut rng, &relay, Some(&previous), &msg).unwrap();
+        assert_eq!(state.finish(&reply).unwrap().forward, relay_keys.forward);
+        // After the next rotation the first key is gone.
+        let third = StaticSecret::random_from_rng(&mut rng);
+        let previous = relay.replace_onion(third);
+        let (_, msg) = ClientHandshake::start(&mut rng, relay.id(), first);
+        assert_eq!(
+            respond(&mut rng, &relay, Some(&previous), &msg).map(|_| ()),
+            Err(Error::HandshakeNotForUs)
+        );
     }
 
     #[test]
@@ -249,7 +278,7 @@ mod tests {
         msg[32..64].copy_from_slice(&relay.onion_key());
         // X = 0 is a point of small order.
         assert_eq!(
-            respond(&mut rng, &relay, &msg).map(|_| ()),
+            respond(&mut rng, &relay, None, &msg).map(|_| ()),
             Err(Error::NonContributory)
         );
     }

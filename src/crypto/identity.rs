@@ -9,12 +9,38 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
 use super::Error;
-use crate::wire::{NodeAddr, NodeDescriptor, NodeId};
+use crate::wire::{NodeAddr, NodeDescriptor, NodeId, ShownTable};
 
 /// Domain separation for descriptor signatures, so that a descriptor
 /// signature can never be replayed as a signature on anything else.
 const DESCRIPTOR_CONTEXT: &[u8] = b"umbra descriptor v1\0";
 const PUZZLE_CONTEXT: &[u8] = b"umbra id puzzle v1\0";
+const TABLE_CONTEXT: &[u8] = b"umbra routing table v1\0";
+/// A descriptor is good for this long after the time it was made
+/// (seconds); nodes make a new one every [`DESCRIPTOR_REFRESH`], and one
+/// older than this is stale and refused.
+pub const DESCRIPTOR_LIFETIME: u64 = 24 * 3600;
+/// How often a node signs its descriptor again (seconds).
+pub const DESCRIPTOR_REFRESH: u64 = 6 * 3600;
+/// How far ahead of this node's clock a descriptor may be dated (seconds).
+pub const CLOCK_SKEW: u64 = 600;
+
+/// Whether `d` is current at Unix time `unix`: made no longer than
+/// [`DESCRIPTOR_LIFETIME`] ago, and not dated more than [`CLOCK_SKEW`]
+/// ahead.
+pub fn descriptor_fresh(d: &NodeDescriptor, unix: u64) -> bool {
+    d.published <= unix.saturating_add(CLOCK_SKEW)
+        && unix < d.published.saturating_add(DESCRIPTOR_LIFETIME)
+}
+
+/// A relay makes a new onion key this often (seconds), and keeps
+/// answering handshakes made to the one before for as long again, so that
+/// every descriptor still current (and a guard list a week old) names a
+/// key it holds. An onion key that leaks opens no handshake made more
+/// than two weeks after it was made (Tor rotates its ntor keys every 28
+/// days with 7 days of overlap).
+pub const ONION_KEY_LIFETIME: u64 = 7 * 24 * 3600;
+
 /// Puzzle bits a configuration may ask for at most (about a day of one
 /// core per identity).
 pub const MAX_PUZZLE_BITS: u8 = 32;
@@ -119,6 +145,12 @@ impl Identity {
         &self.onion
     }
 
+    /// Take `onion` as the onion key from now on (a rotation); returns the
+    /// one it replaces.
+    pub fn replace_onion(&mut self, onion: StaticSecret) -> StaticSecret {
+        std::mem::replace(&mut self.onion, onion)
+    }
+
     /// A descriptor for this node, signed.
     pub fn sign_descriptor(
         &self,
@@ -138,6 +170,30 @@ impl Identity {
         d.signature = self.signing.sign(&msg).to_bytes();
         Ok(d)
     }
+}
+
+impl Identity {
+    /// Sign `table` as this node's answer to `query`.
+    pub fn sign_table(&self, query: u64, table: &mut ShownTable) -> Result<(), Error> {
+        let msg = table_message(query, table)?;
+        table.signature = self.signing.sign(&msg).to_bytes();
+        Ok(())
+    }
+}
+
+/// Check that the node whose identity key is `identity` signed `table` as
+/// its answer to `query`.
+pub fn verify_table(identity: &[u8; 32], query: u64, table: &ShownTable) -> Result<(), Error> {
+    let key = VerifyingKey::from_bytes(identity).map_err(|_| Error::BadKey)?;
+    let msg = table_message(query, table)?;
+    key.verify_strict(&msg, &Signature::from_bytes(&table.signature))
+        .map_err(|_| Error::BadSignature)
+}
+
+fn table_message(query: u64, table: &ShownTable) -> Result<Vec<u8>, Error> {
+    let mut msg = TABLE_CONTEXT.to_vec();
+    msg.extend(table.signed_part(query)?);
+    Ok(msg)
 }
 
 /// A node's id: SHA-256 of its Ed25519 public key.
@@ -169,6 +225,55 @@ mod tests {
 
     fn rng() -> rand::rngs::StdRng {
         rand::rngs::StdRng::seed_from_u64(1)
+    }
+
+    #[test]
+    fn a_descriptor_is_fresh_for_a_day_and_a_little_ahead() {
+        let id = Identity::generate(&mut rng());
+        let at = |published| id.sign_descriptor(Vec::new(), published, 0).unwrap();
+        let now = 1_000_000;
+        assert!(descriptor_fresh(&at(now), now));
+        assert!(descriptor_fresh(&at(now - DESCRIPTOR_LIFETIME + 1), now));
+        assert!(!descriptor_fresh(&at(now - DESCRIPTOR_LIFETIME), now));
+        assert!(descriptor_fresh(&at(now + CLOCK_SKEW), now));
+        assert!(!descriptor_fresh(&at(now + CLOCK_SKEW + 1), now));
+        assert!(!descriptor_fresh(&at(u64::MAX), now), "no overflow");
+    }
+
+    #[test]
+    fn a_table_verifies_only_as_signed_for_its_query() {
+        let mut r = rng();
+        let owner = Identity::generate(&mut r);
+        let other = Identity::generate(&mut r);
+        let d = other
+            .sign_descriptor(Vec::new(), 1, 0)
+            .expect("a descriptor signs");
+        let mut table = ShownTable {
+            predecessor: None,
+            successors: vec![d.clone()],
+            fingers: Vec::new(),
+            signature: [0; 64],
+        };
+        owner.sign_table(9, &mut table).expect("signs");
+        let key = owner.identity_key();
+        assert_eq!(verify_table(&key, 9, &table), Ok(()));
+        assert_eq!(
+            verify_table(&key, 10, &table),
+            Err(Error::BadSignature),
+            "another query"
+        );
+        assert_eq!(
+            verify_table(&other.identity_key(), 9, &table),
+            Err(Error::BadSignature),
+            "another owner"
+        );
+        let mut altered = table.clone();
+        altered.fingers.push(d);
+        assert_eq!(
+            verify_table(&key, 9, &altered),
+            Err(Error::BadSignature),
+            "an entry added on the way"
+        );
     }
 
     #[test]

@@ -110,7 +110,8 @@ async fn ask(cmd: &mpsc::Sender<Command>, request: Request) -> Option<Reply> {
 /// A handle on a running node.
 pub struct NodeHandle {
     pub id: NodeId,
-    /// Its public keys: Ed25519 identity and X25519 onion key.
+    /// Its public keys: Ed25519 identity, and the X25519 onion key it
+    /// started with (a relay makes a new one every week).
     pub identity_key: [u8; 32],
     pub onion_key: [u8; 32],
     /// The address its QUIC socket is bound to.

@@ -40,10 +40,12 @@ use crate::wire::{Frame, KeyKind, NodeDescriptor, NodeId, PeerMessage, RequestId
 mod dispatch;
 mod links;
 mod local;
+pub mod onion;
 pub mod placement;
 pub mod sampling;
 #[cfg(test)]
 mod tests;
+mod via;
 
 pub use placement::StoreError;
 
@@ -59,6 +61,11 @@ pub const LEARN_PATIENCE: Duration = Duration::from_secs(120);
 pub const LINK_GRACE: Duration = Duration::from_secs(2);
 /// Verified descriptor signatures kept to skip re-verification.
 const VERIFIED_CACHE: usize = 4096;
+/// How often a node signs its descriptor again, so that the copies others
+/// hold stay fresh ([`crate::crypto::DESCRIPTOR_LIFETIME`]).
+pub const REPUBLISH_EVERY: Duration = Duration::from_secs(crate::crypto::DESCRIPTOR_REFRESH);
+/// How often the relay sample is cleared of stale descriptors.
+const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 /// Cache writes in flight at once; beyond this, blocks passing by are not
 /// cached (caching is optional, and a slow disk must not make the node
 /// hold blocks without bound).
@@ -421,6 +428,17 @@ pub struct Core {
     lookups_done: u64,
     lookup_steps: u64,
     misbehaving: u64,
+    /// Table requests through the guard, and fetches for others.
+    via: via::Via,
+    /// When this node signs its descriptor again.
+    next_republish: Instant,
+    /// When the relay sample is next checked for stale descriptors.
+    next_expiry: Instant,
+    /// When the current onion key was made (Unix time), the one before
+    /// it, and whether they changed since last saved.
+    onion_made: u64,
+    previous_onion: Option<x25519_dalek::StaticSecret>,
+    onion_changed: bool,
     /// The local user waiting for a leave to finish.
     leaving: Option<Token>,
     stopped: bool,
@@ -449,9 +467,11 @@ impl Core {
     ) -> Result<Core, crate::crypto::Error> {
         let mut rng = StdRng::from_seed(seed32);
         let relaying = settings.relay && !settings.advertised.is_empty();
+        let settings_relay = settings.relay;
         let desc = sign(&identity, &settings.advertised, unix_now)?;
         let ring_cfg = ring::Config {
             member: relaying,
+            client: !settings.relay,
             ..settings.ring.clone()
         };
         let mut ring = Ring::new(desc, ring_cfg, now, seed(&mut rng));
@@ -503,6 +523,13 @@ impl Core {
             lookups_done: 0,
             lookup_steps: 0,
             misbehaving: 0,
+            via: via::Via::default(),
+            next_republish: now + REPUBLISH_EVERY,
+            next_expiry: now + EXPIRE_EVERY,
+            onion_made: unix_now,
+            previous_onion: None,
+            // A relay saves its keys from the first run on.
+            onion_changed: settings_relay,
             leaving: None,
             stopped: false,
             actions: VecDeque::new(),
@@ -570,6 +597,9 @@ impl Core {
             self.learner.as_ref().and_then(Learner::poll_timeout),
             self.learn_warning,
             self.retiring.front().map(|(t, _)| *t),
+            Some(self.next_republish),
+            Some(self.next_expiry),
+            self.settings.relay.then(|| self.next_rotation()),
         ];
         for t in more.into_iter().flatten() {
             d = d.min(t);
@@ -600,6 +630,14 @@ impl Core {
         }
         self.addresses_timeout(now);
         self.retire_links(now);
+        self.rotate_onion(now);
+        if now >= self.next_republish {
+            self.republish(now);
+        }
+        if now >= self.next_expiry {
+            self.next_expiry = now + EXPIRE_EVERY;
+            self.circuits.expire_stale(now);
+        }
         let mut known = self.circuits.sample().ids();
         if known.len() < self.sample_seen {
             // A relay left the sample (its link failed): look again.

@@ -93,7 +93,7 @@ pub async fn start_with(cfg: Config, hooks: Hooks) -> Result<NodeHandle, Error> 
     let learning = settings.learn.is_some();
     let mut seed = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut seed);
-    let (identity_key, onion_key) = (identity.identity_key(), identity.onion_key());
+    let identity_key = identity.identity_key();
     let mut core = Core::new(identity, settings, held, seed, Instant::now(), unix_now())
         .map_err(|e| Error::Identity(e.to_string()))?;
     let guards_file = cfg.data_dir.join(GUARDS_FILE);
@@ -113,7 +113,30 @@ pub async fn start_with(cfg: Config, hooks: Hooks) -> Result<NodeHandle, Error> 
             })
         }
     }
+    let onion_file = cfg.data_dir.join(ONION_FILE);
+    if cfg.relay {
+        match std::fs::read(&onion_file) {
+            Ok(bytes) => {
+                let bytes = zeroize::Zeroizing::new(bytes);
+                let keys = crate::node::core::onion::OnionKeys::decode(&bytes).map_err(|e| {
+                    Error::DataDir {
+                        path: onion_file.display().to_string(),
+                        message: format!("{e} (remove it to make a new onion key)"),
+                    }
+                })?;
+                core.set_onion_keys(keys, Instant::now());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::DataDir {
+                    path: onion_file.display().to_string(),
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
     let id = core.id();
+    let onion_key = core.descriptor().onion_key;
     if learning {
         tracing::info!(
             "listening on an unspecified address with no public address: learning one from \
@@ -155,6 +178,7 @@ pub async fn start_with(cfg: Config, hooks: Hooks) -> Result<NodeHandle, Error> 
         shutdown,
         guards_file,
         guards_saved: Instant::now(),
+        onion_file,
     };
     let task = tokio::spawn(driver.run(cmd_rx, link_rx, accept_rx, dial_rx, store_rx));
     Ok(NodeHandle {
@@ -224,10 +248,14 @@ struct Driver {
     /// Where the entry guards persist, and when they were last written.
     guards_file: std::path::PathBuf,
     guards_saved: Instant,
+    /// Where a relay's onion keys persist.
+    onion_file: std::path::PathBuf,
 }
 
 /// The entry guards' file in the data directory.
 pub const GUARDS_FILE: &str = "guards";
+/// A relay's onion keys' file in the data directory.
+pub const ONION_FILE: &str = "onion.keys";
 /// Guards' path-bias counts change with every circuit; they are written
 /// at most this often, and when the node stops.
 const GUARDS_SAVE_EVERY: Duration = Duration::from_secs(10);
@@ -236,6 +264,14 @@ impl Driver {
     /// Write the guard list if it changed: to a temporary file, synced,
     /// then renamed over the old one, so that a crash leaves one or the
     /// other whole.
+    fn save_onion_keys(&mut self) {
+        if let Some(bytes) = self.core.take_onion_changed() {
+            if let Err(e) = super::identity::write_secret(&self.onion_file, &bytes) {
+                tracing::error!("cannot save the onion keys: {e}");
+            }
+        }
+    }
+
     fn save_guards(&mut self, force: bool) {
         if !force && self.guards_saved.elapsed() < GUARDS_SAVE_EVERY {
             return;
@@ -309,6 +345,7 @@ impl Driver {
                 return;
             }
             self.save_guards(false);
+            self.save_onion_keys();
         }
     }
 
@@ -434,6 +471,7 @@ impl Driver {
 
     async fn stop(&mut self) {
         self.save_guards(true);
+        self.save_onion_keys();
         let _ = self.shutdown.send(true);
         // Dropping the handles lets each writer send what is queued, finish
         // its stream and close its link; wait for that, briefly, before

@@ -44,7 +44,7 @@ pub fn load_identity(data_dir: &Path, puzzle: u8) -> Result<Identity, Error> {
 }
 
 /// Write a secret file readable by its owner only, atomically.
-fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     let mut opts = std::fs::OpenOptions::new();

@@ -17,13 +17,15 @@
 //! only show real nodes where they really are.
 
 use super::*;
+use crate::wire::ShownTable;
 use rand::seq::SliceRandom;
 
 /// Tables one walk may ask for before it gives up.
 pub const WALK_MAX_STEPS: usize = 32;
 /// Nodes named in tables that passed, kept to start later walks from: a
 /// client whose own tables came from lying lookups still has places to
-/// start that a checked table showed.
+/// start that a checked table showed. (A client-only node, which keeps no
+/// table of its own, also keeps those its measuring tables named.)
 const CHECKED_KEPT: usize = 64;
 /// Density estimates kept: from tables asked for to measure the ring
 /// (never from the tables a walk follows, whose owners a liar can steer
@@ -224,12 +226,7 @@ impl Ring {
             // node's table and the tables of the nodes it names, and walk
             // once that is done.
             if self.seeding == 0 {
-                if let Some(&(addr, expect)) = self.bootstrap.first() {
-                    self.seeding = 1;
-                    self.seeded_at = Some(now);
-                    let query = self.insert_query(expect, Pending::Seed { first: true }, now);
-                    self.send(Dest::Addr(addr, expect), PeerMessage::GetTable { query });
-                }
+                self.seed_from_bootstrap(now);
             }
             if self.seeding > 0 || self.densities.is_empty() {
                 walk.steps = 0;
@@ -258,6 +255,28 @@ impl Ring {
         self.walk_next(walk, now);
     }
 
+    /// Measure the ring from the bootstrap node's table and the tables of
+    /// the nodes it names ([`Ring::seed_table`]).
+    pub(super) fn seed_from_bootstrap(&mut self, now: Instant) {
+        if let Some(&(addr, expect)) = self.bootstrap.first() {
+            self.seeding = 1;
+            self.seeded_at = Some(now);
+            let query = self.insert_query(expect, Pending::Seed { first: true }, now);
+            self.send(Dest::Addr(addr, expect), PeerMessage::GetTable { query });
+        }
+    }
+
+    /// Keep `p` to start later walks from.
+    fn remember_checked(&mut self, p: &Peer) {
+        if p.id == self.me.id || self.checked.iter().any(|c| c.id == p.id) {
+            return;
+        }
+        if self.checked.len() == CHECKED_KEPT {
+            self.checked.pop_front();
+        }
+        self.checked.push_back(p.clone());
+    }
+
     fn note_density(&mut self, e: f64) {
         if self.densities.len() == DENSITIES_KEPT {
             self.densities.pop_front();
@@ -283,6 +302,17 @@ impl Ring {
         let (succ, others) = positions(&table, k);
         if let Some(e) = table_estimate(owner, &succ, &others) {
             self.note_density(e);
+        }
+        if self.cfg.client {
+            // A client has no table of its own: the nodes measured tables
+            // name are where its walks start (each table on a walk is
+            // checked all the same).
+            if first {
+                self.joined = true;
+            }
+            for p in &table {
+                self.remember_checked(p);
+            }
         }
         if first {
             // The bootstrap node's fingers (nodes spread over the ring),
@@ -373,19 +403,19 @@ impl Ring {
         &mut self,
         from: NodeId,
         query: u64,
-        predecessor: Option<NodeDescriptor>,
-        successors: Vec<NodeDescriptor>,
-        fingers: Vec<NodeDescriptor>,
+        shown: Box<ShownTable>,
         now: Instant,
     ) {
         let Some(q) = self.take_query(query, from) else {
             return;
         };
-        let k = successors.len();
-        let table: Vec<Peer> = successors
+        let shown = *shown;
+        let k = shown.successors.len();
+        let table: Vec<Peer> = shown
+            .successors
             .into_iter()
-            .chain(fingers)
-            .chain(predecessor)
+            .chain(shown.fingers)
+            .chain(shown.predecessor)
             .map(Peer::new)
             .collect();
         match q.what {
@@ -419,13 +449,7 @@ impl Ring {
         if ok {
             walk.passed.insert(from, table[..successors].to_vec());
             for p in &table {
-                if p.id == self.me.id || self.checked.iter().any(|c| c.id == p.id) {
-                    continue;
-                }
-                if self.checked.len() == CHECKED_KEPT {
-                    self.checked.pop_front();
-                }
-                self.checked.push_back(p.clone());
+                self.remember_checked(p);
             }
             for p in table {
                 if p.id != self.me.id && !walk.known.iter().any(|k| k.id == p.id) {
@@ -456,8 +480,9 @@ impl Ring {
         });
     }
 
-    /// This node's table as [`PeerMessage::Table`] shows it.
-    pub(super) fn table(&self, query: u64) -> PeerMessage {
+    /// This node's table as [`PeerMessage::Table`] shows it, unsigned
+    /// (the node signs it as it goes out).
+    pub fn table(&self, query: u64) -> PeerMessage {
         let mut fingers: Vec<NodeDescriptor> = Vec::new();
         for p in &self.finger_runs {
             if fingers.len() == crate::wire::MAX_FINGERS {
@@ -469,9 +494,12 @@ impl Ring {
         }
         PeerMessage::Table {
             query,
-            predecessor: self.predecessor.as_ref().map(|p| (*p.desc).clone()),
-            successors: self.successors.iter().map(|p| (*p.desc).clone()).collect(),
-            fingers,
+            table: Box::new(ShownTable {
+                predecessor: self.predecessor.as_ref().map(|p| (*p.desc).clone()),
+                successors: self.successors.iter().map(|p| (*p.desc).clone()).collect(),
+                fingers,
+                signature: [0; 64],
+            }),
         }
     }
 

@@ -13,7 +13,7 @@ impl Net {
     /// Install the settled ring state in every live node.
     pub fn settle_ring(&mut self) {
         let mut order: Vec<(NodeId, usize)> = (0..self.len())
-            .filter(|&i| self.is_alive(i))
+            .filter(|&i| self.is_alive(i) && self.core(i).ring().is_member())
             .map(|i| (self.core(i).id(), i))
             .collect();
         order.sort();

@@ -10,7 +10,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::{
-    open_code, Error, Reader, RoutingKey, Writer, MAX_ADDRS, MAX_BLOCK_LEN, MAX_FINGERS,
+    open_code, Error, NodeId, Reader, RoutingKey, Writer, MAX_ADDRS, MAX_BLOCK_LEN, MAX_FINGERS,
     MAX_MESSAGE_LEN, MAX_SUCCESSORS,
 };
 
@@ -52,6 +52,8 @@ open_code! {
         PROBE = 0x0b,
         GET_TABLE = 0x0c,
         TABLE = 0x0d,
+        GET_TABLE_VIA = 0x0e,
+        TABLE_VIA = 0x0f,
         GET = 0x20,
         PUT = 0x21,
         DATA = 0x22,
@@ -139,6 +141,57 @@ impl NodeDescriptor {
     }
 }
 
+/// A node's routing table as it shows it to a walk: predecessor,
+/// successor list and distinct fingers, and its signature over them and
+/// the query they answer ([`ShownTable::signed_part`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShownTable {
+    pub predecessor: Option<NodeDescriptor>,
+    pub successors: Vec<NodeDescriptor>,
+    pub fingers: Vec<NodeDescriptor>,
+    pub signature: [u8; 64],
+}
+
+impl ShownTable {
+    /// The bytes the owner signs: the query, then every field but the
+    /// signature.
+    pub fn signed_part(&self, query: u64) -> Result<Vec<u8>, Error> {
+        let mut w = Writer::new();
+        w.u64(query);
+        self.write_unsigned(&mut w)?;
+        Ok(w.into_vec())
+    }
+
+    fn write_unsigned(&self, w: &mut Writer) -> Result<(), Error> {
+        write_opt_descriptor(w, self.predecessor.as_ref())?;
+        write_descriptors(w, &self.successors)?;
+        write_list(w, &self.fingers, MAX_FINGERS, "finger list")
+    }
+
+    fn write(&self, w: &mut Writer) -> Result<(), Error> {
+        self.write_unsigned(w)?;
+        w.bytes(&self.signature);
+        Ok(())
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<ShownTable, Error> {
+        Ok(ShownTable {
+            predecessor: read_opt_descriptor(r)?,
+            successors: read_descriptors(r)?,
+            fingers: read_list(r, MAX_FINGERS, "finger list")?,
+            signature: r.array()?,
+        })
+    }
+
+    /// Every descriptor it names.
+    pub fn descriptors(&self) -> impl Iterator<Item = &NodeDescriptor> {
+        self.predecessor
+            .iter()
+            .chain(&self.successors)
+            .chain(&self.fingers)
+    }
+}
+
 /// A message between neighbours.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerMessage {
@@ -176,12 +229,25 @@ pub enum PeerMessage {
     GetTable {
         query: u64,
     },
-    /// The sender's predecessor, successor list and distinct fingers.
+    /// The sender's routing table, signed by it.
     Table {
         query: u64,
-        predecessor: Option<NodeDescriptor>,
-        successors: Vec<NodeDescriptor>,
-        fingers: Vec<NodeDescriptor>,
+        table: Box<ShownTable>,
+    },
+    /// "Ask `to` for its table on my behalf": how a client-only node's
+    /// walks reach the ring through its entry guard, so that the nodes
+    /// they visit never see it. `query` is the asker's, passed on as is.
+    GetTableVia {
+        query: u64,
+        to: NodeDescriptor,
+    },
+    /// `owner`'s answer to a [`PeerMessage::GetTableVia`], passed back
+    /// unchanged: its signature lets the asker check that the node in
+    /// between did not alter it.
+    TableVia {
+        owner: NodeId,
+        query: u64,
+        table: Box<ShownTable>,
     },
     /// "I might be your predecessor."
     Notify {
@@ -269,6 +335,8 @@ impl PeerMessage {
             PredecessorReply { .. } => MessageKind::PREDECESSOR_REPLY,
             GetTable { .. } => MessageKind::GET_TABLE,
             Table { .. } => MessageKind::TABLE,
+            GetTableVia { .. } => MessageKind::GET_TABLE_VIA,
+            TableVia { .. } => MessageKind::TABLE_VIA,
             Notify { .. } => MessageKind::NOTIFY,
             Leaving { .. } => MessageKind::LEAVING,
             Hello { .. } => MessageKind::HELLO,
@@ -319,9 +387,16 @@ impl PeerMessage {
             MessageKind::GET_TABLE => GetTable { query: r.u64()? },
             MessageKind::TABLE => Table {
                 query: r.u64()?,
-                predecessor: read_opt_descriptor(&mut r)?,
-                successors: read_descriptors(&mut r)?,
-                fingers: read_list(&mut r, MAX_FINGERS, "finger list")?,
+                table: Box::new(ShownTable::read(&mut r)?),
+            },
+            MessageKind::GET_TABLE_VIA => GetTableVia {
+                query: r.u64()?,
+                to: NodeDescriptor::read(&mut r)?,
+            },
+            MessageKind::TABLE_VIA => TableVia {
+                owner: NodeId(r.array()?),
+                query: r.u64()?,
+                table: Box::new(ShownTable::read(&mut r)?),
             },
             MessageKind::NOTIFY => Notify {
                 node: NodeDescriptor::read(&mut r)?,
@@ -403,16 +478,22 @@ impl PeerMessage {
                 node.write(&mut w)?;
             }
             GetPredecessor { query } | GetTable { query } => w.u64(*query),
-            Table {
-                query,
-                predecessor,
-                successors,
-                fingers,
-            } => {
+            Table { query, table } => {
                 w.u64(*query);
-                write_opt_descriptor(&mut w, predecessor.as_ref())?;
-                write_descriptors(&mut w, successors)?;
-                write_list(&mut w, fingers, MAX_FINGERS, "finger list")?;
+                table.write(&mut w)?;
+            }
+            GetTableVia { query, to } => {
+                w.u64(*query);
+                to.write(&mut w)?;
+            }
+            TableVia {
+                owner,
+                query,
+                table,
+            } => {
+                w.bytes(&owner.0);
+                w.u64(*query);
+                table.write(&mut w)?;
             }
             PredecessorReply {
                 query,
@@ -632,20 +713,28 @@ mod tests {
             addrs: vec![NodeAddr("[2001:db8::1]:7000".parse().unwrap()); MAX_ADDRS],
             signature: [4; 64],
         };
-        let full = PeerMessage::Table {
-            query: 5,
+        let table = ShownTable {
             predecessor: Some(d.clone()),
             successors: vec![d.clone(); MAX_SUCCESSORS],
             fingers: vec![d.clone(); MAX_FINGERS],
+            signature: [6; 64],
+        };
+        let full = PeerMessage::TableVia {
+            owner: NodeId([7; 32]),
+            query: 5,
+            table: Box::new(table),
         };
         let bytes = full.encode().expect("the largest table encodes");
         assert!(bytes.len() <= MAX_MESSAGE_LEN);
         assert_eq!(PeerMessage::decode(&bytes), Ok(full));
         let over = PeerMessage::Table {
             query: 5,
-            predecessor: None,
-            successors: Vec::new(),
-            fingers: vec![d; MAX_FINGERS + 1],
+            table: Box::new(ShownTable {
+                predecessor: None,
+                successors: Vec::new(),
+                fingers: vec![d; MAX_FINGERS + 1],
+                signature: [0; 64],
+            }),
         };
         assert!(over.encode().is_err(), "a table past the bound is not sent");
     }

@@ -34,7 +34,7 @@ pub fn build_circuit(
     for _ in 0..n {
         let relay = Identity::generate(rng);
         let (state, msg) = ClientHandshake::start(rng, relay.id(), relay.onion_key());
-        let (relay_keys, reply) = respond(rng, &relay, &msg).expect("relay answers");
+        let (relay_keys, reply) = respond(rng, &relay, None, &msg).expect("relay answers");
         let client_keys = state.finish(&reply).expect("client accepts");
         client.add_hop(&client_keys).expect("room for the hop");
         relays.push(RelayLayer::new(&relay_keys));

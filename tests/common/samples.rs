@@ -103,9 +103,26 @@ pub fn peer_messages() -> Vec<PeerMessage> {
         GetTable { query: 4 },
         Table {
             query: 4,
-            predecessor: None,
-            successors: vec![d.clone()],
-            fingers: vec![d.clone(), d.clone()],
+            table: Box::new(ShownTable {
+                predecessor: None,
+                successors: vec![d.clone()],
+                fingers: vec![d.clone(), d.clone()],
+                signature: [9; 64],
+            }),
+        },
+        GetTableVia {
+            query: 5,
+            to: d.clone(),
+        },
+        TableVia {
+            owner: NodeId([8; 32]),
+            query: 5,
+            table: Box::new(ShownTable {
+                predecessor: Some(d.clone()),
+                successors: vec![d.clone()],
+                fingers: Vec::new(),
+                signature: [7; 64],
+            }),
         },
         Notify { node: d.clone() },
         Leaving {

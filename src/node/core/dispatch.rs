@@ -89,14 +89,24 @@ impl Core {
         let mut busy = false;
         while let Some(t) = self.ring.poll_transmit() {
             busy = true;
-            match t.to {
-                Dest::Link(id) => self.send_on_link(id, t.msg),
-                Dest::Peer(p) => self.send_to_peer(&p, t.msg, now),
-                Dest::Addr(addr, expect) => {
+            let msg = match t.msg {
+                PeerMessage::Table { query, table } => match self.signed(query, table) {
+                    Some(table) => PeerMessage::Table { query, table },
+                    None => continue,
+                },
+                msg => msg,
+            };
+            match (t.to, msg) {
+                (Dest::Peer(p), PeerMessage::GetTable { query }) if self.tables_through_guard() => {
+                    self.get_table_via(&p, query, now)
+                }
+                (Dest::Link(id), msg) => self.send_on_link(id, msg),
+                (Dest::Peer(p), msg) => self.send_to_peer(&p, msg, now),
+                (Dest::Addr(addr, expect), msg) => {
                     if let Some(q) = self.dialing_addr.get_mut(&addr) {
-                        q.push(t.msg);
+                        q.push(msg);
                     } else {
-                        self.dialing_addr.insert(addr, vec![t.msg]);
+                        self.dialing_addr.insert(addr, vec![msg]);
                         self.dial_addr(addr, expect);
                     }
                 }
@@ -140,13 +150,26 @@ impl Core {
                     token,
                     result,
                     steps,
-                    ..
-                } => {
-                    if let Some(LookupFor::Sample { targeted }) = self.lookups.remove(&token) {
+                    timeouts,
+                } => match self.lookups.remove(&token) {
+                    Some(LookupFor::Sample { targeted }) => {
                         self.count_lookup(steps);
                         self.sampled(result.ok().map(|b| *b), targeted, now);
                     }
-                }
+                    Some(LookupFor::Asked(user)) => {
+                        // A client's lookup is a walk.
+                        self.count_lookup(steps);
+                        self.actions.push_back(Action::Reply {
+                            token: user,
+                            reply: Reply::Lookup {
+                                successor: result.ok().map(|f| f.successor.id),
+                                steps,
+                                timeouts,
+                            },
+                        });
+                    }
+                    _ => {}
+                },
             }
         }
         busy

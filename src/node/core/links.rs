@@ -10,7 +10,7 @@ use super::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::crypto::verify_descriptor;
+use crate::crypto::{descriptor_fresh, verify_descriptor};
 use crate::link::addr::canonical;
 use crate::ring::Peer;
 use crate::wire::{Frame, NodeAddr, NodeDescriptor, NodeId, PeerMessage};
@@ -29,7 +29,11 @@ impl Core {
         now: Instant,
     ) {
         if let Some(d) = dial {
-            self.dials.remove(&d);
+            if let Some(super::Dialed::Addr(addr, _)) = self.dials.remove(&d) {
+                if self.settings.bootstrap.iter().any(|(a, _)| *a == addr) {
+                    self.via.boot = Some(peer);
+                }
+            }
         }
         if peer == self.id() {
             // We dialled ourselves (a bootstrap address of our own).
@@ -155,6 +159,7 @@ impl Core {
 
     /// Everything that went through `peer`'s link moves on.
     fn peer_gone(&mut self, peer: NodeId, now: Instant) {
+        self.via.link_down(peer);
         if let Some(l) = &mut self.learner {
             l.handle_link_down(peer);
         }
@@ -259,16 +264,10 @@ impl Core {
                 predecessor,
                 successors,
             } => predecessor.iter().chain(successors.iter()).collect(),
-            PeerMessage::Table {
-                predecessor,
-                successors,
-                fingers,
-                ..
-            } => predecessor
-                .iter()
-                .chain(successors.iter())
-                .chain(fingers.iter())
-                .collect(),
+            PeerMessage::Table { table, .. } | PeerMessage::TableVia { table, .. } => {
+                table.descriptors().collect()
+            }
+            PeerMessage::GetTableVia { to, .. } => vec![to],
             _ => return true,
         };
         for d in descs {
@@ -319,6 +318,14 @@ impl Core {
             PeerMessage::Hello { node } => {
                 if crate::crypto::node_id(&node.identity) != peer {
                     self.misbehaved(peer, "hello for another node", now);
+                } else if !descriptor_fresh(&node, self.unix_at(now)) {
+                    // Its clock is off by a day, or it replays an old
+                    // descriptor: either way not one to build on.
+                    self.misbehaved(peer, "stale descriptor", now);
+                } else {
+                    let p = Peer::new(node);
+                    self.ring.update_descriptor(&p);
+                    self.circuits.update_descriptor(&p);
                 }
             }
             PeerMessage::Observed { addr } => {
@@ -371,8 +378,55 @@ impl Core {
                 let mut ctx = super::dispatch::RouteCtx::new(&self.ring, self.settings.replicas);
                 self.router.handle_reply(peer, msg, now, &mut ctx);
             }
+            PeerMessage::GetTableVia { query, to } => self.forward_table(peer, query, to, now),
+            PeerMessage::TableVia {
+                owner,
+                query,
+                table,
+            } => self.table_via_arrived(peer, owner, query, table, now),
+            PeerMessage::Table { query, table } => {
+                if let Some(msg) = self.forwarded_table(peer, query, table) {
+                    self.hand_to_ring(peer, msg, now);
+                }
+            }
             PeerMessage::Unrecognized { .. } => {}
-            ring_msg => self.ring.handle_message(peer, ring_msg, now),
+            ring_msg => self.hand_to_ring(peer, ring_msg, now),
         }
+    }
+
+    /// A ring message from `peer`, without the stale descriptors it may
+    /// carry: a list loses them (an honest node's tables can hold a
+    /// descriptor a little past its time), a message about one node that
+    /// is stale is dropped.
+    pub(super) fn hand_to_ring(&mut self, peer: NodeId, mut msg: PeerMessage, now: Instant) {
+        let unix = self.unix_at(now);
+        let fresh = |d: &NodeDescriptor| descriptor_fresh(d, unix);
+        let keep = |list: &mut Vec<NodeDescriptor>| list.retain(|d| fresh(d));
+        match &mut msg {
+            PeerMessage::FindSuccessorReply { node, .. } | PeerMessage::Notify { node }
+                if !fresh(node) =>
+            {
+                return;
+            }
+            PeerMessage::PredecessorReply {
+                predecessor,
+                successors,
+                ..
+            }
+            | PeerMessage::Leaving {
+                predecessor,
+                successors,
+            } => {
+                predecessor.take_if(|d| !fresh(d));
+                keep(successors);
+            }
+            PeerMessage::Table { table, .. } => {
+                table.predecessor.take_if(|d| !fresh(d));
+                keep(&mut table.successors);
+                keep(&mut table.fingers);
+            }
+            _ => {}
+        }
+        self.ring.handle_message(peer, msg, now);
     }
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::placement::View;
 use super::{
     Action, Core, OpFor, OpId, Reply, Request, RouteWaiter, StoreFailure, StoreOp, StoreResult,
-    LEARN_PATIENCE, LEAVE_TIMEOUT,
+    LEARN_PATIENCE, LEAVE_TIMEOUT, REPUBLISH_EVERY,
 };
 use crate::link::addr::canonical;
 use crate::link::reach;
@@ -67,7 +67,12 @@ impl Core {
             Request::Lookup(target) => {
                 let ours = self.tokens.issue();
                 self.lookups.insert(ours, super::LookupFor::Asked(token));
-                self.ring.lookup(target, ours, now);
+                if self.ring.is_client() {
+                    let start = self.circuits.sample().peers();
+                    self.ring.walk(target, ours, start, now);
+                } else {
+                    self.ring.lookup(target, ours, now);
+                }
             }
             Request::Leave => {
                 tracing::info!("leaving the ring");
@@ -298,9 +303,24 @@ impl Core {
         if first {
             tracing::info!("learned a reachable address from peers; relaying from now on");
         }
-        self.ring.set_descriptor(desc.clone());
+        self.show_descriptor(desc, now);
         self.ring.set_member(true, now);
         self.circuits.set_relay(true);
+    }
+
+    /// Sign this node's descriptor again (a fresh date, the addresses it
+    /// advertises) and show it to every peer linked.
+    pub(super) fn republish(&mut self, now: Instant) {
+        let addrs = self.advertised.clone();
+        match super::sign(&self.signer, &addrs, self.unix_at(now)) {
+            Ok(d) => self.show_descriptor(d, now),
+            Err(e) => tracing::warn!("cannot sign a new descriptor: {e}"),
+        }
+    }
+
+    fn show_descriptor(&mut self, desc: crate::wire::NodeDescriptor, now: Instant) {
+        self.ring.set_descriptor(desc.clone());
+        self.next_republish = now + REPUBLISH_EVERY;
         let mut links: Vec<_> = self.links.values().map(|l| l.id).collect();
         links.sort();
         for link in links {

@@ -72,3 +72,37 @@ fn a_checked_signature_does_not_vouch_for_other_contents() {
     );
     assert!(closes(&mut c, link), "a forged descriptor got through");
 }
+
+/// A relay signs its descriptor again every few hours, makes a new onion
+/// key every week, and keeps the one before; both are saved.
+#[test]
+fn a_relay_makes_a_new_onion_key_each_week_and_keeps_the_last() {
+    use std::time::Duration;
+    let public = |s: &x25519_dalek::StaticSecret| x25519_dalek::PublicKey::from(s).to_bytes();
+    let mut rng = StdRng::seed_from_u64(2);
+    let mut c = core(&mut rng);
+    let t0 = Instant::now();
+    let first = c.descriptor().onion_key;
+    let saved = c
+        .take_onion_changed()
+        .expect("a relay saves its keys from the start");
+    let keys = onion::OnionKeys::decode(&saved).unwrap();
+    assert_eq!(public(&keys.current), first);
+    assert!(keys.previous.is_none());
+    // A day on: a descriptor of that day, the same key.
+    c.handle_timeout(t0 + Duration::from_secs(86_400));
+    assert_eq!(c.descriptor().onion_key, first);
+    assert_eq!(c.descriptor().published, 1 + 86_400);
+    assert!(c.take_onion_changed().is_none(), "nothing new to save");
+    // A week on: a new key, named by a new descriptor; the old one kept.
+    c.handle_timeout(t0 + Duration::from_secs(crate::crypto::ONION_KEY_LIFETIME + 1));
+    let second = c.descriptor().onion_key;
+    assert_ne!(second, first);
+    let keys = onion::OnionKeys::decode(&c.take_onion_changed().expect("saved")).unwrap();
+    assert_eq!(public(&keys.current), second);
+    assert_eq!(keys.previous.as_ref().map(public), Some(first));
+    // Another week: the first key is gone.
+    c.handle_timeout(t0 + Duration::from_secs(2 * crate::crypto::ONION_KEY_LIFETIME + 2));
+    let keys = onion::OnionKeys::decode(&c.take_onion_changed().expect("saved")).unwrap();
+    assert_eq!(keys.previous.as_ref().map(public), Some(second));
+}

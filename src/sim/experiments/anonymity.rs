@@ -8,7 +8,7 @@
 //! node's own pace, and whose real path selection builds a real circuit
 //! (handshakes over the simulated links) every circuit lifetime.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 /// The circuit a selective-DoS adversary is to kill, if any.
@@ -25,7 +25,9 @@ use crate::node::core::sampling::Pace;
 use crate::node::core::{Reply, Request};
 use crate::node::Tap;
 use crate::sim::{Net, Settings};
-use crate::wire::{Cell, DestroyReason, Frame, KeyKind, NodeDescriptor, NodeId, PeerMessage};
+use crate::wire::{
+    Cell, DestroyReason, Frame, KeyKind, NodeDescriptor, NodeId, PeerMessage, ShownTable,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Adversary {
@@ -90,6 +92,8 @@ fn arc(ids: &BTreeSet<u128>, id: u128) -> u128 {
 /// in docs/threat-model.md.)
 struct Liar {
     me: NodeId,
+    /// Its own key, to sign the tables it makes up.
+    key: Identity,
     /// Colluders' descriptors, by position on the ring.
     colluders: Arc<Vec<(NodeId, NodeDescriptor)>>,
 }
@@ -142,17 +146,16 @@ impl Tap for Liar {
                     node,
                 }))
             }
-            Frame::Message(PeerMessage::Table {
-                query,
-                successors,
-                fingers,
-                ..
-            }) => Some(Frame::Message(PeerMessage::Table {
-                query,
-                predecessor: Some(self.predecessor()),
-                fingers: self.replace(fingers),
-                successors: self.successors(successors.len()),
-            })),
+            Frame::Message(PeerMessage::Table { query, table }) => {
+                let mut table = Box::new(ShownTable {
+                    predecessor: Some(self.predecessor()),
+                    successors: self.successors(table.successors.len()),
+                    fingers: self.replace(table.fingers),
+                    signature: [0; 64],
+                });
+                self.key.sign_table(query, &mut table).ok()?;
+                Some(Frame::Message(PeerMessage::Table { query, table }))
+            }
             other => Some(other),
         }
     }
@@ -204,6 +207,9 @@ fn network(adv: Adversary, n: usize, f: f64, seed: u64) -> (Net, HashSet<NodeId>
     let mut rng = rng(seed, 6);
     let bad_count = (f * n as f64).round() as usize;
     let mut bad = HashSet::new();
+    // Colluders' keys, for liars to sign what they make up.
+    let mut keys: HashMap<NodeId, Identity> = HashMap::new();
+    let copy = |who: &Identity| Identity::from_secret_bytes(&who.secret_bytes());
     if adv == Adversary::Sybil {
         let mut ids: BTreeSet<u128> = BTreeSet::new();
         for _ in 0..n - bad_count {
@@ -221,15 +227,20 @@ fn network(adv: Adversary, n: usize, f: f64, seed: u64) -> (Net, HashSet<NodeId>
             }
             if let Some((_, who)) = best {
                 ids.insert(pos(&who.id()));
+                keys.insert(who.id(), copy(&who));
                 let i = net.add_as(who, None);
                 bad.insert(net.core(i).id());
             }
         }
     } else {
         for k in 0..n {
-            let i = net.add(None);
             if k < bad_count {
+                let who = Identity::generate(&mut rng);
+                keys.insert(who.id(), copy(&who));
+                let i = net.add_as(who, None);
                 bad.insert(net.core(i).id());
+            } else {
+                net.add(None);
             }
         }
     }
@@ -251,10 +262,16 @@ fn network(adv: Adversary, n: usize, f: f64, seed: u64) -> (Net, HashSet<NodeId>
                 me,
                 armed: armed.clone(),
             }),
-            Adversary::LyingLookups => Box::new(Liar {
-                me,
-                colluders: roster.clone(),
-            }),
+            Adversary::LyingLookups => {
+                let Some(key) = keys.remove(&me) else {
+                    continue;
+                };
+                Box::new(Liar {
+                    me,
+                    key,
+                    colluders: roster.clone(),
+                })
+            }
             Adversary::Passive | Adversary::Sybil => continue,
         };
         net.set_tap(i, tap);
@@ -314,7 +331,18 @@ fn one(adv: Adversary, n: usize, f: f64, users: usize, days: f64, seed: u64) -> 
     };
     let mut share_sum = 0.0;
     let mut share_n = 0usize;
+    // The ring is settled, its maintenance quiet: its tables would keep
+    // the descriptors of the start, which go stale in a day. Relays sign
+    // theirs again every few hours; just after, the tables are settled
+    // again with them, as stabilization and finger lookups would have
+    // refreshed them.
+    let refresh = crate::node::core::REPUBLISH_EVERY;
+    let mut next_settle = start + refresh + Duration::from_secs(60);
     for slot in 0..slots {
+        if net.now() >= next_settle {
+            net.settle_ring();
+            next_settle += refresh;
+        }
         for (u, &c) in clients.iter().enumerate() {
             let sample = net.core(c).circuits().sample().ids();
             if !sample.is_empty() {
