@@ -113,6 +113,9 @@ pub struct Status {
     /// Routing tables that walks refused for leaving out nodes or
     /// showing gaps wider than the ring's density allows.
     pub tables_refused: u64,
+    /// Successor lists this node's successor showed that were too sparse
+    /// to be the ring's (a lying successor's), refused.
+    pub successor_lists_refused: u64,
     /// Entry guards dropped for too few working circuits (path bias).
     pub guards_dropped: u64,
 }

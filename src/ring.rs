@@ -256,6 +256,8 @@ pub struct Ring {
     /// Nodes whose tables walks accepted, newest last.
     checked: VecDeque<Peer>,
     tables_refused: u64,
+    /// Successor lists refused in stabilization as implausible.
+    successor_lists_refused: u64,
 }
 
 impl Ring {
@@ -289,6 +291,7 @@ impl Ring {
             seeded_at: None,
             checked: VecDeque::new(),
             tables_refused: 0,
+            successor_lists_refused: 0,
             cfg,
         }
     }
@@ -347,10 +350,14 @@ impl Ring {
                 *p = peer.clone();
             }
         }
-        for p in self.fingers.iter_mut().flatten() {
-            if newer(p) {
-                *p = peer.clone();
-                fingers = true;
+        // The distinct fingers first: a node is rarely one of them, and
+        // the table has 256 entries.
+        if self.finger_runs.iter().any(newer) {
+            for p in self.fingers.iter_mut().flatten() {
+                if newer(p) {
+                    *p = peer.clone();
+                    fingers = true;
+                }
             }
         }
         if fingers {

@@ -57,6 +57,7 @@ impl Ring {
             }
         }
         list.push(succ.clone());
+        let at = list.len();
         for d in their_succs {
             let p = Peer::new(d);
             if p.id == self.me.id {
@@ -66,6 +67,16 @@ impl Ring {
             }
             if !self.dead.contains_key(&p.id) && !list.contains(&p) {
                 list.push(p);
+            }
+        }
+        if !self.list_plausible(&succ, &list[at..]) {
+            // Our own list after the successor stands.
+            self.successor_lists_refused += 1;
+            list.truncate(at);
+            for p in self.successors.iter().skip(1) {
+                if !list.contains(p) && in_open(&p.id.0, &succ.id.0, &self.me.id.0) {
+                    list.push(p.clone());
+                }
             }
         }
         list.truncate(self.cfg.successors);
@@ -82,6 +93,36 @@ impl Ring {
         self.notify(first);
         if changed {
             self.events.push_back(Event::NeighboursChanged);
+        }
+    }
+
+    /// Whether `shown`, the successor list `succ` gave, is one to adopt:
+    /// in ring order after `succ`, and no sparser than the ring as this
+    /// node's own list measures it (the walks' bounds check, on the
+    /// successor list alone). A successor that lies names its accomplices,
+    /// whose gaps are 1 / f as wide; Chord's stabilization would take them
+    /// on its word and make them this node's replicas and fallbacks.
+    fn list_plausible(&self, succ: &Peer, shown: &[Peer]) -> bool {
+        let from = walk::position(&succ.id);
+        let mut last = 0.0;
+        for p in shown {
+            let g = walk::gap(from, walk::position(&p.id));
+            if g <= last {
+                return false;
+            }
+            last = g;
+        }
+        let me = walk::position(&self.me.id);
+        let own = self
+            .successors
+            .last()
+            .map(|l| walk::gap(me, walk::position(&l.id)));
+        // Too short a list of our own to measure by: take it.
+        match own.and_then(|span| walk::estimate(span, self.successors.len())) {
+            Some(n) if self.successors.len() >= 4 && shown.len() >= 2 => {
+                !walk::too_wide(last * n, shown.len())
+            }
+            _ => true,
         }
     }
 

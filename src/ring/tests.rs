@@ -317,3 +317,34 @@ fn a_node_that_joins_as_a_non_member_takes_its_place_once_it_becomes_one() {
     assert!(sim.check().is_empty(), "not converged after {took:?}");
     assert!(pointing(&sim) > 0);
 }
+
+#[test]
+fn a_successor_that_shows_its_accomplices_as_its_list_is_not_believed() {
+    let (mut sim, _) = grow(12, 120);
+    let took = sim.converge(Duration::from_secs(60));
+    assert!(took < Duration::from_secs(60));
+    let order: Vec<NodeId> = sim.nodes.keys().copied().collect();
+    let desc = |sim: &Sim, id: &NodeId| (*sim.nodes[id].me().desc).clone();
+    let (a, b) = (order[0], order[1]);
+    let before: Vec<NodeId> = sim.nodes[&a].successors().iter().map(|p| p.id).collect();
+    assert_eq!(before[0], b);
+    // b's accomplices: every tenth node after it, a tenth of the ring.
+    let lying: Vec<NodeDescriptor> = (1..=8).map(|k| desc(&sim, &order[1 + 10 * k])).collect();
+    let now = sim.now;
+    let ring = sim.nodes.get_mut(&a).unwrap();
+    ring.stabilize_reply(b, None, lying, now);
+    let after: Vec<NodeId> = ring.successors().iter().map(|p| p.id).collect();
+    assert_eq!(after, before, "the accomplices did not become successors");
+    assert_eq!(ring.successor_lists_refused(), 1);
+    // The true list, less a node that died, is taken.
+    let honest: Vec<NodeDescriptor> = order[2..10]
+        .iter()
+        .filter(|id| **id != order[3])
+        .map(|id| desc(&sim, id))
+        .collect();
+    let ring = sim.nodes.get_mut(&a).unwrap();
+    ring.stabilize_reply(b, None, honest, now);
+    let after: Vec<NodeId> = ring.successors().iter().map(|p| p.id).collect();
+    assert!(!after.contains(&order[3]), "the honest list is taken");
+    assert_eq!(ring.successor_lists_refused(), 1);
+}

@@ -81,14 +81,14 @@ pub fn gap(a: u64, b: u64) -> f64 {
 /// Whether `m` exponential gaps of mean 1 summing to `sum` are too wide
 /// to be honest: past the sum's 99.9th percentile, approximately (a
 /// normal bound with a margin; exact enough for m from 1 to 64).
-fn too_wide(sum: f64, m: usize) -> bool {
+pub(super) fn too_wide(sum: f64, m: usize) -> bool {
     let m = m as f64;
     sum > m + 3.1 * m.sqrt() + 3.0
 }
 
 /// An estimate of the ring's density from a successor list: `k`
 /// successors spanning `span` of the ring; (k - 1) / span is unbiased.
-fn estimate(span: f64, k: usize) -> Option<f64> {
+pub(super) fn estimate(span: f64, k: usize) -> Option<f64> {
     (k >= 2 && span > 0.0).then(|| (k - 1) as f64 / span)
 }
 
@@ -506,6 +506,11 @@ impl Ring {
     /// Tables walks refused as implausible, since start.
     pub fn tables_refused(&self) -> u64 {
         self.tables_refused
+    }
+
+    /// Successor lists stabilization refused as implausible, since start.
+    pub fn successor_lists_refused(&self) -> u64 {
+        self.successor_lists_refused
     }
 }
 

@@ -249,6 +249,7 @@ impl Core {
             creates_refused: circuits.creates_refused,
             relay_sample: circuits.sample,
             tables_refused: self.ring.tables_refused(),
+            successor_lists_refused: self.ring.successor_lists_refused(),
             guards_dropped: circuits.guards_dropped,
         }
     }

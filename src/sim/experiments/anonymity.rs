@@ -4,9 +4,9 @@
 //! exposure").
 //!
 //! The relays run the real ring; each user is a client-only node whose
-//! real sampler fills its relay sample by lookups through that ring at the
-//! node's own pace, and whose real path selection builds a real circuit
-//! (handshakes over the simulated links) every circuit lifetime.
+//! real sampler fills its relay sample by checked walks through its guard
+//! at the node's own pace, and whose real path selection builds a real
+//! circuit (handshakes over the simulated links) every circuit lifetime.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -468,10 +468,13 @@ pub fn run(opts: &Options) -> Table {
     Table {
         title: "anonymity: circuits whose first relay and exit both collude".into(),
         params: vec![
-            ("relays".into(), format!("{n}, settled ring, no churn; ring maintenance quiet")),
+            (
+                "relays".into(),
+                format!("{n}, settled ring, no churn; ring maintenance quiet, the ring settled again after each descriptor refresh (every {} h); onion keys rotate every {} days", crate::node::core::REPUBLISH_EVERY.as_secs() / 3600, crate::crypto::ONION_KEY_LIFETIME / 86_400),
+            ),
             (
                 "users".into(),
-                format!("{users} client-only nodes, each started from an honest relay, sampling relays into its 64-relay sample at the node's own pace by checked walks (one every 200 ms while the sample is small, every 10 s after, every 5 min once full)"),
+                format!("{users} client-only nodes, each started from an honest relay, sampling relays into its 64-relay sample at the node's own pace by checked walks through its guard (its bootstrap relay before it has one) (one every 200 ms while the sample is small, every 10 s after, every 5 min once full)"),
             ),
             (
                 "circuits".into(),
