@@ -59,6 +59,37 @@ pub const MAX_CIRCUITS_PER_LINK: usize = 512;
 /// it a CREATE is answered DESTROY (RESOURCE_LIMIT) without one.
 pub const CREATE_BURST: f64 = 64.0;
 pub const CREATE_RATE: f64 = 16.0;
+
+/// A token bucket: what a peer may ask of a node, a burst at once and a
+/// steady rate after.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    /// A full bucket of `burst` tokens at `now`.
+    pub(crate) fn full(burst: f64, now: Instant) -> Bucket {
+        Bucket {
+            tokens: burst,
+            at: now,
+        }
+    }
+
+    /// Refill at `rate` a second up to `burst`, then spend one token;
+    /// false if there is none.
+    pub(crate) fn take(&mut self, now: Instant, rate: f64, burst: f64) -> bool {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * rate;
+        self.tokens = (self.tokens + refill).min(burst);
+        self.at = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
 /// Relay descriptors a node keeps to choose circuits from.
 pub const SAMPLE_SIZE: usize = 64;
 /// Relays of one public network (see [`SAMPLE_NETWORKS`]) the sample
@@ -427,7 +458,7 @@ pub struct Circuits {
     /// circuit id space is ours on it).
     links: HashMap<NodeId, bool>,
     /// What each link may still spend on CREATEs: tokens, as of when.
-    creates: HashMap<NodeId, (f64, Instant)>,
+    creates: HashMap<NodeId, Bucket>,
     sample: Sample,
     guards: guards::Guards,
     /// Unix time at `clock.0`, to date guards.
@@ -612,7 +643,9 @@ impl Circuits {
     /// ids is ours on it.
     pub fn link_up(&mut self, peer: NodeId, we_dialed: bool, now: Instant) {
         self.links.insert(peer, we_dialed);
-        self.creates.entry(peer).or_insert((CREATE_BURST, now));
+        self.creates
+            .entry(peer)
+            .or_insert(Bucket::full(CREATE_BURST, now));
         self.relay_link_up(peer, now);
         self.client_link_up(peer, now);
     }
@@ -664,17 +697,9 @@ impl Circuits {
 
     /// Spend one of `peer`'s CREATE tokens; false if it has none left.
     fn create_allowed(&mut self, peer: NodeId, now: Instant) -> bool {
-        let Some((tokens, at)) = self.creates.get_mut(&peer) else {
-            return false;
-        };
-        let refill = now.saturating_duration_since(*at).as_secs_f64() * CREATE_RATE;
-        *tokens = (*tokens + refill).min(CREATE_BURST);
-        *at = now;
-        if *tokens < 1.0 {
-            return false;
-        }
-        *tokens -= 1.0;
-        true
+        self.creates
+            .get_mut(&peer)
+            .is_some_and(|b| b.take(now, CREATE_RATE, CREATE_BURST))
     }
 
     fn circuits_on(&self, peer: NodeId) -> usize {

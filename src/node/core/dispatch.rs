@@ -102,14 +102,7 @@ impl Core {
                 }
                 (Dest::Link(id), msg) => self.send_on_link(id, msg),
                 (Dest::Peer(p), msg) => self.send_to_peer(&p, msg, now),
-                (Dest::Addr(addr, expect), msg) => {
-                    if let Some(q) = self.dialing_addr.get_mut(&addr) {
-                        q.push(msg);
-                    } else {
-                        self.dialing_addr.insert(addr, vec![msg]);
-                        self.dial_addr(addr, expect);
-                    }
-                }
+                (Dest::Addr(addr, expect), msg) => self.send_to_addr(addr, expect, msg),
             }
         }
         while let Some(ev) = self.ring.poll_event() {

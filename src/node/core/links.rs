@@ -234,6 +234,21 @@ impl Core {
         }
     }
 
+    /// Send to a bootstrap address, dialling it (once) first.
+    pub(super) fn send_to_addr(
+        &mut self,
+        addr: SocketAddr,
+        expect: Option<NodeId>,
+        msg: PeerMessage,
+    ) {
+        if let Some(q) = self.dialing_addr.get_mut(&addr) {
+            q.push(msg);
+        } else {
+            self.dialing_addr.insert(addr, vec![msg]);
+            self.dial_addr(addr, expect);
+        }
+    }
+
     /// A frame arrived on `link`.
     pub fn handle_frame(&mut self, link: LinkId, frame: Frame, now: Instant) {
         // Any link authenticated as the peer speaks for it, including the

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::Core;
+use crate::circuit::Bucket;
 use crate::crypto::{node_id, verify_table};
 use crate::ring::Peer;
 use crate::wire::{NodeDescriptor, NodeId, PeerMessage, ShownTable};
@@ -59,15 +60,10 @@ pub(super) struct Via {
     asked: HashMap<u64, Asked>,
     /// Fetches for others: (owner, query) → (asker, when).
     forwards: HashMap<(NodeId, u64), (NodeId, Instant)>,
-    /// Each link's GET_TABLE_VIA tokens and when they were counted.
-    buckets: HashMap<NodeId, (f64, Instant)>,
+    /// Each link's GET_TABLE_VIA tokens.
+    buckets: HashMap<NodeId, Bucket>,
     /// The node the bootstrap address led to, once linked.
     pub(super) boot: Option<NodeId>,
-    /// Requests to fetch refused (over a bound, or not fetchable).
-    pub(super) refused: u64,
-    /// Tables that came back through another node with a signature that
-    /// did not verify.
-    pub(super) bad_signatures: u64,
 }
 
 impl Via {
@@ -78,15 +74,10 @@ impl Via {
 
     /// Spend one of `peer`'s tokens; false if it has none left.
     fn allowed(&mut self, peer: NodeId, now: Instant) -> bool {
-        let (tokens, at) = self.buckets.entry(peer).or_insert((FORWARD_BURST, now));
-        let refill = now.saturating_duration_since(*at).as_secs_f64() * FORWARD_RATE;
-        *tokens = (*tokens + refill).min(FORWARD_BURST);
-        *at = now;
-        if *tokens < 1.0 {
-            return false;
-        }
-        *tokens -= 1.0;
-        true
+        self.buckets
+            .entry(peer)
+            .or_insert(Bucket::full(FORWARD_BURST, now))
+            .take(now, FORWARD_RATE, FORWARD_BURST)
     }
 }
 
@@ -152,14 +143,7 @@ impl Core {
         match route {
             Route::Peer(p) => self.send_to_peer(&p, msg, now),
             Route::Link(id) => self.send_on_link(id, msg),
-            Route::Addr(addr, expect) => {
-                if let Some(q) = self.dialing_addr.get_mut(&addr) {
-                    q.push(msg);
-                } else {
-                    self.dialing_addr.insert(addr, vec![msg]);
-                    self.dial_addr(addr, expect);
-                }
-            }
+            Route::Addr(addr, expect) => self.send_to_addr(addr, expect, msg),
         }
     }
 
@@ -176,7 +160,6 @@ impl Core {
         let relay = to.flags & NodeDescriptor::FLAG_RELAY != 0
             && crate::crypto::descriptor_fresh(&to, self.unix_at(now));
         if !self.ring.is_member() || !relay || owner == asker || !self.via.allowed(asker, now) {
-            self.via.refused += 1;
             return;
         }
         if owner == self.id() {
@@ -207,7 +190,6 @@ impl Core {
             || self.via.forwards.len() >= MAX_FORWARDS
             || self.via.forwards.contains_key(&(owner, query))
         {
-            self.via.refused += 1;
             return;
         }
         self.via.forwards.insert((owner, query), (asker, now));
@@ -256,7 +238,6 @@ impl Core {
         self.via.asked.remove(&query);
         if verify_table(&identity, query, &table).is_err() {
             tracing::debug!("a table passed on by another node is not signed by its owner");
-            self.via.bad_signatures += 1;
             return;
         }
         self.hand_to_ring(owner, PeerMessage::Table { query, table }, now);
