@@ -358,6 +358,19 @@ impl Sample {
         before - self.relays.len()
     }
 
+    /// The earliest Unix time at which a descriptor in the sample goes
+    /// stale.
+    fn first_stale(&self) -> Option<u64> {
+        self.relays
+            .iter()
+            .map(|p| {
+                p.desc
+                    .published
+                    .saturating_add(crate::crypto::DESCRIPTOR_LIFETIME)
+            })
+            .min()
+    }
+
     /// Each relay with when it entered the sample.
     pub fn with_since(&self) -> Vec<(Peer, Instant)> {
         self.relays
@@ -573,6 +586,14 @@ impl Circuits {
     pub fn expire_stale(&mut self, now: Instant) -> usize {
         let unix = self.unix_at(now);
         self.sample.expire(unix)
+    }
+
+    /// When a descriptor in the sample next goes stale (none: nothing to
+    /// expire); [`Circuits::expire_stale`] then has work to do.
+    pub fn next_stale(&self) -> Option<Instant> {
+        let at = self.sample.first_stale()?;
+        let (now, unix) = self.clock;
+        Some(now + Duration::from_secs(at.saturating_sub(unix)))
     }
 
     /// The Unix time at `now`, from which guards are dated.

@@ -109,6 +109,10 @@ enum Command {
         /// Users to simulate (anonymity: default 10).
         #[arg(long, value_name = "N")]
         users: Option<usize>,
+        /// Only these rows (anonymity): ADVERSARY, @F or ADVERSARY@F,
+        /// comma-separated.
+        #[arg(long, value_name = "ROWS")]
+        only: Option<String>,
     },
 }
 
@@ -217,6 +221,7 @@ fn main() -> ExitCode {
             quick,
             duration,
             users,
+            only,
         } => sim(
             &experiment,
             experiments::Options {
@@ -225,6 +230,7 @@ fn main() -> ExitCode {
                 small: quick,
                 duration,
                 users,
+                only,
             },
             csv.as_deref(),
             plot.as_deref(),

@@ -13,6 +13,7 @@ fn small(name: &str) -> Table {
             small: true,
             duration: None,
             users: None,
+            only: None,
         },
     )
     .unwrap_or_else(|e| panic!("{name}: {e}"))
@@ -67,6 +68,7 @@ fn every_experiment_has_a_name_and_unknown_ones_are_refused() {
             small: true,
             duration: None,
             users: None,
+            only: None,
         },
     )
     .expect_err("an unknown experiment is refused");
@@ -88,6 +90,7 @@ fn every_experiment_has_a_name_and_unknown_ones_are_refused() {
                 small: true,
                 duration,
                 users,
+                only: None,
             },
         )
         .expect_err("refused");
@@ -304,4 +307,25 @@ fn anonymity_small() {
         assert!(share[k] <= 1.5 * 0.2, "{adv}: sample share {}", share[k]);
     }
     assert!(col(&t, "destroyed")[row("selective-dos", 0.2)] > 0.0);
+
+    // A row run alone is the same row, so a long run can be split.
+    let opts = |only: &str| Options {
+        nodes: None,
+        seed: 7,
+        small: true,
+        duration: None,
+        users: None,
+        only: Some(only.into()),
+    };
+    let alone = run("anonymity", &opts("sybil@0.2,passive")).expect("rows selected");
+    let want: Vec<&Vec<String>> = t
+        .rows
+        .iter()
+        .filter(|r| r[0] == "passive" || (r[0] == "sybil" && r[1] == "0.200"))
+        .collect();
+    assert_eq!(alone.rows.iter().collect::<Vec<_>>(), want);
+    for bad in ["nobody", "sybil@0.25", "passive@x"] {
+        let e = run("anonymity", &opts(bad)).expect_err("refused");
+        assert!(e.contains("--only"), "{bad}: {e}");
+    }
 }

@@ -64,8 +64,6 @@ const VERIFIED_CACHE: usize = 4096;
 /// How often a node signs its descriptor again, so that the copies others
 /// hold stay fresh ([`crate::crypto::DESCRIPTOR_LIFETIME`]).
 pub const REPUBLISH_EVERY: Duration = Duration::from_secs(crate::crypto::DESCRIPTOR_REFRESH);
-/// How often the relay sample is cleared of stale descriptors.
-const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 /// Cache writes in flight at once; beyond this, blocks passing by are not
 /// cached (caching is optional, and a slow disk must not make the node
 /// hold blocks without bound).
@@ -432,8 +430,6 @@ pub struct Core {
     via: via::Via,
     /// When this node signs its descriptor again.
     next_republish: Instant,
-    /// When the relay sample is next checked for stale descriptors.
-    next_expiry: Instant,
     /// When the current onion key was made (Unix time), the one before
     /// it, and whether they changed since last saved.
     onion_made: u64,
@@ -525,7 +521,6 @@ impl Core {
             misbehaving: 0,
             via: via::Via::default(),
             next_republish: now + REPUBLISH_EVERY,
-            next_expiry: now + EXPIRE_EVERY,
             onion_made: unix_now,
             previous_onion: None,
             // A relay saves its keys from the first run on.
@@ -598,7 +593,7 @@ impl Core {
             self.learn_warning,
             self.retiring.front().map(|(t, _)| *t),
             Some(self.next_republish),
-            Some(self.next_expiry),
+            self.circuits.next_stale(),
             self.settings.relay.then(|| self.next_rotation()),
         ];
         for t in more.into_iter().flatten() {
@@ -634,8 +629,7 @@ impl Core {
         if now >= self.next_republish {
             self.republish(now);
         }
-        if now >= self.next_expiry {
-            self.next_expiry = now + EXPIRE_EVERY;
+        if self.circuits.next_stale().is_some_and(|t| t <= now) {
             self.circuits.expire_stale(now);
         }
         let mut known = self.circuits.sample().ids();

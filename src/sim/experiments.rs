@@ -48,6 +48,10 @@ pub struct Options {
     pub duration: Option<u64>,
     /// Users, for the experiments that have them (anonymity).
     pub users: Option<usize>,
+    /// Only the rows these select (anonymity): `ADVERSARY`, `@F` or
+    /// `ADVERSARY@F`, comma-separated. A row's result does not depend on
+    /// which other rows run, so a long run can be split.
+    pub only: Option<String>,
 }
 
 /// A series to plot: a name and its points, one line on the chart.
@@ -160,13 +164,16 @@ pub fn run(name: &str, opts: &Options) -> Result<Table, String> {
             return Err(format!("--users must be from 1 to {MAX_USERS}, not {u}"));
         }
     }
+    if opts.only.is_some() && name != "anonymity" {
+        return Err("--only selects rows of the anonymity experiment alone".into());
+    }
     match name {
         "paths" => Ok(paths::run(opts)),
         "failures" => Ok(failures::run(opts)),
         "churn" => Ok(churn::run(opts)),
         "load" => Ok(load::run(opts)),
         "survival" => Ok(survival::run(opts)),
-        "anonymity" => Ok(anonymity::run(opts)),
+        "anonymity" => anonymity::run(opts),
         other => Err(format!(
             "no experiment {other:?}; there are: {}",
             NAMES.join(", ")

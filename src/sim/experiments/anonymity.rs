@@ -424,7 +424,46 @@ fn median_days(first: &[Option<f64>]) -> Option<f64> {
     m.is_finite().then_some(m)
 }
 
-pub fn run(opts: &Options) -> Table {
+/// The rows `spec` selects (see [`Options::only`]) among `configs`.
+fn select(configs: Vec<(Adversary, f64)>, spec: &str) -> Result<Vec<(Adversary, f64)>, String> {
+    let mut keep = vec![false; configs.len()];
+    for part in spec.split(',').map(str::trim) {
+        let (name, f) = part.split_once('@').unwrap_or((part, ""));
+        let adv = match name {
+            "" => None,
+            n => Some(
+                Adversary::ALL
+                    .into_iter()
+                    .find(|a| a.name() == n)
+                    .ok_or_else(|| format!("--only: no adversary {n:?}"))?,
+            ),
+        };
+        let f = match f {
+            "" => None,
+            s => Some(
+                s.parse::<f64>()
+                    .map_err(|_| format!("--only: {s:?} is not a fraction"))?,
+            ),
+        };
+        let mut any = false;
+        for (k, &(a, g)) in configs.iter().enumerate() {
+            if adv.is_none_or(|x| x == a) && f.is_none_or(|x| (x - g).abs() < 1e-9) {
+                keep[k] = true;
+                any = true;
+            }
+        }
+        if !any {
+            return Err(format!("--only: {part:?} selects no row"));
+        }
+    }
+    Ok(configs
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(c, k)| k.then_some(c))
+        .collect())
+}
+
+pub fn run(opts: &Options) -> Result<Table, String> {
     let n = opts.nodes.unwrap_or(if opts.small { 150 } else { 10_000 });
     let (users, days) = if opts.small { (4, 0.25) } else { (10, 30.0) };
     let users = opts.users.unwrap_or(users);
@@ -438,6 +477,10 @@ pub fn run(opts: &Options) -> Table {
         .iter()
         .flat_map(|&a| fractions.iter().map(move |&f| (a, f)))
         .collect();
+    let configs = match &opts.only {
+        Some(spec) => select(configs, spec)?,
+        None => configs,
+    };
     let results: Vec<Row> = super::parallel(&configs, |&(adv, f)| {
         let seed = opts.seed ^ ((adv as u64) << 20) ^ ((f * 1000.0) as u64);
         one(adv, n, f, users, days, seed)
@@ -465,7 +508,7 @@ pub fn run(opts: &Options) -> Table {
         ]);
         series[adv as usize].points.push((f, frac));
     }
-    Table {
+    Ok(Table {
         title: "anonymity: circuits whose first relay and exit both collude".into(),
         params: vec![
             (
@@ -508,5 +551,5 @@ pub fn run(opts: &Options) -> Table {
             log2_x: false,
             series,
         }),
-    }
+    })
 }
