@@ -46,6 +46,11 @@ pub struct Config {
     pub max_seen: usize,
     /// Requests in progress at once; more are rejected (overload).
     pub max_pending: usize,
+    /// Of those, at most this many from one neighbour (its fair share:
+    /// one link cannot take the whole budget)...
+    pub max_pending_per_peer: usize,
+    /// ... and at most this many started here, by this node's exits.
+    pub max_pending_local: usize,
     /// How long a neighbour that sent a bad block is tried last.
     pub penalty_for: Duration,
     /// Chance that this node decrements HTL at the maximum for a given
@@ -61,6 +66,8 @@ impl Default for Config {
             seen_for: Duration::from_secs(120),
             max_seen: 1 << 16,
             max_pending: 1024,
+            max_pending_per_peer: 128,
+            max_pending_local: 512,
             penalty_for: Duration::from_secs(300),
             decrement_at_max: 0.5,
         }
@@ -171,6 +178,9 @@ pub struct Router {
     seen_order: VecDeque<(Instant, RequestId)>,
     /// Ordered, so that timeouts are handled in a reproducible order.
     pending: BTreeMap<RequestId, Pending>,
+    /// Requests in `pending` by origin: per neighbour, and started here.
+    held_by: HashMap<NodeId, usize>,
+    held_local: usize,
     decrement_at_max: HashMap<NodeId, bool>,
     penalised: HashMap<NodeId, Instant>,
     actions: VecDeque<Action>,
@@ -184,6 +194,8 @@ impl Router {
             seen: HashMap::new(),
             seen_order: VecDeque::new(),
             pending: BTreeMap::new(),
+            held_by: HashMap::new(),
+            held_local: 0,
             decrement_at_max: HashMap::new(),
             penalised: HashMap::new(),
             actions: VecDeque::new(),
@@ -212,7 +224,9 @@ impl Router {
 
     /// Start a request from this node, with a fresh random id unless one is
     /// given (tests and diagnostics). The answer comes as
-    /// [`Action::Deliver`] with `token`. Returns the request id.
+    /// [`Action::Deliver`] with `token`; at once, and `Rejected`, when
+    /// this node has too many requests in progress, or too many of its
+    /// own. Returns the request id.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         &mut self,
@@ -231,6 +245,15 @@ impl Router {
             }
             id
         });
+        if self.pending.len() >= self.cfg.max_pending
+            || self.held_local >= self.cfg.max_pending_local
+        {
+            self.actions.push_back(Action::Deliver {
+                token,
+                outcome: Outcome::Rejected,
+            });
+            return id;
+        }
         self.begin(
             id,
             Origin::Local(token),
@@ -267,7 +290,8 @@ impl Router {
             self.send(from, PeerMessage::Loop { id });
             return;
         }
-        if self.pending.len() >= self.cfg.max_pending {
+        let theirs = self.held_by.get(&from).copied().unwrap_or(0);
+        if self.pending.len() >= self.cfg.max_pending || theirs >= self.cfg.max_pending_per_peer {
             self.send(from, PeerMessage::Rejected { id });
             return;
         }
@@ -323,7 +347,7 @@ impl Router {
                 // The node's own store first; the search waits for it.
                 pending.stage = Stage::Reading;
                 pending.hop_deadline = pending.expires;
-                self.pending.insert(id, pending);
+                self.hold(id, pending);
                 self.actions.push_back(Action::Read { id, kind, key });
             }
             Request::Put(block) => {
@@ -337,7 +361,7 @@ impl Router {
                 if ctx.owns(&key) {
                     pending.stage = Stage::Writing;
                     pending.hop_deadline = pending.expires;
-                    self.pending.insert(id, pending);
+                    self.hold(id, pending);
                     self.actions.push_back(Action::Write {
                         id,
                         kind,
@@ -351,7 +375,7 @@ impl Router {
                     return;
                 }
                 pending.request = Request::Put(block);
-                self.pending.insert(id, pending);
+                self.hold(id, pending);
                 self.try_next(id, now, ctx);
             }
         }
@@ -586,8 +610,27 @@ impl Router {
         }
     }
 
+    fn hold(&mut self, id: RequestId, pending: Pending) {
+        match pending.origin {
+            Origin::Local(_) => self.held_local += 1,
+            Origin::Peer(p) => *self.held_by.entry(p).or_default() += 1,
+        }
+        self.pending.insert(id, pending);
+    }
+
     fn finish(&mut self, id: RequestId, answer: Answer) {
         if let Some(p) = self.pending.remove(&id) {
+            match p.origin {
+                Origin::Local(_) => self.held_local -= 1,
+                Origin::Peer(peer) => {
+                    if let Some(n) = self.held_by.get_mut(&peer) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.held_by.remove(&peer);
+                        }
+                    }
+                }
+            }
             self.answer(p.origin, id, answer);
         }
     }

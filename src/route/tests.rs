@@ -330,3 +330,59 @@ fn a_put_is_acknowledged_only_once_its_owner_has_written_it() {
     router.handle_written(RequestId(5), true);
     assert!(router.poll_action().is_none());
 }
+
+#[test]
+fn one_neighbour_cannot_take_the_whole_request_budget() {
+    let mut net = Net::new(4);
+    let ids: Vec<NodeId> = net.nodes.keys().copied().collect();
+    let key = net.place(b"x", 1);
+    let now = net.now;
+    let (router, node) = net.nodes.get_mut(&ids[1]).unwrap();
+    router.cfg.max_pending = 10;
+    router.cfg.max_pending_per_peer = 4;
+    router.cfg.max_pending_local = 3;
+    let get = |id| PeerMessage::Get {
+        id: RequestId(id),
+        htl: 5,
+        kind: KeyKind::CHK,
+        key,
+    };
+    // Reads are never answered here, so every request accepted stays.
+    let rejected = |router: &mut Router| {
+        std::iter::from_fn(|| router.poll_action())
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::Send {
+                        msg: PeerMessage::Rejected { .. },
+                        ..
+                    } | Action::Deliver {
+                        outcome: Outcome::Rejected,
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    for id in 0..20 {
+        router.handle_request(ids[0], get(id), now, node);
+    }
+    assert_eq!(router.pending(), 4, "the flooding neighbour's share");
+    assert_eq!(rejected(router), 16);
+    for id in 100..104 {
+        router.handle_request(ids[2], get(id), now, node);
+    }
+    assert_eq!(router.pending(), 8, "another neighbour is still served");
+    assert_eq!(rejected(router), 0);
+    // Requests this node's exits start have a share of their own, and
+    // the whole budget bounds everything.
+    for t in 0..5 {
+        router.start(None, Token(t), KeyKind::CHK, key, Request::Get, now, node);
+    }
+    assert_eq!(router.pending(), 10);
+    assert_eq!(
+        rejected(router),
+        3,
+        "two started, then the budget was spent"
+    );
+}
