@@ -48,8 +48,21 @@ use relay::RelayCirc;
 pub const CIRCUIT_WINDOW: u32 = 128;
 /// A SENDME acknowledges this many data cells.
 pub const SENDME_EVERY: u16 = 32;
-/// Request streams open at once on one circuit, at the exit.
+/// Request streams open at once on one circuit, at the exit; a stream
+/// counts until the client has been sent its END, so answers held back
+/// by the window count too, and one circuit holds at most this many
+/// blocks for a client that does not read.
 pub const MAX_STREAMS: usize = 32;
+/// Requests in progress at this exit for the circuits of one previous
+/// hop: one link (one client, or one relay carrying many) cannot take the
+/// exit's whole share of the node's request budget.
+pub const EXIT_ROUTES_PER_LINK: usize = 128;
+/// Answers an exit holds back for all its clients at once, in bytes;
+/// beyond it new streams are refused (REJECTED) until readers catch up.
+pub const MAX_EXIT_QUEUED: usize = 64 << 20;
+/// An exit circuit whose answers have waited this long for a SENDME is
+/// torn down: its client stopped reading, or never meant to.
+pub const EXIT_STALL: Duration = Duration::from_secs(60);
 /// Circuits a relay carries at once, and on one link.
 pub const MAX_RELAY_CIRCUITS: usize = 4096;
 pub const MAX_CIRCUITS_PER_LINK: usize = 512;
@@ -283,6 +296,13 @@ pub struct Stats {
     pub long_circuits: u64,
     /// Relay descriptors in the sample.
     pub sample: usize,
+    /// Exit streams refused because the circuit had [`MAX_STREAMS`]
+    /// unanswered or unread, its link [`EXIT_ROUTES_PER_LINK`] in
+    /// progress, or the exits held [`MAX_EXIT_QUEUED`].
+    pub exit_refused: u64,
+    /// Exit circuits torn down after their answers waited
+    /// [`EXIT_STALL`] for a SENDME.
+    pub exits_stalled: u64,
     /// Guards dropped for a success rate under the path-bias cutoff.
     pub guards_dropped: u64,
 }
@@ -483,6 +503,8 @@ pub struct Circuits {
     next_local: Slot,
     /// Exit streams waiting for a routed request: token to (circuit, stream).
     routes: HashMap<Token, (Slot, crate::wire::StreamId)>,
+    /// Bytes the exits hold back for their clients, all circuits.
+    exit_queued: usize,
     tokens: crate::token::Tokens,
     /// The node's own circuits, by a local number, and by their first
     /// hop's link and id once they have one.
@@ -518,6 +540,7 @@ impl Circuits {
             by_next: HashMap::new(),
             next_local: Slot(0),
             routes: HashMap::new(),
+            exit_queued: 0,
             tokens: crate::token::Tokens::default(),
             own: BTreeMap::new(),
             own_links: HashMap::new(),

@@ -118,4 +118,11 @@ pub struct Status {
     pub successor_lists_refused: u64,
     /// Entry guards dropped for too few working circuits (path bias).
     pub guards_dropped: u64,
+    /// Replicas pushed for keys this node has no place for, refused.
+    pub replicas_refused: u64,
+    /// Exit streams refused for overload: the circuit, its link or all
+    /// exits held as many requests or unread answers as they may.
+    pub exit_streams_refused: u64,
+    /// Exit circuits torn down because their client stopped reading.
+    pub exits_stalled: u64,
 }

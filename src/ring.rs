@@ -459,6 +459,34 @@ impl Ring {
         }
     }
 
+    /// Whether this node may be asked to hold `key`: it is the key's
+    /// successor, or close enough after it to be one of the `copies`
+    /// nodes that follow it. The distance from the key, in mean gaps of
+    /// the ring as this node's successor list measures it, must be one
+    /// that `2 × (copies + 1)` gaps cover at their 99.9th percentile, so
+    /// an honest node's view, however rough, is never refused, while a
+    /// block for a key across the ring is. A client holds nothing; a
+    /// node that cannot measure the ring yet holds what it is given.
+    pub fn may_hold(&self, key: &[u8; 32], copies: usize) -> bool {
+        if self.cfg.client {
+            return false;
+        }
+        if self.owns(key) {
+            return true;
+        }
+        let me = walk::position(&self.me.id);
+        let Some(last) = self.successors.last().filter(|l| l.id != self.me.id) else {
+            return true;
+        };
+        let span = walk::gap(me, walk::position(&last.id));
+        if span <= 0.0 {
+            return true;
+        }
+        let n = self.successors.len() as f64 / span;
+        let behind = walk::gap(walk::position(&NodeId(*key)), me);
+        !walk::too_wide(behind * n, 2 * (copies + 1))
+    }
+
     /// Known nodes ranked as next hops for a request toward `key`: the
     /// key's successor and the replicas after it, when the successor list
     /// reaches that far; then the nodes that precede the key, closest

@@ -61,6 +61,8 @@ struct Exit {
     streams: BTreeMap<StreamId, ExitStream>,
     /// Flow control toward the client.
     window: Window,
+    /// Since when answers have waited for a SENDME without any going out.
+    stalled_since: Option<Instant>,
 }
 
 enum ExitStream {
@@ -79,7 +81,8 @@ impl RelayCirc {
     pub(super) fn deadline(&self) -> Option<Instant> {
         match &self.next {
             Next::Connecting { deadline, .. } | Next::Extending { deadline, .. } => Some(*deadline),
-            _ => None,
+            Next::Exit(exit) => exit.stalled_since.map(|t| t + super::EXIT_STALL),
+            Next::Linked(_) => None,
         }
     }
 
@@ -274,6 +277,7 @@ impl Circuits {
             }
         }
         if let Next::Exit(exit) = c.next {
+            self.exit_queued -= exit.window.queued_bytes();
             for s in exit.streams.into_values() {
                 if let ExitStream::Routing { token } = s {
                     self.routes.remove(&token);
@@ -357,6 +361,9 @@ impl Circuits {
             .map(|(&l, _)| l)
             .collect();
         for local in late {
+            if self.exit_mut(local).is_some() {
+                self.stats.exits_stalled += 1;
+            }
             self.relay_teardown(local, None, DestroyReason::TIMEOUT);
         }
     }
@@ -376,7 +383,7 @@ impl Circuits {
                 data,
             } => self.extend(local, next, addrs, handshake, data, now),
             RelayMessage::Get { stream, kind, key } => {
-                if self.open_stream(local, stream) {
+                if self.open_stream(local, stream, now) {
                     self.exit_route(local, stream, kind, key, Request::Get);
                 }
             }
@@ -386,7 +393,7 @@ impl Circuits {
                 key,
                 len,
             } => {
-                if self.open_stream(local, stream) {
+                if self.open_stream(local, stream, now) {
                     let len = usize::try_from(len).unwrap_or(MAX_BLOCK_LEN);
                     if let Some(exit) = self.exit_mut(local) {
                         exit.streams.insert(
@@ -420,7 +427,7 @@ impl Circuits {
                     self.relay_teardown(local, None, DestroyReason::PROTOCOL);
                     return;
                 }
-                self.exit_flush(local);
+                self.exit_flush(local, now);
             }
             RelayMessage::Extended { .. } => {
                 self.relay_teardown(local, None, DestroyReason::PROTOCOL);
@@ -490,7 +497,15 @@ impl Circuits {
     }
 
     /// Check a new stream may open; refuse it (with an end) if not.
-    fn open_stream(&mut self, local: Slot, stream: StreamId) -> bool {
+    fn open_stream(&mut self, local: Slot, stream: StreamId, now: Instant) -> bool {
+        let prev = self.relayed.get(&local).map(|c| c.prev.0);
+        let from_link = self
+            .routes
+            .values()
+            .filter(|(l, _)| self.relayed.get(l).map(|c| c.prev.0) == prev)
+            .count();
+        let full =
+            self.exit_queued >= super::MAX_EXIT_QUEUED || from_link >= super::EXIT_ROUTES_PER_LINK;
         let Some(exit) = self.exit_mut(local) else {
             return false;
         };
@@ -498,13 +513,15 @@ impl Circuits {
             self.relay_teardown(local, None, DestroyReason::PROTOCOL);
             return false;
         }
-        if exit.streams.len() >= MAX_STREAMS {
+        if full || exit.streams.len() + exit.window.queued_ends() >= MAX_STREAMS {
+            self.stats.exit_refused += 1;
             self.exit_send(
                 local,
                 RelayMessage::End {
                     stream,
                     status: EndStatus::REJECTED,
                 },
+                now,
             );
             return false;
         }
@@ -578,7 +595,7 @@ impl Circuits {
     }
 
     /// The routed request behind an exit stream ended.
-    pub fn route_done(&mut self, token: Token, outcome: Outcome) {
+    pub fn route_done(&mut self, token: Token, outcome: Outcome, now: Instant) {
         let Some((local, stream)) = self.routes.remove(&token) else {
             return;
         };
@@ -595,6 +612,7 @@ impl Circuits {
                             stream,
                             data: chunk.to_vec(),
                         },
+                        now,
                     );
                 }
                 EndStatus::OK
@@ -605,21 +623,36 @@ impl Circuits {
             Outcome::Timeout => EndStatus::TIMEOUT,
             Outcome::Rejected => EndStatus::REJECTED,
         };
-        self.exit_send(local, RelayMessage::End { stream, status });
+        self.exit_send(local, RelayMessage::End { stream, status }, now);
     }
 
     /// Queue a stream message toward the client, behind the window.
-    fn exit_send(&mut self, local: Slot, msg: RelayMessage) {
+    fn exit_send(&mut self, local: Slot, msg: RelayMessage, now: Instant) {
         if let Some(exit) = self.exit_mut(local) {
+            let before = exit.window.queued_bytes();
             exit.window.push(msg);
-            self.exit_flush(local);
+            let after = exit.window.queued_bytes();
+            self.exit_queued = self.exit_queued + after - before;
+            self.exit_flush(local, now);
         }
     }
 
-    /// Send what the window allows, in order.
-    fn exit_flush(&mut self, local: Slot) {
+    /// Send what the window allows, in order, and note whether the rest
+    /// waits on a client that does not read.
+    fn exit_flush(&mut self, local: Slot, now: Instant) {
         let out = match self.exit_mut(local) {
-            Some(exit) => exit.window.drain(),
+            Some(exit) => {
+                let before = exit.window.queued_bytes();
+                let out = exit.window.drain();
+                exit.stalled_since = match (exit.window.stalled(), out.is_empty()) {
+                    (false, _) => None,
+                    (true, true) => exit.stalled_since.or(Some(now)),
+                    (true, false) => Some(now),
+                };
+                let after = exit.window.queued_bytes();
+                self.exit_queued = self.exit_queued + after - before;
+                out
+            }
             None => return,
         };
         for m in out {

@@ -136,7 +136,7 @@ impl Net {
                             Outcome::Stored
                         }
                     };
-                    self.nodes[from].route_done(token, outcome);
+                    self.nodes[from].route_done(token, outcome, now);
                 }
                 Action::Done { token, result } => {
                     assert!(
@@ -292,6 +292,36 @@ fn a_slow_reader_holds_the_exit_to_its_window() {
             ))
         );
     }
+}
+
+#[test]
+fn an_exit_drops_a_circuit_whose_client_stops_reading() {
+    let mut net = Net::new(5, settings());
+    // More than a window of cells.
+    let streams = 20u8;
+    for i in 0..streams {
+        net.blocks
+            .insert(RoutingKey([100 + i; 32]), block(MAX_BLOCK_LEN, i));
+    }
+    net.build(0, Isolation(0), 1);
+    assert_eq!(net.relaying(), 3);
+    net.hold.insert(0);
+    for i in 0..streams {
+        let key = RoutingKey([100 + i; 32]);
+        net.request(0, Isolation(0), 10 + u64::from(i), key, Request::Get);
+    }
+    let queued: usize = net.nodes.iter().map(|n| n.exit_queued).sum();
+    assert!(queued > 0, "answers wait behind the closed window");
+    // Just short of the limit the exit still waits...
+    net.advance(EXIT_STALL - Duration::from_secs(1));
+    assert_eq!(net.relaying(), 3);
+    // ...then lets go of the circuit and everything it held.
+    net.advance(Duration::from_secs(2));
+    let stalled: u64 = net.nodes.iter().map(|n| n.stats().exits_stalled).sum();
+    assert_eq!(stalled, 1);
+    assert_eq!(net.relaying(), 0, "the teardown reached every relay");
+    let queued: usize = net.nodes.iter().map(|n| n.exit_queued).sum();
+    assert_eq!(queued, 0);
 }
 
 #[test]

@@ -19,6 +19,10 @@ pub struct Window {
     /// DATA cells this end may still send.
     package: u32,
     queued: VecDeque<RelayMessage>,
+    /// Body bytes of the DATA messages held back.
+    queued_bytes: usize,
+    /// END messages held back: streams answered but not yet told.
+    queued_ends: usize,
     /// DATA cells received since this end's last SENDME.
     received: u16,
 }
@@ -28,6 +32,8 @@ impl Default for Window {
         Window {
             package: CIRCUIT_WINDOW,
             queued: VecDeque::new(),
+            queued_bytes: 0,
+            queued_ends: 0,
             received: 0,
         }
     }
@@ -36,7 +42,39 @@ impl Default for Window {
 impl Window {
     /// Queue a message to send behind the window.
     pub fn push(&mut self, msg: RelayMessage) {
+        self.count(&msg, true);
         self.queued.push_back(msg);
+    }
+
+    fn count(&mut self, msg: &RelayMessage, add: bool) {
+        let (bytes, ends) = match msg {
+            RelayMessage::Data { data, .. } => (data.len(), 0),
+            RelayMessage::End { .. } => (0, 1),
+            _ => (0, 0),
+        };
+        if add {
+            self.queued_bytes += bytes;
+            self.queued_ends += ends;
+        } else {
+            self.queued_bytes -= bytes;
+            self.queued_ends -= ends;
+        }
+    }
+
+    /// Body bytes of the DATA held back.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// Streams whose END is held back behind their data: answered, but
+    /// the other end has not read the answer yet.
+    pub fn queued_ends(&self) -> usize {
+        self.queued_ends
+    }
+
+    /// Whether messages wait for a SENDME that has not come.
+    pub fn stalled(&self) -> bool {
+        self.package == 0 && !self.queued.is_empty()
     }
 
     /// What may be sent now, in order: each DATA spends one cell of the
@@ -51,7 +89,10 @@ impl Window {
                 }
                 self.package -= 1;
             }
-            out.extend(self.queued.pop_front());
+            if let Some(msg) = self.queued.pop_front() {
+                self.count(&msg, false);
+                out.push(msg);
+            }
         }
         out
     }
@@ -79,7 +120,13 @@ impl Window {
 
     /// Drop the queued messages of `stream` (it was given up).
     pub fn forget(&mut self, stream: StreamId) {
-        self.queued.retain(|m| m.stream() != stream);
+        let (keep, gone): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.queued)
+            .into_iter()
+            .partition(|m| m.stream() != stream);
+        for m in &gone {
+            self.count(m, false);
+        }
+        self.queued = keep;
     }
 }
 
@@ -106,8 +153,12 @@ mod tests {
         });
         assert_eq!(w.drain().len(), CIRCUIT_WINDOW as usize);
         assert!(w.drain().is_empty(), "the end waits behind held data");
+        assert!(w.stalled());
+        assert_eq!((w.queued_bytes(), w.queued_ends()), (16, 1));
         w.sendme(StreamId::CIRCUIT, SENDME_EVERY).unwrap();
         assert_eq!(w.drain().len(), 3);
+        assert!(!w.stalled());
+        assert_eq!((w.queued_bytes(), w.queued_ends()), (0, 0));
     }
 
     #[test]

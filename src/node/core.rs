@@ -304,7 +304,14 @@ struct LinkInfo {
     /// The peer dialled us.
     inbound: bool,
     remote: SocketAddr,
+    /// Replicas it pushed for keys this node has no place for.
+    misplaced: u32,
 }
+
+/// Replicas a peer may push for keys this node has no place for (each
+/// refused) before it is disconnected: views of the ring differ a little
+/// while it changes, but not over and over.
+pub const MISPLACED_STRIKES: u32 = 8;
 
 /// Why a ring lookup was started.
 enum LookupFor {
@@ -426,6 +433,8 @@ pub struct Core {
     lookups_done: u64,
     lookup_steps: u64,
     misbehaving: u64,
+    /// Replicas refused for keys this node has no place for.
+    replicas_refused: u64,
     /// Table requests through the guard, and fetches for others.
     via: via::Via,
     /// When this node signs its descriptor again.
@@ -519,6 +528,7 @@ impl Core {
             lookups_done: 0,
             lookup_steps: 0,
             misbehaving: 0,
+            replicas_refused: 0,
             via: via::Via::default(),
             next_republish: now + REPUBLISH_EVERY,
             onion_made: unix_now,

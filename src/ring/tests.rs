@@ -348,3 +348,31 @@ fn a_successor_that_shows_its_accomplices_as_its_list_is_not_believed() {
     assert!(!after.contains(&order[3]), "the honest list is taken");
     assert_eq!(ring.successor_lists_refused(), 1);
 }
+
+#[test]
+fn a_node_holds_keys_it_is_a_replica_for_and_refuses_keys_across_the_ring() {
+    let (mut sim, _) = grow(12, 120);
+    let took = sim.converge(Duration::from_secs(60));
+    assert!(took < Duration::from_secs(60));
+    let order: Vec<NodeId> = sim.nodes.keys().copied().collect();
+    let n = order.len();
+    let just_after = |id: &NodeId| {
+        let mut k = id.0;
+        k[31] = k[31].wrapping_add(1);
+        k
+    };
+    for (i, id) in order.iter().enumerate() {
+        let ring = &sim.nodes[id];
+        // Keys owned by this node and by the two before it: its place as
+        // the second and third replica.
+        for back in 1..=3 {
+            let key = just_after(&order[(i + n - back) % n]);
+            assert!(ring.may_hold(&key, 3), "node {i}, {back} back");
+        }
+        // Keys a third of the ring or more behind it.
+        for back in [40, 60, 80, 119] {
+            let key = just_after(&order[(i + n - back) % n]);
+            assert!(!ring.may_hold(&key, 3), "node {i}, {back} back");
+        }
+    }
+}

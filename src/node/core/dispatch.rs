@@ -258,7 +258,7 @@ impl Core {
                         token: user,
                         reply: Reply::Routed(outcome),
                     }),
-                    Some(RouteWaiter::Exit(exit)) => self.circuits.route_done(exit, outcome),
+                    Some(RouteWaiter::Exit(exit)) => self.circuits.route_done(exit, outcome, now),
                     None => {}
                 },
                 route::Action::Misbehaved(_) => self.misbehaving += 1,

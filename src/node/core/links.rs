@@ -70,6 +70,7 @@ impl Core {
                 id: link,
                 inbound,
                 remote,
+                misplaced: 0,
             },
         );
         let hello = PeerMessage::Hello {
@@ -358,6 +359,22 @@ impl Core {
             } => {
                 if !crate::keys::verify_block(kind, &key, &block) {
                     self.misbehaved(peer, "block does not match its key", now);
+                    return;
+                }
+                if !self.ring.may_hold(&key.0, self.settings.replicas) {
+                    // Not a block this node has a place for: an honest
+                    // pusher's view can be off now and then, a peer that
+                    // keeps at it is filling the store on purpose.
+                    self.replicas_refused += 1;
+                    let strikes = self.links.get_mut(&peer).map_or(0, |l| {
+                        l.misplaced += 1;
+                        l.misplaced
+                    });
+                    if strikes > super::MISPLACED_STRIKES {
+                        self.misbehaved(peer, "replicas for keys held elsewhere", now);
+                    } else {
+                        self.send_on_link(peer, PeerMessage::Rejected { id });
+                    }
                     return;
                 }
                 self.op(

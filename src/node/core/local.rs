@@ -251,6 +251,9 @@ impl Core {
             tables_refused: self.ring.tables_refused(),
             successor_lists_refused: self.ring.successor_lists_refused(),
             guards_dropped: circuits.guards_dropped,
+            replicas_refused: self.replicas_refused,
+            exit_streams_refused: circuits.exit_refused,
+            exits_stalled: circuits.exits_stalled,
         }
     }
 
