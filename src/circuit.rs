@@ -665,6 +665,11 @@ impl Circuits {
         }
     }
 
+    /// Bytes the exits hold back for clients that have not read them.
+    pub fn exit_queued(&self) -> usize {
+        self.exit_queued
+    }
+
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }

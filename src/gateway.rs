@@ -47,7 +47,7 @@ use crate::keys::{self, SskInsertKey, Uri};
 use crate::node::NodeClient;
 
 mod error;
-mod page;
+pub mod page;
 pub mod remote;
 pub mod url;
 mod work;

@@ -195,3 +195,306 @@ pub fn user(data: &[u8]) {
         }
     }
 }
+
+/// The first `n` bytes of `rest` (fewer at its end), moving past them.
+fn take<'a>(rest: &mut &'a [u8], n: usize) -> &'a [u8] {
+    let (a, b) = rest.split_at(n.min(rest.len()));
+    *rest = b;
+    a
+}
+
+/// A relay's circuit state machine fed arbitrary operations from two
+/// peers: raw cells, relay messages sealed on a real circuit the harness
+/// built through it (so the exit's logic is reached), routed outcomes of
+/// any size, links going down and up, time passing. No panic, and the
+/// relay's state stays within its bounds whatever the peers do.
+pub fn circuits(data: &[u8]) {
+    use std::time::{Duration, Instant};
+    use umbra::circuit::{Action, Circuits, Settings, MAX_EXIT_QUEUED, MAX_RELAY_CIRCUITS};
+    use umbra::crypto::ClientCircuit as Client;
+    use umbra::route::Outcome;
+    use umbra::wire::{CircId, CreateBody, HandshakeType, RELAY_BODY_MAX};
+
+    let identity = Identity::from_secret_bytes(&[7; 64]);
+    let relay_id = identity.id();
+    let onion_key = identity.onion_key();
+    let mut relay = Circuits::new(identity, Settings::default(), [0; 32]);
+    let peers = [NodeId([1; 32]), NodeId([2; 32])];
+    let mut now = Instant::now();
+    relay.link_up(peers[0], false, now);
+    relay.link_up(peers[1], true, now);
+
+    // A real one-hop circuit from the first peer, so that sealed relay
+    // messages reach the exit.
+    let circ = CircId(CircId::DIALER_BIT | 1);
+    let (hs, msg) = ClientHandshake::start(&mut rand::rngs::OsRng, relay_id, onion_key);
+    relay.handle_cell(
+        peers[0],
+        Cell::Create {
+            circ,
+            body: CreateBody {
+                handshake: HandshakeType::NTOR_X25519,
+                data: msg.to_vec(),
+            },
+        },
+        now,
+    );
+    let mut client = Client::new();
+    let mut routes = Vec::new();
+    let drain = |relay: &mut Circuits,
+                 client: &mut Client,
+                 hs: &mut Option<ClientHandshake>,
+                 routes: &mut Vec<umbra::token::Token>| {
+        while let Some(a) = relay.poll_action() {
+            match a {
+                Action::Send {
+                    cell: Cell::Created { body, .. },
+                    ..
+                } => {
+                    if let Some(h) = hs.take() {
+                        let keys = h.finish(&body.data).expect("the relay's own reply");
+                        client.add_hop(&keys).expect("one hop fits");
+                    }
+                }
+                Action::Send {
+                    cell: Cell::Relay { mut onion, .. },
+                    to,
+                } if to == peers[0] => {
+                    // The client reads what comes back (or gives up on a
+                    // circuit that broke).
+                    let _ = client.unwrap_backward(&mut onion);
+                }
+                Action::Route { token, .. } => routes.push(token),
+                _ => {}
+            }
+        }
+    };
+    let mut hs = Some(hs);
+    drain(&mut relay, &mut client, &mut hs, &mut routes);
+
+    let mut rest = data;
+    while let Some((&op, tail)) = rest.split_first() {
+        rest = tail;
+        let peer = peers[usize::from(op >> 7)];
+        match op % 5 {
+            0 => {
+                let mut cell = take(&mut rest, CELL_LEN).to_vec();
+                cell.resize(CELL_LEN, 0);
+                if let Ok(c) = Cell::decode(&cell) {
+                    relay.handle_cell(peer, c, now);
+                }
+            }
+            1 => {
+                let len = take(&mut rest, 1)
+                    .first()
+                    .map_or(0, |&b| usize::from(b) * 4);
+                let body = take(&mut rest, len);
+                if let Ok(m) = RelayMessage::decode(body) {
+                    if let Ok(payload) = m.encode_payload() {
+                        if let Ok(onion) = client.wrap_forward(&mut rand::rngs::OsRng, &payload) {
+                            let cell = if op & 0x40 != 0 {
+                                Cell::RelayEarly { circ, onion }
+                            } else {
+                                Cell::Relay { circ, onion }
+                            };
+                            relay.handle_cell(peers[0], cell, now);
+                        }
+                    }
+                }
+            }
+            2 => {
+                // A routed request ends: found (a block of any size up to
+                // the largest), or not.
+                let b = take(&mut rest, 2);
+                if let Some(token) = routes.pop() {
+                    let size = usize::from(b.first().copied().unwrap_or(0)) * RELAY_BODY_MAX / 2;
+                    let outcome = match b.get(1).copied().unwrap_or(0) % 3 {
+                        0 => Outcome::Found(vec![0x5a; size.min(umbra::wire::MAX_BLOCK_LEN)]),
+                        1 => Outcome::DataNotFound,
+                        _ => Outcome::Timeout,
+                    };
+                    relay.route_done(token, outcome, now);
+                }
+            }
+            3 => {
+                let secs = take(&mut rest, 1).first().copied().unwrap_or(0);
+                now += Duration::from_secs(u64::from(secs));
+                if relay.poll_timeout().is_some_and(|t| t <= now) {
+                    relay.handle_timeout(now);
+                }
+            }
+            _ => {
+                if op & 0x40 != 0 {
+                    relay.link_down(peer, now);
+                } else {
+                    relay.link_up(peer, peer == peers[1], now);
+                }
+            }
+        }
+        drain(&mut relay, &mut client, &mut hs, &mut routes);
+        let stats = relay.stats();
+        assert!(stats.relaying <= MAX_RELAY_CIRCUITS);
+        assert!(relay.exit_queued() <= MAX_EXIT_QUEUED + umbra::wire::MAX_BLOCK_LEN);
+    }
+}
+
+/// Selector bytes of the documents target.
+pub const DOC_ROOT: u8 = 0;
+pub const DOC_ENCODE: u8 = 1;
+pub const DOC_BLOCK: u8 = 2;
+
+/// The document layer: roots, manifests and nested manifests as a fetch
+/// reads them off the network, documents encoded and read back, blocks
+/// checked against keys. No panic and no allocation a valid document
+/// could not need; whatever is encoded decodes to itself.
+pub fn documents(data: &[u8]) {
+    use umbra::keys::{chk_decode, decode_root, encode_document, fill_keys, split_key_list, Root};
+    use umbra::wire::RoutingKey;
+
+    let Some((&selector, input)) = data.split_first() else {
+        return;
+    };
+    match selector % 3 {
+        DOC_ROOT => {
+            // A root, and after it (for a nested one) what its key list
+            // fetched from elsewhere would hold.
+            let cut = usize::from(input.first().copied().unwrap_or(0)) * 8;
+            let (root, list) = input.split_at(cut.min(input.len()));
+            match decode_root(root) {
+                Ok(Root::Manifest(m)) => {
+                    let keys: usize = m.segments.iter().map(|s| s.keys.len()).sum();
+                    let want: usize = m.segments.iter().map(|s| s.data + s.parity).sum();
+                    assert_eq!(keys, want);
+                }
+                Ok(Root::Nested { manifest, .. }) => {
+                    if let Ok(keys) = split_key_list(list) {
+                        let _ = fill_keys(manifest, keys);
+                    }
+                }
+                _ => {}
+            }
+        }
+        DOC_ENCODE => {
+            let Some((&n, rest)) = input.split_first() else {
+                return;
+            };
+            let (ctype, body) = rest.split_at(usize::from(n % 40).min(rest.len()));
+            let Ok(ctype) = std::str::from_utf8(ctype) else {
+                return;
+            };
+            let Ok(doc) = encode_document(ctype, body) else {
+                return;
+            };
+            match decode_root(&doc.root).expect("an encoded root decodes") {
+                Root::Inline { content_type, data } => {
+                    assert_eq!((content_type.as_str(), &data[..]), (ctype, body));
+                }
+                Root::Manifest(m) => {
+                    assert_eq!(m.total_len, body.len() as u64);
+                    for (key, block) in &doc.blocks {
+                        chk_decode(key, block).expect("a block decodes under its key");
+                    }
+                }
+                Root::Nested { .. } => {}
+            }
+        }
+        _ => {
+            if input.len() < 64 {
+                return;
+            }
+            let (k, block) = input.split_at(64);
+            let mut routing = [0u8; 32];
+            let mut decrypt = [0u8; 32];
+            routing.copy_from_slice(&k[..32]);
+            decrypt.copy_from_slice(&k[32..]);
+            let key = umbra::keys::ChkKey {
+                routing: RoutingKey(routing),
+                decrypt,
+            };
+            assert!(
+                chk_decode(&key, block).is_err()
+                    || umbra::keys::chk_routing_key(block) == key.routing,
+                "a block decoded under a key it does not hash to"
+            );
+            let _ = umbra::keys::ssk_verify(&RoutingKey(routing), block);
+            let _ = umbra::keys::ssk_version(block);
+        }
+    }
+}
+
+/// A node descriptor as a peer sends it: parsed, printed back to the same
+/// bytes, its signature, puzzle and freshness checked at an arbitrary
+/// time, never a panic.
+pub fn descriptor(data: &[u8]) {
+    if data.len() < 8 {
+        return;
+    }
+    let (clock, input) = data.split_at(8);
+    let mut c = [0u8; 8];
+    c.copy_from_slice(clock);
+    let unix = u64::from_be_bytes(c);
+    if let Ok(d) = NodeDescriptor::decode(input) {
+        assert_eq!(d.encode().expect("a parsed descriptor encodes"), input);
+        let verified = umbra::crypto::verify_descriptor(&d);
+        if let Ok(id) = verified {
+            assert_eq!(id, umbra::crypto::node_id(&d.identity));
+        }
+        let _ = umbra::crypto::descriptor_fresh(&d, unix);
+        let _ = umbra::crypto::puzzle_bits(&d.identity);
+    }
+}
+
+/// The configuration file: any text is parsed and validated to a typed
+/// error or a configuration, never a panic; one that validates can be
+/// printed and read back to one that validates too.
+pub fn config(data: &[u8]) {
+    use umbra::node::Config;
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(cfg) = Config::parse(text) {
+        if cfg.validate().is_ok() {
+            let printed = toml::to_string(&cfg).expect("a configuration prints");
+            let again = Config::parse(&printed).expect("a printed configuration parses");
+            again.validate().expect("and validates");
+        }
+    }
+}
+
+/// What the gateway itself parses of an HTTP request (hyper parses the
+/// protocol): percent-encoded paths and queries, form values, the Host,
+/// Origin, Referer and Sec-Fetch-Site headers; and the escaping of what
+/// it prints back into a page. No panic; escaped text opens no markup.
+pub fn http(data: &[u8]) {
+    use umbra::gateway::page::escape;
+    use umbra::gateway::url::{self, Provenance};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut parts = text.splitn(5, '\n');
+    let path = parts.next().unwrap_or("");
+    let host = parts.next();
+    let origin = parts.next();
+    let referer = parts.next();
+    let site = parts.next();
+    if let Some(decoded) = url::percent_decode(path) {
+        let encoded = url::percent_encode_path(&decoded);
+        assert_eq!(url::percent_decode(&encoded).as_deref(), Some(&*decoded));
+    }
+    let _ = url::form_value(path, "uri");
+    let _ = host.map(url::host_allowed);
+    let p = Provenance {
+        fetch_site: site,
+        origin,
+        referer,
+    };
+    let refused = url::cross_site(p, host);
+    if site.is_none() && origin.is_none() && referer.is_none() {
+        assert!(
+            refused.is_none(),
+            "a request naming no other site is not refused"
+        );
+    }
+    let escaped = escape(text);
+    assert!(!escaped.contains(['<', '>', '"', '\'']));
+}

@@ -179,10 +179,15 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| Error::Parse {
+        Config::parse(&text).map_err(|message| Error::Parse {
             path: path.to_owned(),
-            message: e.to_string(),
+            message,
         })
+    }
+
+    /// The configuration a TOML text gives (not yet validated).
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
     }
 
     pub fn validate(&self) -> Result<(), Error> {
