@@ -53,14 +53,14 @@ pub const SENDME_EVERY: u16 = 32;
 /// by the window count too, and one circuit holds at most this many
 /// blocks for a client that does not read.
 pub const MAX_STREAMS: usize = 32;
-/// Requests in progress at this exit for the circuits of one previous
+/// By default, requests in progress at this exit for the circuits of one previous
 /// hop: one link (one client, or one relay carrying many) cannot take the
 /// exit's whole share of the node's request budget.
 pub const EXIT_ROUTES_PER_LINK: usize = 128;
-/// Answers an exit holds back for all its clients at once, in bytes;
+/// By default, answers an exit holds back for all its clients at once, in bytes;
 /// beyond it new streams are refused (REJECTED) until readers catch up.
 pub const MAX_EXIT_QUEUED: usize = 64 << 20;
-/// An exit circuit whose answers have waited this long for a SENDME is
+/// By default, an exit circuit whose answers have waited this long for a SENDME is
 /// torn down: its client stopped reading, or never meant to.
 pub const EXIT_STALL: Duration = Duration::from_secs(60);
 /// Circuits a relay carries at once, and on one link.
@@ -144,6 +144,15 @@ pub struct Settings {
     pub guards: bool,
     /// Sees the relay messages this node reads (tests, debugging).
     pub observer: Option<Observer>,
+    /// As an exit: how long answers may wait for a client's SENDME
+    /// before the circuit is torn down ([`EXIT_STALL`])...
+    pub exit_stall: Duration,
+    /// ... how many bytes of unread answers all exit circuits may hold
+    /// ([`MAX_EXIT_QUEUED`])...
+    pub exit_unread: usize,
+    /// ... and how many requests the circuits of one previous hop may
+    /// have in progress ([`EXIT_ROUTES_PER_LINK`]).
+    pub exit_routes_per_link: usize,
 }
 
 /// The width of a network, in leading bits, per address family.
@@ -202,6 +211,9 @@ impl Default for Settings {
             networks: Networks::default(),
             guards: true,
             observer: None,
+            exit_stall: EXIT_STALL,
+            exit_unread: MAX_EXIT_QUEUED,
+            exit_routes_per_link: EXIT_ROUTES_PER_LINK,
         }
     }
 }
@@ -676,7 +688,8 @@ impl Circuits {
 
     /// When [`Circuits::handle_timeout`] next has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let relay = self.relayed.values().filter_map(RelayCirc::deadline);
+        let stall = self.settings.exit_stall;
+        let relay = self.relayed.values().filter_map(|c| c.deadline(stall));
         let own = self.own.values().filter_map(|c| c.deadline(&self.settings));
         relay.chain(own).min()
     }

@@ -21,7 +21,7 @@ pub mod worker;
 
 pub use self::core::StoreError;
 pub use api::{channel, Answer, NodeClient, NodeHandle, RequestError, Requests};
-pub use config::{Bootstrap, Config, Error as ConfigError};
+pub use config::{Bootstrap, Config, Error as ConfigError, Limits};
 pub use driver::{start, start_with, Hooks, Tap, GUARDS_FILE, ONION_FILE};
 pub use identity::load_identity;
 

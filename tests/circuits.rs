@@ -130,6 +130,16 @@ impl Testnet {
     /// `relays` relay nodes in a ring, with `faulty` among them flipping
     /// bits in the cells they relay, and `clients` client-only nodes.
     async fn start(relays: usize, faulty: &[usize], clients: usize) -> Testnet {
+        Testnet::start_with(relays, faulty, clients, |_| {}).await
+    }
+
+    /// As [`Testnet::start`], each relay's configuration changed by `edit`.
+    async fn start_with(
+        relays: usize,
+        faulty: &[usize],
+        clients: usize,
+        edit: fn(&mut Config),
+    ) -> Testnet {
         let log = Log::default();
         let mut net = Testnet {
             relays: Vec::new(),
@@ -139,7 +149,8 @@ impl Testnet {
         let mut first = None;
         for i in 0..relays {
             let dir = tempfile::tempdir().expect("temp dir");
-            let cfg = config(dir.path(), first);
+            let mut cfg = config(dir.path(), first);
+            edit(&mut cfg);
             let tap: Option<Box<dyn node::Tap>> = if faulty.contains(&i) {
                 Some(Box::new(FlipForwardCells::default()))
             } else {
@@ -941,4 +952,78 @@ async fn an_extend_to_a_loopback_address_is_refused_outside_a_test_network() {
     );
     raw.ep.close().await;
     local.crash().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exit_lets_go_of_a_client_that_does_not_read() {
+    use umbra::wire::{KeyKind, StreamId, BLOCK_DATA_LEN};
+    let _one = ONE_AT_A_TIME.lock().await;
+    let net = Testnet::start_with(3, &[], 0, |c| c.limits.exit_stall_secs = 2).await;
+    // Sixty blocks in the ring, far more than a circuit window's worth.
+    let mut keys = Vec::new();
+    for i in 0..60u8 {
+        let block = vec![i; BLOCK_DATA_LEN];
+        let key = umbra::keys::chk_routing_key(&block);
+        net.relays[1]
+            .0
+            .store_block(KeyKind::CHK, key, block)
+            .await
+            .expect("stored");
+        keys.push(key);
+    }
+    // A client asks for all of them on one circuit and never sends a
+    // SENDME (it reads the cells off the link, but acknowledges none).
+    let exit = identity_of(&net.relays[0].1);
+    let mut raw = RawClient::dial(net.relays[0].0.listen, exit.id()).await;
+    let circ = CircId(CircId::DIALER_BIT | 1);
+    let mut layers = create(&mut raw, &exit, circ).await;
+    for (i, key) in keys.iter().enumerate() {
+        let get = RelayMessage::Get {
+            stream: StreamId(u16::try_from(i + 1).unwrap()),
+            kind: KeyKind::CHK,
+            key: *key,
+        };
+        let onion = layers
+            .wrap_forward(&mut rand::rngs::OsRng, &get.encode_payload().unwrap())
+            .unwrap();
+        raw.send(Cell::Relay { circ, onion }).await;
+    }
+    // Its window closes; two seconds later the exit tears the circuit
+    // down instead of holding the rest for it.
+    let mut cells = 0;
+    loop {
+        match raw.next_cell().await {
+            Cell::Destroy { .. } => break,
+            Cell::Relay { .. } => cells += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(cells >= 128, "a window of cells came first: {cells}");
+    let s = net.relays[0].0.status().await.unwrap();
+    assert_eq!(s.exits_stalled, 1);
+    // A stream counts until its END is sent, so beyond 32 unanswered or
+    // unread the rest were refused: only the streams whose every cell fit
+    // in the window (at most 128 / cells per block) made room.
+    let per_block = BLOCK_DATA_LEN.div_ceil(umbra::wire::RELAY_BODY_MAX) as u64;
+    let least = 60 - 32 - 128 / per_block;
+    assert!(
+        s.exit_streams_refused >= least,
+        "{} refused, at least {least} expected",
+        s.exit_streams_refused
+    );
+    raw.ep.close().await;
+    eventually(
+        "the exit holds nothing",
+        Duration::from_secs(10),
+        || async {
+            let s = net.relays[0].0.status().await.map_err(|e| e.to_string())?;
+            (s.circuits_relayed == 0)
+                .then_some(())
+                .ok_or(format!("{} circuits", s.circuits_relayed))
+        },
+    )
+    .await;
+    let path = vec![net.relays[0].0.id, net.relays[2].0.id];
+    an_honest_circuit_builds(&net.relays[1].0, path, Isolation(9)).await;
+    net.stop().await;
 }

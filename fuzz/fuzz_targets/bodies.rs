@@ -210,7 +210,7 @@ fn take<'a>(rest: &mut &'a [u8], n: usize) -> &'a [u8] {
 /// relay's state stays within its bounds whatever the peers do.
 pub fn circuits(data: &[u8]) {
     use std::time::{Duration, Instant};
-    use umbra::circuit::{Action, Circuits, Settings, MAX_EXIT_QUEUED, MAX_RELAY_CIRCUITS};
+    use umbra::circuit::{Action, Circuits, Settings, MAX_RELAY_CIRCUITS};
     use umbra::crypto::ClientCircuit as Client;
     use umbra::route::Outcome;
     use umbra::wire::{CircId, CreateBody, HandshakeType, RELAY_BODY_MAX};
@@ -334,7 +334,9 @@ pub fn circuits(data: &[u8]) {
         drain(&mut relay, &mut client, &mut hs, &mut routes);
         let stats = relay.stats();
         assert!(stats.relaying <= MAX_RELAY_CIRCUITS);
-        assert!(relay.exit_queued() <= MAX_EXIT_QUEUED + umbra::wire::MAX_BLOCK_LEN);
+        assert!(
+            relay.exit_queued() <= Settings::default().exit_unread + umbra::wire::MAX_BLOCK_LEN
+        );
     }
 }
 

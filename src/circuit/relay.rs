@@ -78,10 +78,12 @@ enum ExitStream {
 }
 
 impl RelayCirc {
-    pub(super) fn deadline(&self) -> Option<Instant> {
+    /// When this circuit times out here: a hop that did not answer, or
+    /// an exit whose answers waited `stall` for a SENDME.
+    pub(super) fn deadline(&self, stall: std::time::Duration) -> Option<Instant> {
         match &self.next {
             Next::Connecting { deadline, .. } | Next::Extending { deadline, .. } => Some(*deadline),
-            Next::Exit(exit) => exit.stalled_since.map(|t| t + super::EXIT_STALL),
+            Next::Exit(exit) => exit.stalled_since.map(|t| t + stall),
             Next::Linked(_) => None,
         }
     }
@@ -354,10 +356,11 @@ impl Circuits {
     }
 
     pub(super) fn relay_timeouts(&mut self, now: Instant) {
+        let stall = self.settings.exit_stall;
         let late: Vec<Slot> = self
             .relayed
             .iter()
-            .filter(|(_, c)| c.deadline().is_some_and(|d| d <= now))
+            .filter(|(_, c)| c.deadline(stall).is_some_and(|d| d <= now))
             .map(|(&l, _)| l)
             .collect();
         for local in late {
@@ -504,8 +507,8 @@ impl Circuits {
             .values()
             .filter(|(l, _)| self.relayed.get(l).map(|c| c.prev.0) == prev)
             .count();
-        let full =
-            self.exit_queued >= super::MAX_EXIT_QUEUED || from_link >= super::EXIT_ROUTES_PER_LINK;
+        let full = self.exit_queued >= self.settings.exit_unread
+            || from_link >= self.settings.exit_routes_per_link;
         let Some(exit) = self.exit_mut(local) else {
             return false;
         };

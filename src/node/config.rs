@@ -128,6 +128,80 @@ pub struct Config {
     /// second of one core once per relay identity; a local test network
     /// uses less.
     pub id_puzzle_bits: u8,
+    /// What peers and clients may make this node hold or do at once.
+    pub limits: Limits,
+}
+
+/// Bounds on what others may make a node hold or do (`[limits]` in the
+/// configuration file). Beyond each, the node refuses (a typed REJECTED)
+/// rather than queue or allocate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Routed requests in progress at once, wherever they started.
+    pub requests: usize,
+    /// Of those, from one neighbour: its fair share.
+    pub requests_per_peer: usize,
+    /// Of those, started by this node's exits for clients' circuits...
+    pub requests_from_exits: usize,
+    /// ... and by the circuits of one previous hop.
+    pub exit_requests_per_link: usize,
+    /// Bytes of answers the exits may hold for clients that have not read
+    /// them yet (their circuit windows closed).
+    pub exit_unread_bytes: usize,
+    /// Seconds an exit circuit's answers may wait for its client to read
+    /// before the circuit is torn down.
+    pub exit_stall_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let route = crate::route::Config::default();
+        let circuits = crate::circuit::Settings::default();
+        Limits {
+            requests: route.max_pending,
+            requests_per_peer: route.max_pending_per_peer,
+            requests_from_exits: route.max_pending_local,
+            exit_requests_per_link: circuits.exit_routes_per_link,
+            exit_unread_bytes: circuits.exit_unread,
+            exit_stall_secs: circuits.exit_stall.as_secs(),
+        }
+    }
+}
+
+/// The largest value any request limit may take: far above what one
+/// machine serves, and small enough that no sum of them overflows.
+pub const MAX_REQUESTS_LIMIT: usize = 1 << 20;
+/// The most unread answers the exits may be allowed to hold.
+pub const MAX_EXIT_UNREAD: usize = 16 << 30;
+
+impl Limits {
+    fn validate(&self) -> Result<(), Error> {
+        let bad = |what: &str| Err(Error::Invalid(format!("limits: {what}")));
+        if !(1..=MAX_REQUESTS_LIMIT).contains(&self.requests) {
+            return bad(&format!("requests must be 1 to {MAX_REQUESTS_LIMIT}"));
+        }
+        for (name, v) in [
+            ("requests_per_peer", self.requests_per_peer),
+            ("requests_from_exits", self.requests_from_exits),
+            ("exit_requests_per_link", self.exit_requests_per_link),
+        ] {
+            // A share above the whole budget is the budget.
+            if !(1..=MAX_REQUESTS_LIMIT).contains(&v) {
+                return bad(&format!("{name} must be 1 to {MAX_REQUESTS_LIMIT}"));
+            }
+        }
+        if !(crate::wire::MAX_BLOCK_LEN..=MAX_EXIT_UNREAD).contains(&self.exit_unread_bytes) {
+            return bad(&format!(
+                "exit_unread_bytes must be {} (one block) to {MAX_EXIT_UNREAD}",
+                crate::wire::MAX_BLOCK_LEN
+            ));
+        }
+        if !(1..=3600).contains(&self.exit_stall_secs) {
+            return bad("exit_stall_secs must be 1 to 3600");
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -156,6 +230,7 @@ impl Default for Config {
             path_network_v4: 16,
             path_network_v6: 48,
             id_puzzle_bits: 16,
+            limits: Limits::default(),
         }
     }
 }
@@ -240,6 +315,7 @@ impl Config {
                 "a client-only node (relay = false) needs a bootstrap node".into(),
             ));
         }
+        self.limits.validate()?;
         self.validate_addresses()
     }
 
@@ -316,6 +392,9 @@ impl Config {
                 v4: self.path_network_v4,
                 v6: self.path_network_v6,
             },
+            exit_stall: Duration::from_secs(self.limits.exit_stall_secs),
+            exit_unread: self.limits.exit_unread_bytes,
+            exit_routes_per_link: self.limits.exit_requests_per_link,
             ..crate::circuit::Settings::default()
         }
     }
@@ -343,7 +422,12 @@ impl Config {
             relay: self.relay,
             replicas: self.replicas,
             ring: self.ring(),
-            route: crate::route::Config::default(),
+            route: crate::route::Config {
+                max_pending: self.limits.requests,
+                max_pending_per_peer: self.limits.requests_per_peer,
+                max_pending_local: self.limits.requests_from_exits,
+                ..crate::route::Config::default()
+            },
             circuits: self.circuits(),
             policy: addr::Policy::new(self.scope()),
             advertised,
@@ -488,6 +572,38 @@ mod tests {
         assert_eq!(
             Config::default().link().keep_alive,
             Duration::from_millis(1500)
+        );
+    }
+
+    #[test]
+    fn limits_come_from_the_file_and_impossible_ones_are_refused() {
+        let c =
+            Config::parse("[limits]\nrequests = 64\nrequests_per_peer = 8\nexit_stall_secs = 5\n")
+                .unwrap();
+        c.validate().expect("valid limits");
+        assert_eq!(c.limits.requests, 64);
+        assert_eq!(
+            c.limits.requests_from_exits,
+            Limits::default().requests_from_exits
+        );
+        assert_eq!(c.circuits().exit_stall, Duration::from_secs(5));
+        assert_eq!(c.core_settings(c.listen).route.max_pending_per_peer, 8);
+        for bad in [
+            "requests = 0",
+            "requests = 18446744073709551615",
+            "requests_per_peer = 0",
+            "exit_requests_per_link = 9999999999",
+            "exit_unread_bytes = 10",
+            "exit_stall_secs = 0",
+            "exit_stall_secs = 99999999999",
+        ] {
+            let c = Config::parse(&format!("[limits]\n{bad}\n")).unwrap();
+            let e = c.validate().expect_err(bad).to_string();
+            assert!(e.contains("limits"), "{bad}: {e}");
+        }
+        assert!(
+            Config::parse("[limits]\nrequest = 1\n").is_err(),
+            "a misspelt limit"
         );
     }
 }
