@@ -63,6 +63,14 @@ pub const MAX_EXIT_QUEUED: usize = 64 << 20;
 /// By default, an exit circuit whose answers have waited this long for a SENDME is
 /// torn down: its client stopped reading, or never meant to.
 pub const EXIT_STALL: Duration = Duration::from_secs(60);
+/// How long a relay this node itself failed to reach (a dial that failed,
+/// a link that broke) is left out of new circuits. Only first-hand
+/// failures count: a relay's word that another is down is not taken, or a
+/// relay could steer clients away from every exit but its accomplices.
+pub const DOWN_FOR: Duration = Duration::from_secs(300);
+/// Relays remembered as down at most (the sample holds far fewer; links
+/// are bounded too).
+const MAX_DOWN: usize = 4096;
 /// Circuits a relay carries at once, and on one link.
 pub const MAX_RELAY_CIRCUITS: usize = 4096;
 pub const MAX_CIRCUITS_PER_LINK: usize = 512;
@@ -206,7 +214,7 @@ impl Default for Settings {
             lifetime: Duration::from_secs(600),
             requests: 2048,
             hop_timeout: Duration::from_secs(5),
-            build_attempts: 3,
+            build_attempts: 8,
             request_timeout: Duration::from_secs(45),
             networks: Networks::default(),
             guards: true,
@@ -517,6 +525,9 @@ pub struct Circuits {
     routes: HashMap<Token, (Slot, crate::wire::StreamId)>,
     /// Bytes the exits hold back for their clients, all circuits.
     exit_queued: usize,
+    /// Relays this node failed to reach itself, left out of new circuits
+    /// until the time given ([`DOWN_FOR`]).
+    down: HashMap<NodeId, Instant>,
     tokens: crate::token::Tokens,
     /// The node's own circuits, by a local number, and by their first
     /// hop's link and id once they have one.
@@ -553,6 +564,7 @@ impl Circuits {
             next_local: Slot(0),
             routes: HashMap::new(),
             exit_queued: 0,
+            down: HashMap::new(),
             tokens: crate::token::Tokens::default(),
             own: BTreeMap::new(),
             own_links: HashMap::new(),
@@ -717,8 +729,26 @@ impl Circuits {
         if self.links.contains_key(&peer) {
             return;
         }
+        self.note_down(peer, now);
         self.relay_link_failed(peer);
         self.client_link_failed(peer, now);
+    }
+
+    /// This node could not reach `peer` (its own dial failed, or its link
+    /// broke): no new circuit goes through it for [`DOWN_FOR`].
+    pub fn note_down(&mut self, peer: NodeId, now: Instant) {
+        self.down.retain(|_, until| *until > now);
+        if self.down.len() < MAX_DOWN || self.down.contains_key(&peer) {
+            self.down.insert(peer, now + DOWN_FOR);
+        }
+    }
+
+    /// Relays left out of new circuits at `now`.
+    fn down_at(&self, now: Instant) -> impl Iterator<Item = NodeId> + '_ {
+        self.down
+            .iter()
+            .filter(move |(_, until)| **until > now)
+            .map(|(id, _)| *id)
     }
 
     /// The link to `peer` closed: every circuit through it is gone.

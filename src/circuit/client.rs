@@ -284,6 +284,7 @@ impl Circuits {
             None => {
                 let mut exclude = failed.clone();
                 exclude.insert(self.me);
+                exclude.extend(self.down_at(now));
                 let first = if self.settings.guards {
                     let unix = self.unix_at(now);
                     let sample = &self.sample;

@@ -361,6 +361,25 @@ fn a_dead_relay_is_replaced_during_the_build() {
 }
 
 #[test]
+fn a_relay_this_node_could_not_reach_is_left_out_for_a_while() {
+    let mut net = Net::new(6, settings());
+    let gone = net.ids[4];
+    let now = net.now;
+    net.nodes[0].note_down(gone, now);
+    for token in 1..=12 {
+        let path = net.build(0, Isolation(token), token);
+        assert!(
+            !path.contains(&gone),
+            "build {token} chose a relay known down"
+        );
+    }
+    // Once the mark expires it is chosen again.
+    net.advance(DOWN_FOR + Duration::from_secs(1));
+    let chosen = (100..140).any(|token| net.build(0, Isolation(token), token).contains(&gone));
+    assert!(chosen, "never chosen again");
+}
+
+#[test]
 fn spent_circuits_are_replaced_and_torn_down() {
     let mut s = settings();
     s.requests = 2;

@@ -169,6 +169,8 @@ impl Core {
         let mut ctx = super::dispatch::RouteCtx::new(&self.ring, self.settings.replicas);
         self.router.handle_link_down(peer, now, &mut ctx);
         self.circuits.link_down(peer, now);
+        // First-hand: this node's own link to it broke.
+        self.circuits.note_down(peer, now);
     }
 
     /// A peer broke the protocol: drop its link and count it.
