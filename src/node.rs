@@ -15,6 +15,7 @@ use crate::store;
 mod api;
 mod config;
 pub mod core;
+pub mod datadir;
 mod driver;
 mod identity;
 pub mod worker;

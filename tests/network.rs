@@ -790,3 +790,49 @@ async fn a_relay_whose_identity_cost_nothing_is_refused() {
     .expect("refused at start");
     assert!(e.to_string().contains("id puzzle"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_or_foreign_data_dir_is_refused_and_left_as_it_was() {
+    let refused = |dir: &std::path::Path| {
+        let cfg = config(dir, None);
+        async move {
+            match node::start(cfg).await {
+                Ok(h) => {
+                    h.crash().await;
+                    panic!("the node started")
+                }
+                Err(e) => e.to_string(),
+            }
+        }
+    };
+    // Another program's directory.
+    let foreign = tempfile::tempdir().unwrap();
+    std::fs::write(foreign.path().join("notes.txt"), b"mine").unwrap();
+    let e = refused(foreign.path()).await;
+    assert!(e.contains("not an umbra data directory"), "{e}");
+    let names: Vec<_> = std::fs::read_dir(foreign.path()).unwrap().collect();
+    assert_eq!(names.len(), 1, "nothing was added");
+
+    // A node's directory whose store and identity were damaged.
+    let dir = tempfile::tempdir().unwrap();
+    let h = node::start(config(dir.path(), None)).await.unwrap();
+    h.crash().await;
+    for (file, junk) in [
+        ("store.redb", &b"not a database at all"[..]),
+        ("identity.key", &b"short"[..]),
+    ] {
+        let path = dir.path().join(file);
+        let good = std::fs::read(&path).unwrap();
+        std::fs::write(&path, junk).unwrap();
+        let e = refused(dir.path()).await;
+        assert!(
+            e.contains("datastore") || e.contains("identity.key"),
+            "{file}: {e}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), junk, "{file} left as it was");
+        std::fs::write(&path, good).unwrap();
+    }
+    // Mended, it starts again.
+    let h = node::start(config(dir.path(), None)).await.unwrap();
+    h.crash().await;
+}

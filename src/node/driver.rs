@@ -57,6 +57,7 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, Error> {
 /// Start a node with a harness's hooks.
 pub async fn start_with(cfg: Config, hooks: Hooks) -> Result<NodeHandle, Error> {
     cfg.validate()?;
+    super::datadir::prepare(&cfg.data_dir)?;
     // A relay keeps one identity: its place on the ring and the key
     // clients build circuits to. A client-only node shows none that lasts:
     // a fresh one each run, so the relays it dials cannot tell that two

@@ -43,6 +43,16 @@ pub fn load_identity(data_dir: &Path, puzzle: u8) -> Result<Identity, Error> {
     }
 }
 
+/// Write a file atomically (through a temporary file and a rename).
+pub(super) fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Write a secret file readable by its owner only, atomically.
 pub(super) fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
