@@ -64,7 +64,8 @@ fn umbra() -> &'static str {
 fn start(lab: &Lab, name: &str, host: &Host, dir: &Path, args: &[String]) -> Node {
     let data = dir.join(name);
     std::fs::create_dir_all(&data).expect("data dir");
-    let log = data.join("node.log");
+    // Beside the data directory, not in it: that one is the node's own.
+    let log = dir.join(format!("{name}.log"));
     let mut cmd = lab.command(&host.ns, umbra());
     cmd.arg("node")
         .arg("--data-dir")
