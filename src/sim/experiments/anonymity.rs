@@ -424,6 +424,22 @@ fn median_days(first: &[Option<f64>]) -> Option<f64> {
     m.is_finite().then_some(m)
 }
 
+/// A row of the table, as text.
+fn cells(adv: Adversary, f: f64, r: &Row, days: f64) -> Vec<String> {
+    let frac = r.compromised as f64 / r.circuits.max(1) as f64;
+    vec![
+        adv.name().to_string(),
+        f3(f),
+        r.circuits.to_string(),
+        format!("{frac:.4}"),
+        f3(r.sample_share),
+        f3(r.users_compromised as f64 / r.users.max(1) as f64),
+        median_days(&r.first).map_or_else(|| format!(">{days}"), f3),
+        format!("{:.4}", f * f),
+        r.destroyed.to_string(),
+    ]
+}
+
 /// The rows `spec` selects (see [`Options::only`]) among `configs`.
 fn select(configs: Vec<(Adversary, f64)>, spec: &str) -> Result<Vec<(Adversary, f64)>, String> {
     let mut keep = vec![false; configs.len()];
@@ -483,7 +499,13 @@ pub fn run(opts: &Options) -> Result<Table, String> {
     };
     let results: Vec<Row> = super::parallel(&configs, |&(adv, f)| {
         let seed = opts.seed ^ ((adv as u64) << 20) ^ ((f * 1000.0) as u64);
-        one(adv, n, f, users, days, seed)
+        let row = one(adv, n, f, users, days, seed);
+        // A month of many users takes hours: each row is reported as it
+        // ends, so an interrupted run keeps what it finished.
+        if !opts.small {
+            eprintln!("row done: {}", cells(adv, f, &row, days).join(","));
+        }
+        row
     });
     let mut rows = Vec::new();
     let mut series: Vec<Series> = Adversary::ALL
@@ -495,17 +517,7 @@ pub fn run(opts: &Options) -> Result<Table, String> {
         .collect();
     for (&(adv, f), r) in configs.iter().zip(&results) {
         let frac = r.compromised as f64 / r.circuits.max(1) as f64;
-        rows.push(vec![
-            adv.name().to_string(),
-            f3(f),
-            r.circuits.to_string(),
-            format!("{frac:.4}"),
-            f3(r.sample_share),
-            f3(r.users_compromised as f64 / r.users.max(1) as f64),
-            median_days(&r.first).map_or_else(|| format!(">{days}"), f3),
-            format!("{:.4}", f * f),
-            r.destroyed.to_string(),
-        ]);
+        rows.push(cells(adv, f, r, days));
         series[adv as usize].points.push((f, frac));
     }
     Ok(Table {
