@@ -254,10 +254,10 @@ fn a_flipped_bit_is_caught_at_the_next_relay_and_every_hop_lets_go() {
     assert_eq!(net.nodes[0].stats().own, 0);
 }
 
-#[test]
-fn a_slow_reader_holds_the_exit_to_its_window() {
+/// A client on a built circuit asks for `streams` blocks of the largest
+/// size (tokens 10 on), and reads nothing yet: cells to it are held.
+fn unread_blocks(streams: u8) -> Net {
     let mut net = Net::new(5, settings());
-    let streams = 20u8;
     for i in 0..streams {
         net.blocks
             .insert(RoutingKey([100 + i; 32]), block(MAX_BLOCK_LEN, i));
@@ -265,14 +265,16 @@ fn a_slow_reader_holds_the_exit_to_its_window() {
     net.build(0, Isolation(0), 1);
     net.hold.insert(0);
     for i in 0..streams {
-        net.request(
-            0,
-            Isolation(0),
-            10 + u64::from(i),
-            RoutingKey([100 + i; 32]),
-            Request::Get,
-        );
+        let key = RoutingKey([100 + i; 32]);
+        net.request(0, Isolation(0), 10 + u64::from(i), key, Request::Get);
     }
+    net
+}
+
+#[test]
+fn a_slow_reader_holds_the_exit_to_its_window() {
+    let streams = 20u8;
+    let mut net = unread_blocks(streams);
     let cells_per_block = MAX_BLOCK_LEN.div_ceil(RELAY_BODY_MAX);
     let wanted = usize::from(streams) * cells_per_block;
     assert!(wanted > CIRCUIT_WINDOW as usize);
@@ -296,20 +298,9 @@ fn a_slow_reader_holds_the_exit_to_its_window() {
 
 #[test]
 fn an_exit_drops_a_circuit_whose_client_stops_reading() {
-    let mut net = Net::new(5, settings());
     // More than a window of cells.
-    let streams = 20u8;
-    for i in 0..streams {
-        net.blocks
-            .insert(RoutingKey([100 + i; 32]), block(MAX_BLOCK_LEN, i));
-    }
-    net.build(0, Isolation(0), 1);
+    let mut net = unread_blocks(20);
     assert_eq!(net.relaying(), 3);
-    net.hold.insert(0);
-    for i in 0..streams {
-        let key = RoutingKey([100 + i; 32]);
-        net.request(0, Isolation(0), 10 + u64::from(i), key, Request::Get);
-    }
     let queued: usize = net.nodes.iter().map(|n| n.exit_queued).sum();
     assert!(queued > 0, "answers wait behind the closed window");
     // Just short of the limit the exit still waits...
