@@ -12,8 +12,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::keys::{
-    self, chk_decode, chk_encode, decode_root, encode_document, fill_keys, split_key_list, ChkKey,
-    DocError, Manifest, Root, SskContent, SskInsertKey, SskRequestKey, Uri,
+    self, chk_decode, chk_encode, copy_routing_key, decode_root, encode_document, fill_keys,
+    split_key_list, ChkKey, DocError, Manifest, Root, SskContent, SskInsertKey, SskRequestKey, Uri,
+    ROOT_COPIES,
 };
 use crate::node::{NodeClient, RequestError};
 use crate::wire::{KeyKind, RoutingKey};
@@ -105,21 +106,38 @@ pub enum Target<'a> {
     Signed(&'a SskInsertKey, u64),
 }
 
+/// A CHK block and, if it is one its document cannot do without, its
+/// copies: what to put for it.
+fn with_copies(key: ChkKey, block: Vec<u8>, root: bool) -> Vec<(KeyKind, RoutingKey, Vec<u8>)> {
+    let mut out = Vec::with_capacity(1 + usize::from(ROOT_COPIES));
+    if root {
+        for i in 1..=ROOT_COPIES {
+            out.push((
+                KeyKind::COPY,
+                copy_routing_key(&key.routing, i),
+                block.clone(),
+            ));
+        }
+    }
+    out.push((KeyKind::CHK, key.routing, block));
+    out
+}
+
 /// Put many blocks, [`WINDOW`] at a time; the first failure ends it.
 async fn put_all<B: Blocks>(
     b: &B,
-    blocks: Vec<(ChkKey, Vec<u8>)>,
+    blocks: Vec<(KeyKind, RoutingKey, Vec<u8>)>,
     progress: Option<&ProgressTx>,
 ) -> Result<(), RequestError> {
     let mut set = JoinSet::new();
     let mut queue = blocks.into_iter();
     loop {
         while set.len() < WINDOW {
-            let Some((key, block)) = queue.next() else {
+            let Some((kind, key, block)) = queue.next() else {
                 break;
             };
             let b = b.clone();
-            set.spawn(async move { b.put(KeyKind::CHK, key.routing, block).await });
+            set.spawn(async move { b.put(kind, key, block).await });
         }
         match set.join_next().await {
             Some(Ok(Ok(()))) => report(progress, |p| p.done += 1),
@@ -149,18 +167,26 @@ pub async fn insert_with_progress<B: Blocks>(
     progress: Option<&ProgressTx>,
 ) -> Result<Uri, ClientError> {
     let doc = encode_document(content_type, data)?;
-    let blocks = u64::try_from(doc.blocks.len()).unwrap_or(u64::MAX);
+    let lists = doc.lists;
+    let blocks: Vec<_> = doc
+        .blocks
+        .into_iter()
+        .flat_map(|(key, block)| with_copies(key, block, lists.contains(&key)))
+        .collect();
+    let count = u64::try_from(blocks.len()).unwrap_or(u64::MAX);
     report(progress, |p| {
         *p = Progress {
             done: 0,
-            total: blocks.saturating_add(1),
+            total: count.saturating_add(1),
         }
     });
-    put_all(b, doc.blocks, progress).await?;
+    put_all(b, blocks, progress).await?;
     let uri = match target {
         Target::Chk => {
+            // The root last, so that a URI never names a document whose
+            // blocks are not all stored; its copies with it.
             let (key, block) = chk_encode(&doc.root).map_err(DocError::from)?;
-            b.put(KeyKind::CHK, key.routing, block).await?;
+            put_all(b, with_copies(key, block, true), None).await?;
             Uri::Chk(key)
         }
         Target::Signed(insert, version) => {
@@ -201,6 +227,32 @@ async fn get_chk<B: Blocks>(b: &B, key: ChkKey) -> Result<Vec<u8>, ClientError> 
     Ok(chk_decode(&key, &block).map_err(DocError::from)?)
 }
 
+/// A root (or a key list's root): from its own position, or failing that
+/// from its copies, one after the other. The first failure is the one
+/// reported if every position fails.
+async fn get_root<B: Blocks>(b: &B, key: ChkKey) -> Result<Vec<u8>, ClientError> {
+    let first = match get_chk(b, key).await {
+        Ok(plain) => return Ok(plain),
+        Err(ClientError::Request(RequestError::Stopped)) => {
+            return Err(RequestError::Stopped.into())
+        }
+        Err(e) => e,
+    };
+    for i in 1..=ROOT_COPIES {
+        let Ok(block) = b
+            .get(KeyKind::COPY, copy_routing_key(&key.routing, i))
+            .await
+        else {
+            continue;
+        };
+        // A copy is the CHK block itself: the same check, the same key.
+        if let Ok(plain) = chk_decode(&key, &block) {
+            return Ok(plain);
+        }
+    }
+    Err(first)
+}
+
 async fn get_signed<B: Blocks>(b: &B, key: &SskRequestKey) -> Result<(Vec<u8>, u64), ClientError> {
     let block = b.get(KeyKind::SSK, key.routing()).await?;
     match key.decode(&block).map_err(DocError::from)? {
@@ -221,7 +273,7 @@ pub async fn fetch_with_progress<B: Blocks>(
     progress: Option<&ProgressTx>,
 ) -> Result<Document, ClientError> {
     let (root, version) = match uri {
-        Uri::Chk(key) => (get_chk(b, *key).await?, None),
+        Uri::Chk(key) => (get_root(b, *key).await?, None),
         Uri::Ssk(key) => {
             let (root, v) = get_signed(b, key).await?;
             (root, Some(v))
@@ -254,7 +306,7 @@ async fn fetch_root<B: Blocks>(
         Root::Manifest(m) => m,
         Root::Nested { manifest, list, .. } => {
             // The key list is a document of its own.
-            let list_root = get_chk(b, list).await?;
+            let list_root = get_root(b, list).await?;
             let (_, list_bytes) = Box::pin(fetch_root(b, &list_root, None)).await?;
             fill_keys(manifest, split_key_list(&list_bytes)?)?
         }

@@ -51,6 +51,15 @@ const SSK_NAME_CONTEXT: &[u8] = b"umbra ssk name v1\0";
 const SSK_DATA_CONTEXT: &[u8] = b"umbra ssk data v1\0";
 const SSK_SIGN_CONTEXT: &[u8] = b"umbra ssk block v1\0";
 const KSK_CONTEXT: &[u8] = b"umbra ksk v1\0";
+const COPY_CONTEXT: &[u8] = b"umbra copy v1\0";
+
+/// Positions besides its own that a document's root (and a nested key
+/// list's root) is stored at: a root is the one block its document cannot
+/// do without, so it gets independent holders (docs/performance.md,
+/// "survival").
+pub const ROOT_COPIES: u8 = 2;
+/// The highest copy index a node stores a block under.
+pub const MAX_COPIES: u8 = 4;
 
 /// SSK block flag: the document is retracted.
 pub const FLAG_TOMBSTONE: u8 = 0x01;
@@ -362,6 +371,13 @@ pub fn supersedes(kind: KeyKind, old: &[u8], new: &[u8]) -> bool {
         && matches!((ssk_version(old), ssk_version(new)), (Some(o), Some(n)) if n > o)
 }
 
+/// The routing key of copy `index` (from 1) of the CHK block whose
+/// routing key is `chk`: a point on the ring unrelated to `chk`'s, so its
+/// holders are other nodes.
+pub fn copy_routing_key(chk: &RoutingKey, index: u8) -> RoutingKey {
+    RoutingKey(sha(&[COPY_CONTEXT, &[index], &chk.0]))
+}
+
 /// Whether `block` is a valid block for `key`. Every node calls this before
 /// it stores, caches, forwards or returns a block.
 pub fn verify_block(kind: KeyKind, key: &RoutingKey, block: &[u8]) -> bool {
@@ -371,6 +387,10 @@ pub fn verify_block(kind: KeyKind, key: &RoutingKey, block: &[u8]) -> bool {
     match kind {
         KeyKind::CHK => chk_routing_key(block) == *key,
         KeyKind::SSK => ssk_verify(key, block).is_ok(),
+        KeyKind::COPY => {
+            let chk = chk_routing_key(block);
+            (1..=MAX_COPIES).any(|i| copy_routing_key(&chk, i) == *key)
+        }
         _ => false,
     }
 }
@@ -379,6 +399,30 @@ pub fn verify_block(kind: KeyKind, key: &RoutingKey, block: &[u8]) -> bool {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn a_copy_is_its_chk_block_under_a_key_every_node_can_check() {
+        let (key, block) = chk_encode(b"a root").unwrap();
+        for i in 1..=MAX_COPIES {
+            let copy = copy_routing_key(&key.routing, i);
+            assert_ne!(copy, key.routing);
+            assert!(verify_block(KeyKind::COPY, &copy, &block));
+            // Not the other way round: a copy key is not a CHK key.
+            assert!(!verify_block(KeyKind::CHK, &copy, &block));
+        }
+        // Past the highest index, under the CHK key itself, or tampered:
+        // refused.
+        let beyond = copy_routing_key(&key.routing, MAX_COPIES + 1);
+        assert!(!verify_block(KeyKind::COPY, &beyond, &block));
+        assert!(!verify_block(KeyKind::COPY, &key.routing, &block));
+        let mut bad = block.clone();
+        bad[0] ^= 1;
+        let copy = copy_routing_key(&key.routing, 1);
+        assert!(!verify_block(KeyKind::COPY, &copy, &bad));
+        // Copies never change: nothing supersedes them.
+        assert!(!supersedes(KeyKind::COPY, &block, &block));
+        assert!(KeyKind::COPY.immutable() && !KeyKind::SSK.immutable());
+    }
 
     #[test]
     fn chk_round_trips_and_refuses_tampering() {

@@ -434,6 +434,41 @@ async fn a_ten_mib_document_survives_the_losses_its_code_allows() {
         .await
         .unwrap();
     assert_eq!(doc.data, data, "rebuilt from parity");
+    // The root gone from its own position: the fetch finds it at its
+    // copies, the first and then the second.
+    let forget_kind = |kind: KeyKind, key: RoutingKey| {
+        let net = &net;
+        async move {
+            for (h, _) in &net.nodes {
+                h.forget_block(kind, key).await.unwrap();
+            }
+        }
+    };
+    forget(root_key.routing).await;
+    for copy in 1..=umbra::keys::ROOT_COPIES {
+        let doc = client::fetch(&net.nodes[17].0.client().direct(), &uri)
+            .await
+            .unwrap();
+        assert_eq!(doc.data, data, "the root from copy {copy}");
+        forget_kind(
+            KeyKind::COPY,
+            umbra::keys::copy_routing_key(&root_key.routing, copy),
+        )
+        .await;
+    }
+    // Every position gone: the first failure is the one reported.
+    let err = client::fetch(&net.nodes[17].0.client().direct(), &uri)
+        .await
+        .unwrap_err();
+    assert_eq!(err, ClientError::Request(RequestError::DataNotFound));
+    // The root back at its own position, for what follows.
+    net.nodes[3]
+        .0
+        .client()
+        .direct()
+        .put_block(KeyKind::CHK, root_key.routing, root_block.clone())
+        .await
+        .unwrap();
     // One more in segment 0 and it cannot be rebuilt, and says so.
     let s0 = &m.segments[0];
     forget(s0.keys[s0.parity].routing).await;

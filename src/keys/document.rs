@@ -97,6 +97,9 @@ pub enum Root {
 pub struct EncodedDocument {
     pub root: Vec<u8>,
     pub blocks: Vec<(ChkKey, Vec<u8>)>,
+    /// Which of `blocks` are roots of nested key lists: like the root,
+    /// single blocks the document cannot do without.
+    pub lists: Vec<ChkKey>,
 }
 
 fn write_ctype(out: &mut Vec<u8>, ctype: &str) -> Result<(), DocError> {
@@ -130,6 +133,7 @@ pub fn encode_document(content_type: &str, data: &[u8]) -> Result<EncodedDocumen
         return Ok(EncodedDocument {
             root,
             blocks: Vec::new(),
+            lists: Vec::new(),
         });
     }
 
@@ -184,6 +188,7 @@ pub fn encode_document(content_type: &str, data: &[u8]) -> Result<EncodedDocumen
         }
     }
     let mut root = Vec::new();
+    let mut lists = Vec::new();
     if 1 + header.len() + key_list.len() <= BLOCK_PAYLOAD {
         root.push(TAG_DIRECT);
         root.extend_from_slice(&header);
@@ -193,6 +198,8 @@ pub fn encode_document(content_type: &str, data: &[u8]) -> Result<EncodedDocumen
         let (list_key, list_block) = chk_encode(&nested.root)?;
         blocks.extend(nested.blocks);
         blocks.push((list_key, list_block));
+        lists.extend(nested.lists);
+        lists.push(list_key);
         root.push(TAG_NESTED);
         root.extend_from_slice(&header);
         root.extend_from_slice(&list_key.routing.0);
@@ -200,7 +207,11 @@ pub fn encode_document(content_type: &str, data: &[u8]) -> Result<EncodedDocumen
         let list_len = u64::try_from(key_list.len()).map_err(|_| DocError::BadRoot)?;
         root.extend_from_slice(&list_len.to_be_bytes());
     }
-    Ok(EncodedDocument { root, blocks })
+    Ok(EncodedDocument {
+        root,
+        blocks,
+        lists,
+    })
 }
 
 /// A cursor over a root block; every read is checked.

@@ -216,7 +216,7 @@ impl Default for Config {
             http: None,
             socks: None,
             socks_handshake_ms: 10_000,
-            replicas: 3,
+            replicas: 5,
             successors: 8,
             store_bytes: 1 << 30,
             cache_bytes: 256 << 20,

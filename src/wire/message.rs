@@ -33,6 +33,19 @@ open_code! {
         CHK = 1,
         /// Signed-subspace key (keyword keys are signed keys too).
         SSK = 2,
+        /// A CHK block stored at one of its copy positions: routing key =
+        /// SHA-256 of a context, the copy's index and the block's CHK
+        /// routing key. Document roots are stored so, to outlive their
+        /// holders.
+        COPY = 3,
+    }
+}
+
+impl KeyKind {
+    /// Whether a block under this kind of key never changes, so that any
+    /// holder, a cache included, may answer for it.
+    pub fn immutable(self) -> bool {
+        self == KeyKind::CHK || self == KeyKind::COPY
     }
 }
 

@@ -226,7 +226,7 @@ impl Core {
                     // And a key in neither the primary store's index nor
                     // the cache's is not here: no need to ask the disk.
                     let unknown = !self.held.contains(&(kind, key))
-                        && (kind != KeyKind::CHK || !self.cached.contains(&key));
+                        && (!kind.immutable() || !self.cached.contains(&key));
                     if (kind == KeyKind::SSK && !self.ring.owns(&key.0)) || unknown {
                         let mut ctx = RouteCtx::new(&self.ring, self.settings.replicas);
                         self.router.handle_read(id, None, now, &mut ctx);
@@ -247,7 +247,7 @@ impl Core {
                     StoreOp::Put { kind, key, block },
                 ),
                 route::Action::Cache { kind, key, block } => {
-                    if kind == KeyKind::CHK && self.cache_writes < CACHE_WRITES {
+                    if kind.immutable() && self.cache_writes < CACHE_WRITES {
                         self.cache_writes += 1;
                         self.remember_cached(key);
                         self.op(OpFor::Cache, StoreOp::Cache { kind, key, block });

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rand::Rng;
 
 use super::{await_replies, f3, quiet, rng, settled, Figure, Options, Series, Table};
-use crate::keys::{chk_decode, chk_encode, ChkKey, BLOCK_PAYLOAD};
+use crate::keys::{chk_decode, chk_encode, copy_routing_key, ChkKey, BLOCK_PAYLOAD, ROOT_COPIES};
 use crate::keys::{decode_root, encode_document, Root, Segment};
 use crate::node::core::{Reply, Request};
 use crate::route::{self, Outcome};
@@ -18,22 +18,28 @@ use crate::wire::{KeyKind, RoutingKey};
 
 /// What a fetch needs, as a tree over blocks.
 enum Need {
-    Block(RoutingKey),
+    Block(Key),
     All(Vec<Need>),
+    /// A root and its copies: any one will do.
+    Any(Vec<Need>),
     /// `data` of the parts, which come first, and `parts.len() - data`
     /// parity parts: any `data` of them rebuild the segment.
     Segment {
         data: usize,
-        parts: Vec<RoutingKey>,
+        parts: Vec<Key>,
     },
 }
 
+/// A block's kind and routing key.
+type Key = (KeyKind, RoutingKey);
+
 impl Need {
     /// Whether a fetch succeeds when `ok` says which blocks can be got.
-    fn holds(&self, ok: &dyn Fn(&RoutingKey) -> bool, erasure: bool) -> bool {
+    fn holds(&self, ok: &dyn Fn(&Key) -> bool, erasure: bool) -> bool {
         match self {
             Need::Block(k) => ok(k),
             Need::All(v) => v.iter().all(|n| n.holds(ok, erasure)),
+            Need::Any(v) => v.iter().any(|n| n.holds(ok, erasure)),
             Need::Segment { data, parts } => {
                 if erasure {
                     parts.iter().filter(|k| ok(k)).count() >= *data
@@ -50,6 +56,12 @@ impl Need {
         match self {
             Need::Block(_) => q,
             Need::All(v) => v.iter().map(|n| n.chance(q, erasure)).product(),
+            Need::Any(v) => {
+                1.0 - v
+                    .iter()
+                    .map(|n| 1.0 - n.chance(q, erasure))
+                    .product::<f64>()
+            }
             Need::Segment { data, parts } => {
                 if erasure {
                     at_least(parts.len(), *data, q)
@@ -60,10 +72,10 @@ impl Need {
         }
     }
 
-    fn keys(&self, out: &mut Vec<RoutingKey>) {
+    fn keys(&self, out: &mut Vec<Key>) {
         match self {
             Need::Block(k) => out.push(*k),
-            Need::All(v) => v.iter().for_each(|n| n.keys(out)),
+            Need::All(v) | Need::Any(v) => v.iter().for_each(|n| n.keys(out)),
             Need::Segment { parts, .. } => out.extend_from_slice(parts),
         }
     }
@@ -87,7 +99,7 @@ fn segments(segs: &[Segment]) -> Vec<Need> {
     segs.iter()
         .map(|s| Need::Segment {
             data: s.data,
-            parts: s.keys.iter().map(|k| k.routing).collect(),
+            parts: s.keys.iter().map(|k| (KeyKind::CHK, k.routing)).collect(),
         })
         .collect()
 }
@@ -103,7 +115,7 @@ fn plain(key: &ChkKey, blocks: &HashMap<RoutingKey, Vec<u8>>) -> Vec<u8> {
 /// The tree of the document whose root block is under `key`, reading it
 /// and any nested key list from `blocks`.
 fn need(key: &ChkKey, blocks: &HashMap<RoutingKey, Vec<u8>>) -> Need {
-    let mut all = vec![Need::Block(key.routing)];
+    let mut all = vec![root(key)];
     match decode_root(&plain(key, blocks)) {
         Ok(Root::Inline { .. }) | Err(_) => {}
         Ok(Root::Manifest(m)) => all.extend(segments(&m.segments)),
@@ -119,6 +131,16 @@ fn need(key: &ChkKey, blocks: &HashMap<RoutingKey, Vec<u8>>) -> Need {
     Need::All(all)
 }
 
+/// A root block and its copies, as the client stores and fetches them.
+fn root(key: &ChkKey) -> Need {
+    Need::Any(
+        std::iter::once((KeyKind::CHK, key.routing))
+            .chain((1..=ROOT_COPIES).map(|i| (KeyKind::COPY, copy_routing_key(&key.routing, i))))
+            .map(Need::Block)
+            .collect(),
+    )
+}
+
 /// A document of `chunks` blocks of data (one: small enough to live in its
 /// root), its blocks and its tree.
 fn document(rng: &mut impl Rng, chunks: usize) -> Doc {
@@ -131,14 +153,26 @@ fn document(rng: &mut impl Rng, chunks: usize) -> Doc {
     rng.fill(&mut data[..]);
     let doc = encode_document("application/octet-stream", &data).expect("a document encodes");
     let (root_key, root_block) = chk_encode(&doc.root).expect("a root encodes");
-    let mut blocks: Vec<(RoutingKey, Vec<u8>)> = doc
-        .blocks
-        .into_iter()
-        .map(|(k, b)| (k.routing, b))
-        .collect();
-    blocks.push((root_key.routing, root_block));
-    let map: HashMap<RoutingKey, Vec<u8>> = blocks.iter().cloned().collect();
-    (need(&root_key, &map), blocks)
+    let mut blocks = doc.blocks;
+    blocks.push((root_key, root_block));
+    let map: HashMap<RoutingKey, Vec<u8>> =
+        blocks.iter().map(|(k, b)| (k.routing, b.clone())).collect();
+    let tree = need(&root_key, &map);
+    // What the client stores: every block, and the roots' copies too.
+    let mut stored = Vec::new();
+    for (key, block) in blocks {
+        if key == root_key || doc.lists.contains(&key) {
+            for i in 1..=ROOT_COPIES {
+                stored.push((
+                    KeyKind::COPY,
+                    copy_routing_key(&key.routing, i),
+                    block.clone(),
+                ));
+            }
+        }
+        stored.push((KeyKind::CHK, key.routing, block));
+    }
+    (tree, stored)
 }
 
 /// The keys a nested key list holds, read from the blocks in hand.
@@ -161,7 +195,7 @@ fn list_keys(list: &ChkKey, blocks: &HashMap<RoutingKey, Vec<u8>>) -> Vec<ChkKey
 }
 
 /// A document: its tree and its blocks.
-type Doc = (Need, Vec<(RoutingKey, Vec<u8>)>);
+type Doc = (Need, Vec<(KeyKind, RoutingKey, Vec<u8>)>);
 /// Documents of one size: blocks of data each, and the documents.
 type Docs = Vec<(usize, Vec<Doc>)>;
 
@@ -177,14 +211,14 @@ fn one(n: usize, p: f64, docs: &Docs, seed: u64) -> Vec<(usize, usize, usize)> {
     let mut pending: Vec<(usize, Token)> = Vec::new();
     for (_, set) in docs {
         for (_, blocks) in set {
-            for (key, block) in blocks {
+            for (kind, key, block) in blocks {
                 let from = rng.gen_range(0..n);
                 pending.push((
                     from,
                     net.submit(
                         from,
                         Request::Store {
-                            kind: KeyKind::CHK,
+                            kind: *kind,
                             key: *key,
                             block: block.clone(),
                         },
@@ -223,21 +257,21 @@ fn one(n: usize, p: f64, docs: &Docs, seed: u64) -> Vec<(usize, usize, usize)> {
     }
     keys.sort();
     keys.dedup();
-    let mut found: HashMap<RoutingKey, bool> = HashMap::new();
+    let mut found: HashMap<Key, bool> = HashMap::new();
     for chunk in keys.chunks(500) {
-        let asked: Vec<(RoutingKey, Token)> = chunk
+        let asked: Vec<(Key, Token)> = chunk
             .iter()
-            .map(|&key| {
+            .map(|&(kind, key)| {
                 let t = net.submit(
                     fetcher,
                     Request::Route {
-                        kind: KeyKind::CHK,
+                        kind,
                         key,
                         request: route::Request::Get,
                         id: None,
                     },
                 );
-                (key, t)
+                ((kind, key), t)
             })
             .collect();
         let pending: Vec<(usize, Token)> = asked.iter().map(|&(_, t)| (fetcher, t)).collect();
@@ -250,7 +284,7 @@ fn one(n: usize, p: f64, docs: &Docs, seed: u64) -> Vec<(usize, usize, usize)> {
             found.insert(key, ok);
         }
     }
-    let ok = |k: &RoutingKey| found.get(k).copied().unwrap_or(false);
+    let ok = |k: &Key| found.get(k).copied().unwrap_or(false);
     docs.iter()
         .map(|(_, set)| {
             let with = set.iter().filter(|(t, _)| t.holds(&ok, true)).count();
@@ -333,13 +367,13 @@ pub fn run(opts: &Options) -> Table {
                     .map(|(c, k)| format!("{k} of {c} block{}", if *c == 1 { "" } else { "s" }))
                     .collect::<Vec<_>>()
                     .join(", ")
-                    + "; a 1-block document lives in its root block, the others are cut into segments of up to 64 data blocks with half as many parity blocks (plus the root and, past about 100 keys, a key-list document)",
+                    + "; a 1-block document lives in its root block, the others are cut into segments of up to 64 data blocks with half as many parity blocks (plus the root and, past about 100 keys, a key-list document); roots are stored at their own position and at their copies'",
             ),
             (
                 "measure".into(),
                 "every block is stored through the node's placement, then fetched by a routed get from a client-only node after the deaths; a document is fetchable with the erasure code if its root, key list and at least k of each segment's k + m blocks came back, without it if its root, key list and every data block did".into(),
             ),
-            ("model".into(), format!("each block survives with q = 1 - p^{replicas}, independently; a segment with Binomial(k + m, q) >= k")),
+            ("model".into(), format!("each block survives with q = 1 - p^{replicas}, independently; a root (and a key list's root) with 1 - (1 - q)^{} over its own position and its {ROOT_COPIES} copies; a segment with Binomial(k + m, q) >= k", 1 + ROOT_COPIES)),
             ("seed".into(), opts.seed.to_string()),
         ],
         columns: vec![
