@@ -4,114 +4,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use common::procs::{eventually, ring_correct, start, status};
 
 use rand::RngCore;
 use umbra::keys::chk_routing_key;
-use umbra::node::{self, Bootstrap, Config, Status};
+use umbra::node::{self, Bootstrap, Config};
 use umbra::ring::in_half_open;
 use umbra::store::{Limits, Store};
 use umbra::wire::{KeyKind, NodeId, RoutingKey};
-
-/// A running `umbra node`; killed when dropped.
-struct Proc {
-    child: Child,
-    listen: SocketAddr,
-    gateway: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Start `umbra node` with a config file of fast timings; ports come from
-/// the OS, and the node prints where it listens.
-fn start(dir: &Path, listen: Option<SocketAddr>, bootstrap: Option<SocketAddr>) -> Proc {
-    let config = dir.join("umbra.toml");
-    std::fs::write(
-        &config,
-        "stabilize_ms = 100\nlink_timeout_ms = 1500\nhttp = \"127.0.0.1:0\"\n",
-    )
-    .expect("config written");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_umbra"));
-    cmd.arg("node")
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--listen")
-        .arg(listen.map_or("127.0.0.1:0".to_string(), |a| a.to_string()));
-    if let Some(b) = bootstrap {
-        cmd.arg("--bootstrap").arg(b.to_string());
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("umbra node starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut read = || {
-        let mut line = String::new();
-        lines
-            .read_line(&mut line)
-            .expect("node prints its addresses");
-        line.trim().to_string()
-    };
-    let listen = read()
-        .strip_prefix("listening ")
-        .expect("listening line")
-        .parse()
-        .expect("an address");
-    let gateway = read()
-        .strip_prefix("gateway ")
-        .expect("gateway line")
-        .to_string();
-    Proc {
-        child,
-        listen,
-        gateway,
-    }
-}
-
-/// `umbra status --json`, as a script would run it.
-fn status(gateway: &str) -> Result<Status, String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_umbra"))
-        .args(["status", "--json", "--gateway", gateway])
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
-}
-
-fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> Result<(), String>) {
-    let start = Instant::now();
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(e) if start.elapsed() > limit => panic!("{what}: not within {limit:?}: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
-
-/// Each node's predecessor and successor list are right for the ring of
-/// these nodes.
-fn ring_correct(gateways: &[&str]) -> Result<(), String> {
-    let statuses: Vec<Status> = gateways
-        .iter()
-        .map(|g| status(g))
-        .collect::<Result<_, _>>()?;
-    umbra::testnet::ring_correct(&statuses, umbra::node::Config::default().successors)
-}
 
 #[test]
 fn three_processes_form_a_ring_and_sigterm_leaves_it_cleanly() {

@@ -3,6 +3,7 @@
 
 pub mod lab;
 pub mod net;
+pub mod procs;
 pub mod samples;
 pub mod taps;
 

@@ -1,0 +1,117 @@
+//! `umbra node` processes, as a person runs them: started with a config
+//! file, read through `umbra status --json`, stopped with a signal.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use umbra::node::Status;
+
+/// A running `umbra node`; killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub listen: SocketAddr,
+    pub gateway: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The fast timings every test node runs with.
+pub const FAST: &str = "stabilize_ms = 100\nlink_timeout_ms = 1500\nhttp = \"127.0.0.1:0\"\n";
+
+/// Start `umbra node` with a config file of fast timings; ports come from
+/// the OS, and the node prints where it listens.
+pub fn start(dir: &Path, listen: Option<SocketAddr>, bootstrap: Option<SocketAddr>) -> Proc {
+    start_with(dir, listen, bootstrap, FAST)
+}
+
+/// [`start`] with this config file.
+pub fn start_with(
+    dir: &Path,
+    listen: Option<SocketAddr>,
+    bootstrap: Option<SocketAddr>,
+    config_text: &str,
+) -> Proc {
+    let config = dir.join("umbra.toml");
+    std::fs::write(&config, config_text).expect("config written");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_umbra"));
+    cmd.arg("node")
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--listen")
+        .arg(listen.map_or("127.0.0.1:0".to_string(), |a| a.to_string()));
+    if let Some(b) = bootstrap {
+        cmd.arg("--bootstrap").arg(b.to_string());
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("umbra node starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut read = || {
+        let mut line = String::new();
+        lines
+            .read_line(&mut line)
+            .expect("node prints its addresses");
+        line.trim().to_string()
+    };
+    let listen = read()
+        .strip_prefix("listening ")
+        .expect("listening line")
+        .parse()
+        .expect("an address");
+    let gateway = read()
+        .strip_prefix("gateway ")
+        .expect("gateway line")
+        .to_string();
+    Proc {
+        child,
+        listen,
+        gateway,
+    }
+}
+
+/// `umbra status --json`, as a script would run it.
+pub fn status(gateway: &str) -> Result<Status, String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_umbra"))
+        .args(["status", "--json", "--gateway", gateway])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+/// Wait, polling, until `check` holds; panic with its last complaint after
+/// `limit`.
+pub fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> Result<(), String>) {
+    let start = Instant::now();
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(e) if start.elapsed() > limit => panic!("{what}: not within {limit:?}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Each node's predecessor and successor list are right for the ring of
+/// these nodes.
+pub fn ring_correct(gateways: &[&str]) -> Result<(), String> {
+    let statuses: Vec<Status> = gateways
+        .iter()
+        .map(|g| status(g))
+        .collect::<Result<_, _>>()?;
+    umbra::testnet::ring_correct(&statuses, umbra::node::Config::default().successors)
+}
