@@ -7,8 +7,10 @@
 //! most [`WINDOW`] requests in flight.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::keys::{
@@ -68,6 +70,85 @@ pub enum ClientError {
     Document(#[from] DocError),
     #[error("this URI inserts; fetch with its request URI")]
     InsertUri,
+    #[error("the document needs {bytes} bytes of memory; this node gives one at most {max}")]
+    TooLarge { bytes: u64, max: u64 },
+    #[error("busy: the node holds as many documents in memory as it may; try again later")]
+    Busy,
+}
+
+/// Document bytes that fetches and inserts may hold in memory at once,
+/// shared by every clone: the gateway and the proxy serve all their
+/// clients from one (`limits.document_bytes`). Counted in KiB.
+#[derive(Clone, Debug)]
+pub struct Budget {
+    permits: Arc<Semaphore>,
+    total_kib: u64,
+}
+
+/// How long a fetch or insert waits for its share of the [`Budget`]
+/// before it is refused.
+pub const BUDGET_WAIT: Duration = Duration::from_secs(30);
+
+/// Memory a fetch or an insert holds per byte of its document: the data,
+/// and the blocks it is cut into or rebuilt from.
+pub const HOLD_PER_BYTE: u64 = 2;
+
+/// A share of a [`Budget`], given back when dropped.
+#[derive(Debug, Default)]
+pub struct Held(Option<OwnedSemaphorePermit>);
+
+impl Held {
+    /// Add `other` to this share.
+    pub fn merge(&mut self, other: Held) {
+        match (&mut self.0, other.0) {
+            (Some(mine), Some(theirs)) => mine.merge(theirs),
+            (mine @ None, theirs) => *mine = theirs,
+            (Some(_), None) => {}
+        }
+    }
+}
+
+impl Budget {
+    /// A budget of `bytes` (at least 1 KiB).
+    pub fn new(bytes: u64) -> Budget {
+        let kib = (bytes / 1024).clamp(1, u64::from(u32::MAX));
+        Budget {
+            permits: Arc::new(Semaphore::new(kib as usize)),
+            total_kib: kib,
+        }
+    }
+
+    /// As good as no bound: the library's own fetches and inserts.
+    pub fn unbounded() -> Budget {
+        Budget::new(u64::MAX)
+    }
+
+    /// Bytes the whole budget holds.
+    pub fn total(&self) -> u64 {
+        self.total_kib.saturating_mul(1024)
+    }
+
+    /// Hold `bytes`, waiting at most [`BUDGET_WAIT`] for others to let
+    /// go of theirs. More than the whole budget is refused at once.
+    pub async fn hold(&self, bytes: u64) -> Result<Held, ClientError> {
+        let kib = bytes.div_ceil(1024);
+        if kib > self.total_kib {
+            return Err(ClientError::TooLarge {
+                bytes,
+                max: self.total(),
+            });
+        }
+        if kib == 0 {
+            return Ok(Held(None));
+        }
+        let n = u32::try_from(kib).expect("a budget is at most u32::MAX KiB");
+        let permit = tokio::time::timeout(BUDGET_WAIT, self.permits.clone().acquire_many_owned(n))
+            .await
+            .map_err(|_| ClientError::Busy)?
+            .map_err(|_| ClientError::Busy)?;
+        let held = Held(Some(permit));
+        Ok(held)
+    }
 }
 
 /// A fetched document.
@@ -272,6 +353,19 @@ pub async fn fetch_with_progress<B: Blocks>(
     uri: &Uri,
     progress: Option<&ProgressTx>,
 ) -> Result<Document, ClientError> {
+    let (doc, _held) = fetch_within(b, uri, progress, &Budget::unbounded()).await?;
+    Ok(doc)
+}
+
+/// [`fetch_with_progress`], holding the document's memory in `budget`
+/// from the moment its root says how large it is; the share comes back
+/// with the document and is given back when dropped.
+pub async fn fetch_within<B: Blocks>(
+    b: &B,
+    uri: &Uri,
+    progress: Option<&ProgressTx>,
+    budget: &Budget,
+) -> Result<(Document, Held), ClientError> {
     let (root, version) = match uri {
         Uri::Chk(key) => (get_root(b, *key).await?, None),
         Uri::Ssk(key) => {
@@ -284,12 +378,15 @@ pub async fn fetch_with_progress<B: Blocks>(
         }
         Uri::SskInsert(_) => return Err(ClientError::InsertUri),
     };
-    let (content_type, data) = fetch_root(b, &root, progress).await?;
-    Ok(Document {
-        content_type,
-        data,
-        version,
-    })
+    let (content_type, data, held) = fetch_root(b, &root, progress, budget).await?;
+    Ok((
+        Document {
+            content_type,
+            data,
+            version,
+        },
+        held,
+    ))
 }
 
 /// Everything under a root: inline data, or a manifest's segments.
@@ -297,25 +394,38 @@ async fn fetch_root<B: Blocks>(
     b: &B,
     root: &[u8],
     progress: Option<&ProgressTx>,
-) -> Result<(String, Vec<u8>), ClientError> {
-    let manifest = match decode_root(root)? {
+    budget: &Budget,
+) -> Result<(String, Vec<u8>, Held), ClientError> {
+    let (manifest, held) = match decode_root(root)? {
         Root::Inline { content_type, data } => {
             report(progress, |p| *p = Progress { done: 1, total: 1 });
-            return Ok((content_type, data));
+            return Ok((content_type, data, Held::default()));
         }
-        Root::Manifest(m) => m,
+        Root::Manifest(m) => {
+            let held = budget
+                .hold(m.total_len.saturating_mul(HOLD_PER_BYTE))
+                .await?;
+            (m, held)
+        }
         Root::Nested { manifest, list, .. } => {
-            // The key list is a document of its own.
+            // The document and its key list, which is a document of its
+            // own (and holds its own share while it is fetched).
+            let held = budget
+                .hold(manifest.total_len.saturating_mul(HOLD_PER_BYTE))
+                .await?;
             let list_root = get_root(b, list).await?;
-            let (_, list_bytes) = Box::pin(fetch_root(b, &list_root, None)).await?;
-            fill_keys(manifest, split_key_list(&list_bytes)?)?
+            let (_, list_bytes, list_held) =
+                Box::pin(fetch_root(b, &list_root, None, budget)).await?;
+            let keys = split_key_list(&list_bytes)?;
+            drop((list_bytes, list_held));
+            (fill_keys(manifest, keys)?, held)
         }
     };
     let total: usize = manifest.segments.iter().map(|s| s.data).sum();
     let total = u64::try_from(total).unwrap_or(u64::MAX);
     report(progress, |p| *p = Progress { done: 0, total });
     let data = fetch_segments(b, &manifest, progress).await?;
-    Ok((manifest.content_type, data))
+    Ok((manifest.content_type, data, held))
 }
 
 /// Fetch each segment's data blocks, and parity blocks only for those that
@@ -378,4 +488,39 @@ async fn fetch_segments<B: Blocks>(
     }
     out.truncate(usize::try_from(m.total_len).unwrap_or(usize::MAX));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_budget_lends_what_it_has_waits_a_while_for_more_then_refuses() {
+        let budget = Budget::new(1 << 20);
+        assert_eq!(
+            budget.hold(2 << 20).await.unwrap_err(),
+            ClientError::TooLarge {
+                bytes: 2 << 20,
+                max: 1 << 20
+            },
+            "more than all of it: refused at once"
+        );
+        let first = budget.hold(600 << 10).await.unwrap();
+        // The rest is not enough: the second waits, then is refused.
+        let started = tokio::time::Instant::now();
+        assert_eq!(budget.hold(600 << 10).await.unwrap_err(), ClientError::Busy);
+        assert_eq!(started.elapsed(), BUDGET_WAIT);
+        // Given back when dropped, and a waiter gets it.
+        let waiter = {
+            let budget = budget.clone();
+            tokio::spawn(async move { budget.hold(600 << 10).await })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        drop(first);
+        let mut second = waiter.await.unwrap().unwrap();
+        second.merge(budget.hold(400 << 10).await.unwrap());
+        assert_eq!(budget.permits.available_permits(), 24);
+        drop(second);
+        assert_eq!(budget.permits.available_permits(), 1024);
+    }
 }

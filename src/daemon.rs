@@ -52,7 +52,11 @@ impl Daemon {
     pub async fn start(cfg: Config) -> Result<Daemon, Error> {
         let socks_settings = crate::socks::Settings {
             handshake_timeout: std::time::Duration::from_millis(cfg.socks_handshake_ms),
+            max_sessions: cfg.limits.socks_clients,
         };
+        let gateway_clients = cfg.limits.gateway_clients;
+        // One budget for the gateway's and the proxy's documents together.
+        let budget = crate::client::Budget::new(cfg.limits.document_bytes);
         let (http_addr, socks_addr) = (cfg.http, cfg.socks);
         // Bind the doors first: a port in use fails the start before the
         // node joins anything.
@@ -67,7 +71,13 @@ impl Daemon {
         let node = node::start(cfg).await?;
         let (shutdown, rx) = watch::channel(false);
         let http = http.map(|(listener, local)| {
-            tokio::spawn(crate::gateway::serve(listener, node.client(), rx.clone()));
+            tokio::spawn(crate::gateway::serve(
+                listener,
+                node.client(),
+                gateway_clients,
+                budget.clone(),
+                rx.clone(),
+            ));
             local
         });
         let socks = socks.map(|(listener, local)| {
@@ -75,6 +85,7 @@ impl Daemon {
                 listener,
                 node.client(),
                 socks_settings,
+                budget.clone(),
                 rx.clone(),
             ));
             local

@@ -42,7 +42,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-use crate::client::{self, ClientError, Document, Progress, ProgressTx, Target};
+use crate::client::{self, Budget, ClientError, Document, Held, Progress, ProgressTx, Target};
 use crate::keys::{self, SskInsertKey, Uri};
 use crate::node::NodeClient;
 
@@ -65,9 +65,9 @@ pub const MAX_INSERT: usize = 256 << 20;
 pub const MAX_HEAD: usize = 16 << 10;
 /// A request head must arrive within this time.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections the gateway's listener serves at once; more wait in the
-/// kernel's accept queue.
-const MAX_CONNECTIONS: usize = 256;
+/// Connections the gateway's listener serves at once by default
+/// (`limits.gateway_clients`); more wait in the kernel's accept queue.
+pub const MAX_CONNECTIONS: usize = 256;
 /// Progress lines go out at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 /// A fetched document goes out in pieces of this size.
@@ -108,9 +108,15 @@ pub enum Front {
 }
 
 /// Serve the gateway's listener until `shutdown` changes.
-pub async fn serve(listener: TcpListener, node: NodeClient, shutdown: watch::Receiver<bool>) {
-    accept_each(listener, MAX_CONNECTIONS, shutdown, move |stream| {
-        serve_connection(stream, node.clone(), Front::Gateway)
+pub async fn serve(
+    listener: TcpListener,
+    node: NodeClient,
+    clients: usize,
+    budget: Budget,
+    shutdown: watch::Receiver<bool>,
+) {
+    accept_each(listener, clients, shutdown, move |stream| {
+        serve_connection(stream, node.clone(), Front::Gateway, budget.clone())
     })
     .await;
 }
@@ -147,12 +153,17 @@ pub(crate) async fn accept_each<F, Fut>(
 }
 
 /// Serve HTTP/1.1 on one connection until either side closes it.
-/// Requests go through `node` (and so take its circuit isolation).
-pub async fn serve_connection<I>(io: I, node: NodeClient, front: Front)
+/// Requests go through `node` (and so take its circuit isolation); the
+/// documents they fetch and insert are held within `budget`.
+pub async fn serve_connection<I>(io: I, node: NodeClient, front: Front, budget: Budget)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = Service { node, front };
+    let service = Service {
+        node,
+        front,
+        budget,
+    };
     let mut builder = http1::Builder::new();
     builder
         .max_buf_size(MAX_HEAD)
@@ -174,10 +185,46 @@ where
 struct Service {
     node: NodeClient,
     front: Front,
+    budget: Budget,
 }
 
 fn full(body: impl Into<Bytes>) -> Body {
     Full::new(body.into()).boxed()
+}
+
+/// A whole body that keeps its document's share of the budget until it
+/// is dropped: sent, or the client gone.
+struct HeldBody {
+    inner: Full<Bytes>,
+    _held: Held,
+}
+
+impl hyper::body::Body for HeldBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn full_held(body: Vec<u8>, held: Held) -> Body {
+    HeldBody {
+        inner: Full::new(body.into()),
+        _held: held,
+    }
+    .boxed()
 }
 
 fn respond(
@@ -270,7 +317,7 @@ fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
 /// How an insert or fetch ended, for a progress answer.
 enum Finished {
     Inserted(Uri),
-    Fetched(Document),
+    Fetched(Document, Held),
     Failed(ErrorCode, String),
 }
 
@@ -316,6 +363,7 @@ impl Service {
         let this = Service {
             node: self.node.within(&label),
             front: self.front,
+            budget: self.budget.clone(),
         };
         this.route(req, path, reads, writes).await
     }
@@ -393,17 +441,18 @@ impl Service {
             return failure(ErrorCode::InsertUri, ClientError::InsertUri);
         }
         let node = self.node.clone();
+        let budget = self.budget.clone();
         if progress {
             return streamed(move |p| async move {
-                match client::fetch_with_progress(&node, &uri, Some(&p)).await {
-                    Ok(doc) => Finished::Fetched(doc),
+                match client::fetch_within(&node, &uri, Some(&p), &budget).await {
+                    Ok((doc, held)) => Finished::Fetched(doc, held),
                     Err(e) => Finished::Failed(ErrorCode::of(&e), e.to_string()),
                 }
             });
         }
-        match client::fetch(&node, &uri).await {
-            Ok(doc) => {
-                let mut r = Response::new(full(doc.data));
+        match client::fetch_within(&node, &uri, None, &budget).await {
+            Ok((doc, held)) => {
+                let mut r = Response::new(full_held(doc.data, held));
                 document_headers(r.headers_mut(), &doc.content_type);
                 if let Some(v) = doc.version {
                     r.headers_mut().insert(VERSION_HEADER, HeaderValue::from(v));
@@ -423,20 +472,24 @@ impl Service {
             .unwrap_or("application/octet-stream")
             .to_string();
         let progress = wants_progress(&req);
-        let data = match read_body(req.into_body(), MAX_INSERT).await {
+        let (data, held) = match read_body(req.into_body(), MAX_INSERT, &self.budget).await {
             Ok(d) => d,
             Err(r) => return r,
         };
         let node = self.node.clone();
         if progress {
             return streamed(move |p| async move {
-                match insert(&node, &content_type, &data, key, Some(&p)).await {
+                let done = match insert(&node, &content_type, &data, key, Some(&p)).await {
                     Ok(uri) => Finished::Inserted(uri),
                     Err(e) => Finished::Failed(ErrorCode::of(&e), e.to_string()),
-                }
+                };
+                drop(held);
+                done
             });
         }
-        match insert(&node, &content_type, &data, key, None).await {
+        let done = insert(&node, &content_type, &data, key, None).await;
+        drop((data, held));
+        match done {
             Ok(uri) => {
                 let mut r = respond(
                     StatusCode::CREATED,
@@ -464,10 +517,11 @@ impl Service {
             Some(Ok(b)) => b,
             _ => return page_failure(ErrorCode::BadRequest, "the form has no multipart boundary"),
         };
-        let body = match read_body(req.into_body(), MAX_INSERT + (64 << 10)).await {
-            Ok(d) => d,
-            Err(r) => return r,
-        };
+        let (body, _held) =
+            match read_body(req.into_body(), MAX_INSERT + (64 << 10), &self.budget).await {
+                Ok(d) => d,
+                Err(r) => return r,
+            };
         let form = match read_form(body, boundary).await {
             Ok(f) => f,
             Err(e) => return page_failure(ErrorCode::BadRequest, format!("malformed form: {e}")),

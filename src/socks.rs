@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::circuit::Isolation;
+use crate::client::Budget;
 use crate::gateway::{self, Front};
 use crate::node::NodeClient;
 
@@ -27,20 +28,24 @@ pub use handshake::{
     isolation, run_pieces, serves, Handshake, Reply, SocksError, Step, DOMAIN, MAX_TURN,
 };
 
-/// Proxy sessions served at once; more wait in the kernel's accept queue.
-const MAX_SESSIONS: usize = 256;
+/// Proxy sessions served at once by default (`limits.socks_clients`);
+/// more wait in the kernel's accept queue.
+pub const MAX_SESSIONS: usize = 256;
 
 /// Settings of the proxy.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
     /// The SOCKS handshake must finish within this time.
     pub handshake_timeout: Duration,
+    /// Sessions served at once.
+    pub max_sessions: usize,
 }
 
 impl Default for Settings {
     fn default() -> Settings {
         Settings {
             handshake_timeout: Duration::from_secs(10),
+            max_sessions: MAX_SESSIONS,
         }
     }
 }
@@ -50,15 +55,16 @@ pub async fn serve(
     listener: TcpListener,
     node: NodeClient,
     settings: Settings,
+    budget: Budget,
     shutdown: watch::Receiver<bool>,
 ) {
-    gateway::accept_each(listener, MAX_SESSIONS, shutdown, move |stream| {
-        session(stream, node.clone(), settings)
+    gateway::accept_each(listener, settings.max_sessions, shutdown, move |stream| {
+        session(stream, node.clone(), settings, budget.clone())
     })
     .await;
 }
 
-async fn session(mut stream: TcpStream, node: NodeClient, settings: Settings) {
+async fn session(mut stream: TcpStream, node: NodeClient, settings: Settings, budget: Budget) {
     let _ = stream.set_nodelay(true);
     let iso = match tokio::time::timeout(settings.handshake_timeout, handshake(&mut stream)).await {
         Ok(Ok(iso)) => iso,
@@ -76,7 +82,7 @@ async fn session(mut stream: TcpStream, node: NodeClient, settings: Settings) {
         Some(iso) => node.isolated(iso),
         None => node,
     };
-    gateway::serve_connection(stream, node, Front::Socks).await;
+    gateway::serve_connection(stream, node, Front::Socks, budget).await;
 }
 
 /// Close a refused session so that the client reads the answer: closing

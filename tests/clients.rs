@@ -12,7 +12,8 @@ use rand::RngCore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use umbra::client::{self, Target};
-use umbra::gateway::remote::exit;
+use umbra::gateway::remote::{self, exit};
+use umbra::gateway::{ErrorCode, GatewayError};
 use umbra::keys::{chk_encode, Uri};
 use umbra::testnet::{self, Testnet};
 
@@ -24,7 +25,13 @@ const CLIENT_LIMIT: Duration = Duration::from_secs(120);
 /// A test network of four nodes (a three-relay circuit and its client),
 /// the first with its proxy and gateway on free ports.
 async fn network(handshake_ms: u64) -> Testnet {
+    network_with(handshake_ms, umbra::node::Limits::default()).await
+}
+
+/// [`network`] with these limits on every node.
+async fn network_with(handshake_ms: u64, limits: umbra::node::Limits) -> Testnet {
     let mut settings = testnet::Settings::new(4);
+    settings.template.limits = limits;
     settings.socks = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     settings.http = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     settings.template.socks_handshake_ms = handshake_ms;
@@ -667,4 +674,116 @@ async fn the_command_line_puts_and_gets_and_exits_with_typed_codes() {
     .await;
     assert_eq!(out.status.code(), Some(i32::from(exit::UNREACHABLE)));
     net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_holds_no_more_documents_than_its_budget_and_says_so() {
+    // 1 MiB: a document takes twice its size while it is cut into blocks
+    // or rebuilt from them.
+    let net = network_with(
+        10_000,
+        umbra::node::Limits {
+            document_bytes: 1 << 20,
+            ..Default::default()
+        },
+    )
+    .await;
+    let gateway = gateway_of(&net);
+    let too_large = |r: Result<String, GatewayError>, what: &str| match r {
+        Err(GatewayError::Failed {
+            code: ErrorCode::TooLarge,
+            ..
+        }) => {}
+        other => panic!("{what}: {other:?}"),
+    };
+
+    // Under the budget: in and out.
+    let small = random(200 << 10);
+    let uri = remote::put(
+        &gateway,
+        "application/octet-stream",
+        small.clone(),
+        None,
+        |_| {},
+    )
+    .await
+    .expect("a small insert");
+    let got = remote::get(&gateway, &uri, |_| {})
+        .await
+        .expect("a small fetch");
+    assert_eq!(got.data, small);
+
+    // An insert over it is refused, typed, before a block is stored.
+    let big = random(600 << 10);
+    let before = net.entry().client().status().await.unwrap().blocks_stored;
+    too_large(
+        remote::put(
+            &gateway,
+            "application/octet-stream",
+            big.clone(),
+            None,
+            |_| {},
+        )
+        .await,
+        "an insert over the budget",
+    );
+    assert_eq!(
+        net.entry().client().status().await.unwrap().blocks_stored,
+        before,
+        "a refused insert stored nothing here"
+    );
+
+    // A fetch over it: the library (no budget) inserts the document, and
+    // the gateway and the proxy refuse to hold it, typed, once its root
+    // says how large it is.
+    let uri = client::insert(
+        &net.entry().client(),
+        "application/octet-stream",
+        &big,
+        Target::Chk,
+    )
+    .await
+    .expect("the library inserts it")
+    .to_string();
+    too_large(
+        remote::get(&gateway, &uri, |_| {})
+            .await
+            .map(|_| String::new()),
+        "a fetch over the budget",
+    );
+    let socks = socks_of(&net);
+    let out = curl(
+        socks,
+        &[
+            "-o",
+            "/dev/null",
+            "-D",
+            "-",
+            &format!("http://doc.umbra/{uri}"),
+        ],
+    )
+    .await;
+    let head = text(&out.stdout).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 413"), "{head}");
+    assert!(head.contains("x-umbra-error: too-large"), "{head}");
+
+    // And the node keeps serving what fits.
+    let got = remote::get(&gateway, &uri_small(&small, &gateway).await, |_| {})
+        .await
+        .expect("a small fetch after the refusals");
+    assert_eq!(got.data, small);
+    net.shutdown().await;
+}
+
+/// Insert `data` through the gateway and return its URI.
+async fn uri_small(data: &[u8], gateway: &str) -> String {
+    remote::put(
+        gateway,
+        "application/octet-stream",
+        data.to_vec(),
+        None,
+        |_| {},
+    )
+    .await
+    .expect("insert")
 }

@@ -107,6 +107,8 @@ impl ErrorCode {
             ClientError::Document(DocError::ContentType) => ErrorCode::BadRequest,
             ClientError::Document(_) => ErrorCode::BadDocument,
             ClientError::InsertUri => ErrorCode::InsertUri,
+            ClientError::TooLarge { .. } => ErrorCode::TooLarge,
+            ClientError::Busy => ErrorCode::Rejected,
         }
     }
 }

@@ -50,18 +50,56 @@ pub(super) async fn insert(
 
 /// A request body, at most `limit` bytes.
 #[allow(clippy::result_large_err)]
-pub(super) async fn read_body(body: Incoming, limit: usize) -> Result<Vec<u8>, Response<Body>> {
-    match Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes().to_vec()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(failure(
+pub(super) async fn read_body(
+    body: Incoming,
+    limit: usize,
+    budget: &Budget,
+) -> Result<(Vec<u8>, Held), Response<Body>> {
+    let too_large = || {
+        failure(
             ErrorCode::TooLarge,
             format!("documents are limited to {limit} bytes"),
-        )),
-        Err(e) => Err(failure(
-            ErrorCode::BadRequest,
-            format!("the request body broke off: {e}"),
-        )),
+        )
+    };
+    let refused = |e: ClientError| failure(ErrorCode::of(&e), e);
+    // The whole declared length at once when the client declares it,
+    // else frame by frame as they come.
+    let declared = hyper::body::Body::size_hint(&body).exact();
+    let mut held = Held::default();
+    if let Some(n) = declared {
+        if n > limit as u64 {
+            return Err(too_large());
+        }
+        held = budget
+            .hold(n.saturating_mul(client::HOLD_PER_BYTE))
+            .await
+            .map_err(refused)?;
     }
+    let mut body = Limited::new(body, limit);
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+            Err(e) => {
+                return Err(failure(
+                    ErrorCode::BadRequest,
+                    format!("the request body broke off: {e}"),
+                ))
+            }
+        };
+        if let Ok(data) = frame.into_data() {
+            if declared.is_none() {
+                let more = budget
+                    .hold((data.len() as u64).saturating_mul(client::HOLD_PER_BYTE))
+                    .await
+                    .map_err(refused)?;
+                held.merge(more);
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok((out, held))
 }
 
 pub(super) struct Form {
@@ -132,7 +170,7 @@ where
                 let message = message.replace(['\n', '\r'], " ");
                 lines.push_str(&format!("error {code} {message}\n"));
             }
-            Finished::Fetched(doc) => {
+            Finished::Fetched(doc, _held) => {
                 let version = doc.version.map_or("-".to_string(), |v| v.to_string());
                 let ctype = doc.content_type.replace(['\n', '\r'], " ");
                 lines.push_str(&format!("ok {version} {} {ctype}\n", doc.data.len()));

@@ -152,6 +152,16 @@ pub struct Limits {
     /// Seconds an exit circuit's answers may wait for its client to read
     /// before the circuit is torn down.
     pub exit_stall_secs: u64,
+    /// SOCKS sessions served at once; more wait in the kernel's accept
+    /// queue.
+    pub socks_clients: usize,
+    /// Gateway connections served at once; more wait likewise.
+    pub gateway_clients: usize,
+    /// Bytes of documents the gateway and the proxy hold in memory at
+    /// once for their fetches and inserts (twice a document's size while
+    /// it is cut into blocks or rebuilt from them); a request that cannot
+    /// get its share within 30 s is refused.
+    pub document_bytes: u64,
 }
 
 impl Default for Limits {
@@ -165,6 +175,9 @@ impl Default for Limits {
             exit_requests_per_link: circuits.exit_routes_per_link,
             exit_unread_bytes: circuits.exit_unread,
             exit_stall_secs: circuits.exit_stall.as_secs(),
+            socks_clients: crate::socks::MAX_SESSIONS,
+            gateway_clients: crate::gateway::MAX_CONNECTIONS,
+            document_bytes: DEFAULT_DOCUMENT_BYTES,
         }
     }
 }
@@ -174,6 +187,13 @@ impl Default for Limits {
 pub const MAX_REQUESTS_LIMIT: usize = 1 << 20;
 /// The most unread answers the exits may be allowed to hold.
 pub const MAX_EXIT_UNREAD: usize = 16 << 30;
+/// The most SOCKS sessions or gateway connections served at once.
+pub const MAX_LOCAL_CLIENTS: usize = 1 << 16;
+/// Document bytes held for local clients by default: room for the
+/// largest insert the gateway takes, twice over.
+pub const DEFAULT_DOCUMENT_BYTES: u64 = 1 << 30;
+/// The document budget's bounds: one block's worth of document, and 1 TiB.
+pub const DOCUMENT_BYTES_RANGE: std::ops::RangeInclusive<u64> = (64 << 10)..=(1 << 40);
 
 impl Limits {
     fn validate(&self) -> Result<(), Error> {
@@ -199,6 +219,21 @@ impl Limits {
         }
         if !(1..=3600).contains(&self.exit_stall_secs) {
             return bad("exit_stall_secs must be 1 to 3600");
+        }
+        for (name, v) in [
+            ("socks_clients", self.socks_clients),
+            ("gateway_clients", self.gateway_clients),
+        ] {
+            if !(1..=MAX_LOCAL_CLIENTS).contains(&v) {
+                return bad(&format!("{name} must be 1 to {MAX_LOCAL_CLIENTS}"));
+            }
+        }
+        if !DOCUMENT_BYTES_RANGE.contains(&self.document_bytes) {
+            return bad(&format!(
+                "document_bytes must be {} to {}",
+                DOCUMENT_BYTES_RANGE.start(),
+                DOCUMENT_BYTES_RANGE.end()
+            ));
         }
         Ok(())
     }
@@ -596,6 +631,10 @@ mod tests {
             "exit_unread_bytes = 10",
             "exit_stall_secs = 0",
             "exit_stall_secs = 99999999999",
+            "socks_clients = 0",
+            "gateway_clients = 100000000",
+            "document_bytes = 1000",
+            "document_bytes = 18446744073709551615",
         ] {
             let c = Config::parse(&format!("[limits]\n{bad}\n")).unwrap();
             let e = c.validate().expect_err(bad).to_string();
