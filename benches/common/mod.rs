@@ -14,6 +14,8 @@ pub struct Proc {
     pub child: Child,
     pub listen: SocketAddr,
     pub gateway: String,
+    /// The SOCKS proxy, when the node was started with one.
+    pub socks: Option<SocketAddr>,
 }
 
 impl Drop for Proc {
@@ -24,11 +26,18 @@ impl Drop for Proc {
 }
 
 fn start(dir: &Path, bootstrap: Option<SocketAddr>) -> Proc {
+    start_with(dir, bootstrap, &[])
+}
+
+/// [`start`] with more arguments; `--socks 127.0.0.1:0` among them gives
+/// the node a proxy.
+pub fn start_with(dir: &Path, bootstrap: Option<SocketAddr>, extra: &[&str]) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_umbra"));
     cmd.arg("node")
         .arg("--data-dir")
         .arg(dir)
         .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
@@ -51,10 +60,18 @@ fn start(dir: &Path, bootstrap: Option<SocketAddr>) -> Proc {
         .strip_prefix("gateway ")
         .expect("gateway line")
         .to_string();
+    let socks = extra.contains(&"--socks").then(|| {
+        read()
+            .strip_prefix("socks ")
+            .expect("socks line")
+            .parse()
+            .expect("an address")
+    });
     Proc {
         child,
         listen,
         gateway,
+        socks,
     }
 }
 
@@ -77,11 +94,16 @@ fn joined(gateway: &str) -> bool {
 /// `n` nodes under `root`, each bootstrapping from the first, returned
 /// once every one has joined the ring (panics after 300 s).
 pub fn network(root: &Path, n: usize) -> Vec<Proc> {
+    network_with(root, n, &[])
+}
+
+/// [`network`] whose first node is started with `first` as more arguments.
+pub fn network_with(root: &Path, n: usize, first: &[&str]) -> Vec<Proc> {
     let mut procs: Vec<Proc> = Vec::new();
     for i in 0..n {
         let dir = root.join(format!("node-{i}"));
         let boot = procs.first().map(|p| p.listen);
-        procs.push(start(&dir, boot));
+        procs.push(start_with(&dir, boot, if i == 0 { first } else { &[] }));
     }
     let started = Instant::now();
     for p in &procs {
