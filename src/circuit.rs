@@ -554,6 +554,9 @@ impl Circuits {
     /// ids is ours on it.
     pub fn link_up(&mut self, peer: NodeId, we_dialed: bool, now: Instant) {
         self.links.insert(peer, we_dialed);
+        // Reachable again (restarted, or back from a partition): a
+        // candidate for new circuits at once.
+        self.down.remove(&peer);
         self.creates
             .entry(peer)
             .or_insert(Bucket::full(CREATE_BURST, now));

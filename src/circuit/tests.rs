@@ -368,6 +368,13 @@ fn a_relay_this_node_could_not_reach_is_left_out_for_a_while() {
     net.advance(DOWN_FOR + Duration::from_secs(1));
     let chosen = (100..140).any(|token| net.build(0, Isolation(token), token).contains(&gone));
     assert!(chosen, "never chosen again");
+    // A link to it coming up again (a restart) ends the mark at once.
+    let now = net.now;
+    net.nodes[0].note_down(gone, now);
+    assert!((200..212).all(|t| !net.build(0, Isolation(t), t).contains(&gone)));
+    net.nodes[0].link_up(gone, true, now);
+    let chosen = (300..340).any(|token| net.build(0, Isolation(token), token).contains(&gone));
+    assert!(chosen, "a relay linked again is still left out");
 }
 
 #[test]
