@@ -45,6 +45,7 @@ fn main() {
         .unwrap_or(if measuring { 1000 } else { 50 });
     let root = tempfile::tempdir().expect("a temporary directory");
     let procs = common::network_with(root.path(), NODES, &["--socks", "127.0.0.1:0"]);
+    common::ring_ready(&procs, Duration::from_secs(120));
     let entry = &procs[0];
     let socks = entry.socks.expect("the first node has a proxy");
     let gateway = entry.gateway.clone();

@@ -117,3 +117,31 @@ pub fn network_with(root: &Path, n: usize, first: &[&str]) -> Vec<Proc> {
     }
     procs
 }
+
+/// Wait until the ring of `procs` is correct (every predecessor and
+/// successor list right) and every node's relay sample can build a
+/// circuit; panics after `limit`.
+pub fn ring_ready(procs: &[Proc], limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let statuses: Option<Vec<umbra::node::Status>> = procs
+            .iter()
+            .map(|p| status(&p.gateway).and_then(|v| serde_json::from_value(v).ok()))
+            .collect();
+        let why = match statuses {
+            None => "a status did not come".to_string(),
+            Some(s) => {
+                match umbra::testnet::ring_correct(&s, umbra::node::Config::default().successors) {
+                    Ok(()) if s.iter().all(|s| s.relay_sample >= 3) => return,
+                    Ok(()) => "relay samples still filling".to_string(),
+                    Err(e) => e,
+                }
+            }
+        };
+        assert!(
+            started.elapsed() < limit,
+            "the network never got ready: {why}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
