@@ -121,6 +121,9 @@ pub struct Status {
     pub guards_dropped: u64,
     /// Replicas pushed for keys this node has no place for, refused.
     pub replicas_refused: u64,
+    /// Blocks the datastore failed to write (a full disk, say): each
+    /// refused to whoever sent it.
+    pub store_write_failures: u64,
     /// Exit streams refused for overload: the circuit, its link or all
     /// exits held as many requests or unread answers as they may.
     pub exit_streams_refused: u64,

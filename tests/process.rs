@@ -398,3 +398,102 @@ fn kill_9_during_an_insert_a_fetch_and_replication_loses_nothing() {
     ring(&procs, "after the kills during replication");
     assert!(get(&procs, 2).expect("fetched after the third restart") == big);
 }
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_the_node_keeps_serving_what_it_holds() {
+    // Node 3's data dir on a 6 MiB tmpfs; the others on the real disk.
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let small = common::procs::Tmpfs::mount(dirs[3].path(), "6m")
+        .unwrap_or_else(|e| panic!("the full-disk test cannot set up its disk: {e}"));
+    let log = dirs[0].path().join("full-node.log");
+    eprintln!("full disk: node 3 logs to {}", log.display());
+    let first = start(dirs[0].path(), None, None);
+    let boot = first.listen;
+    let mut procs = vec![first];
+    for d in &dirs[1..3] {
+        procs.push(start(d.path(), None, Some(boot)));
+    }
+    procs.push(common::procs::start_logged(
+        dirs[3].path(),
+        None,
+        Some(boot),
+        common::procs::FAST,
+        Some(&log),
+    ));
+    let g: Vec<String> = procs.iter().map(|p| p.gateway.clone()).collect();
+    let g: Vec<&str> = g.iter().map(String::as_str).collect();
+    eventually("a ring of four", Duration::from_secs(60), || {
+        ring_correct(&g)
+    });
+    eventually("relay samples", Duration::from_secs(60), || {
+        for gw in &g {
+            if status(gw)?.relay_sample < 3 {
+                return Err("a sample still filling".into());
+            }
+        }
+        Ok(())
+    });
+
+    // Insert 256 KiB documents until node 3's disk is full: each puts
+    // some 15 blocks on every node (four nodes, five copies).
+    let mut rng = common::seeded_rng("full_disk");
+    let mut inserted: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut failures = Vec::new();
+    for i in 0..40 {
+        let mut d = vec![0u8; 256 << 10];
+        rng.fill_bytes(&mut d);
+        let f = dirs[0].path().join(format!("d{i}"));
+        std::fs::write(&f, &d).unwrap();
+        match umbra(&["put", "--gateway", g[0], f.to_str().unwrap()]) {
+            Ok(out) => inserted.push((String::from_utf8_lossy(&out).trim().to_string(), d)),
+            Err(e) => failures.push(e),
+        }
+    }
+    let full = status(g[3]).expect("the node with the full disk still answers");
+    assert!(
+        full.store_write_failures > 0,
+        "node 3 never found its disk full"
+    );
+    // Its log says so, in words, and once: not a line per block.
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let said = text
+        .lines()
+        .filter(|l| l.contains("No space left on device"))
+        .count();
+    assert_eq!(
+        said,
+        1,
+        "node 3's log should say once that its disk is full ({} writes failed): {}",
+        full.store_write_failures,
+        text.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+    );
+    eprintln!(
+        "full disk: {} inserted, {} failed ({:?}); node 3 holds {} blocks",
+        inserted.len(),
+        failures.len(),
+        failures.first(),
+        full.blocks_stored
+    );
+    // A failed insert says what failed, in words a user can act on.
+    for e in &failures {
+        assert!(!e.is_empty(), "an insert failed without a reason");
+    }
+    assert!(inserted.len() >= 5, "hardly anything went in: {failures:?}");
+    // Every document acknowledged is whole, and node 3 keeps serving:
+    // its own gateway fetches them too, and its store kept its blocks.
+    for (uri, data) in &inserted {
+        for gw in [g[1], g[3]] {
+            let out = dirs[1].path().join("got");
+            umbra(&["get", "--gateway", gw, "-o", out.to_str().unwrap(), uri])
+                .unwrap_or_else(|e| panic!("{uri} through {gw}: {e}"));
+            assert!(std::fs::read(&out).unwrap() == *data);
+        }
+    }
+    let after = status(g[3]).unwrap();
+    assert!(after.blocks_stored >= full.blocks_stored);
+    drop(procs);
+    if std::env::var_os("UMBRA_SHOW_LOG").is_some() {
+        eprintln!("{text}");
+    }
+    drop(small);
+}

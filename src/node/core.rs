@@ -133,6 +133,19 @@ pub enum StoreFailure {
     Db(String),
 }
 
+impl std::fmt::Display for StoreFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreFailure::BadBlock => f.write_str("the block does not match its key"),
+            StoreFailure::Full => f.write_str("the primary store is at its size limit"),
+            StoreFailure::Db(e) => f.write_str(e),
+        }
+    }
+}
+
+/// A failing datastore is said in the log at most this often.
+pub const STORE_WARN_EVERY: Duration = Duration::from_secs(60);
+
 /// What a store operation came to.
 #[derive(Debug)]
 pub enum StoreResult {
@@ -435,6 +448,10 @@ pub struct Core {
     misbehaving: u64,
     /// Replicas refused for keys this node has no place for.
     replicas_refused: u64,
+    /// Writes the datastore failed (a full disk, say), and when that was
+    /// last said in the log.
+    store_write_failures: u64,
+    store_warned: Option<(Instant, u64)>,
     /// Table requests through the guard, and fetches for others.
     via: via::Via,
     /// When this node signs its descriptor again.
@@ -529,6 +546,8 @@ impl Core {
             lookup_steps: 0,
             misbehaving: 0,
             replicas_refused: 0,
+            store_write_failures: 0,
+            store_warned: None,
             via: via::Via::default(),
             next_republish: now + REPUBLISH_EVERY,
             onion_made: unix_now,

@@ -39,6 +39,17 @@ pub fn start_with(
     bootstrap: Option<SocketAddr>,
     config_text: &str,
 ) -> Proc {
+    start_logged(dir, listen, bootstrap, config_text, None)
+}
+
+/// [`start_with`], its log (standard error) going to `log`.
+pub fn start_logged(
+    dir: &Path,
+    listen: Option<SocketAddr>,
+    bootstrap: Option<SocketAddr>,
+    config_text: &str,
+    log: Option<&Path>,
+) -> Proc {
     let config = dir.join("umbra.toml");
     std::fs::write(&config, config_text).expect("config written");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_umbra"));
@@ -54,7 +65,10 @@ pub fn start_with(
     }
     let mut child = cmd
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("a log file")),
+            None => Stdio::null(),
+        })
         .spawn()
         .expect("umbra node starts");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout"));
@@ -114,4 +128,35 @@ pub fn ring_correct(gateways: &[&str]) -> Result<(), String> {
         .map(|g| status(g))
         .collect::<Result<_, _>>()?;
     umbra::testnet::ring_correct(&statuses, umbra::node::Config::default().successors)
+}
+
+/// A small tmpfs mounted for the length of a test (root only, as CI
+/// runs), to fill up; unmounted when dropped.
+pub struct Tmpfs {
+    pub path: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(path: &Path, size: &str) -> Result<Tmpfs, String> {
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed (this test needs root): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
 }

@@ -120,7 +120,7 @@ impl Core {
             OpFor::RouterWrite { id, key, kind } => {
                 let put = stored(&result);
                 if put.is_none() {
-                    tracing::warn!("cannot store an inserted block: {result:?}");
+                    self.store_failed("an inserted block", &result, now);
                 }
                 self.wrote(kind, key, put, now);
                 self.router.handle_written(id, put.is_some());
@@ -147,7 +147,7 @@ impl Core {
                     StoreResult::Put(Ok(_)) => Some(PeerMessage::Stored { id }),
                     StoreResult::Put(Err(StoreFailure::BadBlock)) => None,
                     other => {
-                        tracing::warn!("cannot store a replica: {other:?}");
+                        self.store_failed("a replica", other, now);
                         Some(PeerMessage::Rejected { id })
                     }
                 };
@@ -196,6 +196,31 @@ impl Core {
 
     /// A block was written to the primary store (`put`, if it was): a new
     /// block or a newer version must reach its replicas.
+    /// The datastore refused a write: counted, and said in the log at
+    /// most once every [`super::STORE_WARN_EVERY`], with the count since.
+    fn store_failed(&mut self, what: &str, result: &StoreResult, now: Instant) {
+        self.store_write_failures += 1;
+        let (last, count) = self.store_warned.unwrap_or((now, 0));
+        if self.store_warned.is_some() && now < last + super::STORE_WARN_EVERY {
+            self.store_warned = Some((last, count + 1));
+            return;
+        }
+        let why = match result {
+            StoreResult::Put(Err(e)) => e.to_string(),
+            other => format!("{other:?}"),
+        };
+        if count > 0 {
+            tracing::warn!(
+                "the datastore cannot store {what}: {why} ({count} more writes failed since the last message; blocks are refused until it can)"
+            );
+        } else {
+            tracing::warn!(
+                "the datastore cannot store {what}: {why} (blocks are refused until it can)"
+            );
+        }
+        self.store_warned = Some((now, 0));
+    }
+
     fn wrote(
         &mut self,
         kind: crate::wire::KeyKind,
@@ -252,6 +277,7 @@ impl Core {
             successor_lists_refused: self.ring.successor_lists_refused(),
             guards_dropped: circuits.guards_dropped,
             replicas_refused: self.replicas_refused,
+            store_write_failures: self.store_write_failures,
             exit_streams_refused: circuits.exit_refused,
             exits_stalled: circuits.exits_stalled,
         }
