@@ -836,3 +836,78 @@ async fn a_damaged_or_foreign_data_dir_is_refused_and_left_as_it_was() {
     let h = node::start(config(dir.path(), None)).await.unwrap();
     h.crash().await;
 }
+
+/// A peer that pushes replicas for keys across the ring from the node (a
+/// store filler) is refused each time, then disconnected; the node holds
+/// none of them and keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_pushed_for_keys_held_elsewhere_are_refused_then_the_peer_is_cut_off() {
+    use rand::RngCore;
+    use umbra::keys::chk_routing_key;
+    use umbra::wire::{encode_frame, Frame, PeerMessage, RequestId};
+    // Enough nodes that a node's place on the ring is a small part of it
+    // even as a rough successor list measures the ring: at 24, keys just
+    // past a node are some 23 mean gaps behind it, and the 99.9th
+    // percentile the node allows for 8 gaps is near 20.
+    let net = Net::grow(48).await;
+    eventually("ring correct", Duration::from_secs(60), || {
+        net.ring_correct()
+    })
+    .await;
+    let (target, _) = &net.nodes[0];
+    let t = target.id.0;
+    // Keys just past the node, which its successors hold and it never
+    // does: the farthest a key can be from its place.
+    let mut misplaced = Vec::new();
+    let mut rng = rand::thread_rng();
+    while misplaced.len() < 9 {
+        let mut block = vec![0u8; umbra::wire::BLOCK_DATA_LEN];
+        rng.fill_bytes(&mut block);
+        let key = chk_routing_key(&block);
+        if (1..=8).contains(&key.0[0].wrapping_sub(t[0])) {
+            misplaced.push((key, block));
+        }
+    }
+    let who = Identity::generate(&mut rand::rngs::OsRng);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let node = who.sign_descriptor(Vec::new(), now, 0).unwrap();
+    let mut bytes = encode_frame(&Frame::Message(PeerMessage::Hello { node })).unwrap();
+    for (i, (key, block)) in misplaced.iter().enumerate() {
+        bytes.extend(
+            encode_frame(&Frame::Message(PeerMessage::StoreReplica {
+                id: RequestId(i as u64),
+                kind: KeyKind::CHK,
+                key: *key,
+                block: block.clone(),
+            }))
+            .unwrap(),
+        );
+    }
+    let before = target.status().await.unwrap();
+    let closed = raw_peer_as(&who, target.listen, &bytes).await;
+    let after = target.status().await.unwrap();
+    assert!(
+        closed.is_some(),
+        "the pusher is disconnected ({} refused, {} misbehaving)",
+        after.replicas_refused - before.replicas_refused,
+        after.misbehaving_peers - before.misbehaving_peers
+    );
+    assert_eq!(after.misbehaving_peers, before.misbehaving_peers + 1);
+    assert!(
+        after.replicas_refused >= before.replicas_refused + 8,
+        "{} refused",
+        after.replicas_refused - before.replicas_refused
+    );
+    for (key, _) in &misplaced {
+        assert!(!target.holds(KeyKind::CHK, *key).await.unwrap());
+    }
+    // Everyone else is served as before.
+    let keys = net.store_blocks(5).await;
+    eventually("honest blocks placed", Duration::from_secs(30), || {
+        net.at_least_placed(&keys)
+    })
+    .await;
+}
