@@ -163,6 +163,10 @@ pub struct Settings {
     /// ... and how many requests the circuits of one previous hop may
     /// have in progress ([`EXIT_ROUTES_PER_LINK`]).
     pub exit_routes_per_link: usize,
+    /// As a relay: circuits relayed at once ([`MAX_RELAY_CIRCUITS`])...
+    pub relay_circuits: usize,
+    /// ... and of those, opened by one link ([`MAX_CIRCUITS_PER_LINK`]).
+    pub circuits_per_link: usize,
 }
 
 /// The width of a network, in leading bits, per address family.
@@ -224,6 +228,8 @@ impl Default for Settings {
             exit_stall: EXIT_STALL,
             exit_unread: MAX_EXIT_QUEUED,
             exit_routes_per_link: EXIT_ROUTES_PER_LINK,
+            relay_circuits: MAX_RELAY_CIRCUITS,
+            circuits_per_link: MAX_CIRCUITS_PER_LINK,
         }
     }
 }

@@ -56,7 +56,10 @@ impl Daemon {
         };
         let gateway_clients = cfg.limits.gateway_clients;
         // One budget for the gateway's and the proxy's documents together.
-        let budget = crate::client::Budget::new(cfg.limits.document_bytes);
+        let doors = crate::gateway::Local {
+            budget: crate::client::Budget::new(cfg.limits.document_bytes),
+            body_timeout: std::time::Duration::from_secs(cfg.limits.body_secs),
+        };
         let (http_addr, socks_addr) = (cfg.http, cfg.socks);
         // Bind the doors first: a port in use fails the start before the
         // node joins anything.
@@ -75,7 +78,7 @@ impl Daemon {
                 listener,
                 node.client(),
                 gateway_clients,
-                budget.clone(),
+                doors.clone(),
                 rx.clone(),
             ));
             local
@@ -85,7 +88,7 @@ impl Daemon {
                 listener,
                 node.client(),
                 socks_settings,
-                budget.clone(),
+                doors.clone(),
                 rx.clone(),
             ));
             local

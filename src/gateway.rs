@@ -65,6 +65,29 @@ pub const MAX_INSERT: usize = 256 << 20;
 pub const MAX_HEAD: usize = 16 << 10;
 /// A request head must arrive within this time.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request body must arrive whole within this time by default
+/// (`limits.body_secs`): a client that trickles its body holds a
+/// connection and a share of the document budget only this long.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What the requests of every local client, on the gateway and through
+/// the proxy alike, are held to together.
+#[derive(Clone, Debug)]
+pub struct Local {
+    /// The memory their documents may take.
+    pub budget: Budget,
+    /// The time a request body may take to arrive.
+    pub body_timeout: Duration,
+}
+
+impl Default for Local {
+    fn default() -> Local {
+        Local {
+            budget: Budget::new(crate::node::Limits::default().document_bytes),
+            body_timeout: BODY_TIMEOUT,
+        }
+    }
+}
 /// Connections the gateway's listener serves at once by default
 /// (`limits.gateway_clients`); more wait in the kernel's accept queue.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -112,11 +135,11 @@ pub async fn serve(
     listener: TcpListener,
     node: NodeClient,
     clients: usize,
-    budget: Budget,
+    local: Local,
     shutdown: watch::Receiver<bool>,
 ) {
     accept_each(listener, clients, shutdown, move |stream| {
-        serve_connection(stream, node.clone(), Front::Gateway, budget.clone())
+        serve_connection(stream, node.clone(), Front::Gateway, local.clone())
     })
     .await;
 }
@@ -154,16 +177,12 @@ pub(crate) async fn accept_each<F, Fut>(
 
 /// Serve HTTP/1.1 on one connection until either side closes it.
 /// Requests go through `node` (and so take its circuit isolation); the
-/// documents they fetch and insert are held within `budget`.
-pub async fn serve_connection<I>(io: I, node: NodeClient, front: Front, budget: Budget)
+/// documents they fetch and insert are held to `local`.
+pub async fn serve_connection<I>(io: I, node: NodeClient, front: Front, local: Local)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = Service {
-        node,
-        front,
-        budget,
-    };
+    let service = Service { node, front, local };
     let mut builder = http1::Builder::new();
     builder
         .max_buf_size(MAX_HEAD)
@@ -185,7 +204,7 @@ where
 struct Service {
     node: NodeClient,
     front: Front,
-    budget: Budget,
+    local: Local,
 }
 
 fn full(body: impl Into<Bytes>) -> Body {
@@ -363,7 +382,7 @@ impl Service {
         let this = Service {
             node: self.node.within(&label),
             front: self.front,
-            budget: self.budget.clone(),
+            local: self.local.clone(),
         };
         this.route(req, path, reads, writes).await
     }
@@ -441,7 +460,7 @@ impl Service {
             return failure(ErrorCode::InsertUri, ClientError::InsertUri);
         }
         let node = self.node.clone();
-        let budget = self.budget.clone();
+        let budget = self.local.budget.clone();
         if progress {
             return streamed(move |p| async move {
                 match client::fetch_within(&node, &uri, Some(&p), &budget).await {
@@ -472,7 +491,7 @@ impl Service {
             .unwrap_or("application/octet-stream")
             .to_string();
         let progress = wants_progress(&req);
-        let (data, held) = match read_body(req.into_body(), MAX_INSERT, &self.budget).await {
+        let (data, held) = match read_body(req.into_body(), MAX_INSERT, &self.local).await {
             Ok(d) => d,
             Err(r) => return r,
         };
@@ -518,7 +537,7 @@ impl Service {
             _ => return page_failure(ErrorCode::BadRequest, "the form has no multipart boundary"),
         };
         let (body, _held) =
-            match read_body(req.into_body(), MAX_INSERT + (64 << 10), &self.budget).await {
+            match read_body(req.into_body(), MAX_INSERT + (64 << 10), &self.local).await {
                 Ok(d) => d,
                 Err(r) => return r,
             };

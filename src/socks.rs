@@ -18,8 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::circuit::Isolation;
-use crate::client::Budget;
-use crate::gateway::{self, Front};
+use crate::gateway::{self, Front, Local};
 use crate::node::NodeClient;
 
 mod handshake;
@@ -55,16 +54,16 @@ pub async fn serve(
     listener: TcpListener,
     node: NodeClient,
     settings: Settings,
-    budget: Budget,
+    local: Local,
     shutdown: watch::Receiver<bool>,
 ) {
     gateway::accept_each(listener, settings.max_sessions, shutdown, move |stream| {
-        session(stream, node.clone(), settings, budget.clone())
+        session(stream, node.clone(), settings, local.clone())
     })
     .await;
 }
 
-async fn session(mut stream: TcpStream, node: NodeClient, settings: Settings, budget: Budget) {
+async fn session(mut stream: TcpStream, node: NodeClient, settings: Settings, local: Local) {
     let _ = stream.set_nodelay(true);
     let iso = match tokio::time::timeout(settings.handshake_timeout, handshake(&mut stream)).await {
         Ok(Ok(iso)) => iso,
@@ -82,7 +81,7 @@ async fn session(mut stream: TcpStream, node: NodeClient, settings: Settings, bu
         Some(iso) => node.isolated(iso),
         None => node,
     };
-    gateway::serve_connection(stream, node, Front::Socks, budget).await;
+    gateway::serve_connection(stream, node, Front::Socks, local).await;
 }
 
 /// Close a refused session so that the client reads the answer: closing

@@ -677,13 +677,14 @@ async fn the_command_line_puts_and_gets_and_exits_with_typed_codes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_gateway_holds_no_more_documents_than_its_budget_and_says_so() {
+async fn the_gateway_holds_no_more_documents_than_its_budget_nor_a_body_longer_than_its_time() {
     // 1 MiB: a document takes twice its size while it is cut into blocks
     // or rebuilt from them.
     let net = network_with(
         10_000,
         umbra::node::Limits {
             document_bytes: 1 << 20,
+            body_secs: 2,
             ..Default::default()
         },
     )
@@ -766,6 +767,34 @@ async fn the_gateway_holds_no_more_documents_than_its_budget_and_says_so() {
     let head = text(&out.stdout).to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 413"), "{head}");
     assert!(head.contains("x-umbra-error: too-large"), "{head}");
+
+    // A body that trickles in holds its connection only `body_secs`.
+    let trickle = async {
+        let addr = net.entry().http.expect("a gateway");
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!(
+                "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\nten bytes."
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        // The answer comes while the client still owes most of its body.
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed without an answer");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        text(&answer).to_ascii_lowercase()
+    };
+    let head = tokio::time::timeout(Duration::from_secs(30), trickle)
+        .await
+        .expect("a trickled body is answered once its time is up");
+    assert!(head.starts_with("http/1.1 504"), "{head}");
+    assert!(head.contains("x-umbra-error: timeout"), "{head}");
 
     // And the node keeps serving what fits.
     let got = remote::get(&gateway, &uri_small(&small, &gateway).await, |_| {})

@@ -10,10 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::window::Window;
-use super::{
-    Action, Circuits, LinkCirc, Slot, MAX_CIRCUITS_PER_LINK, MAX_RELAY_CIRCUITS, MAX_STREAMS,
-    SENDME_EVERY,
-};
+use super::{Action, Circuits, LinkCirc, Slot, MAX_STREAMS, SENDME_EVERY};
 
 use crate::crypto::{respond, RelayLayer};
 use crate::route::{Outcome, Request};
@@ -115,8 +112,8 @@ impl Circuits {
             self.destroy(peer, circ, DestroyReason::PROTOCOL);
             return;
         }
-        if self.relayed.len() >= MAX_RELAY_CIRCUITS
-            || self.circuits_on(peer) >= MAX_CIRCUITS_PER_LINK
+        if self.relayed.len() >= self.settings.relay_circuits
+            || self.circuits_on(peer) >= self.settings.circuits_per_link
         {
             self.destroy(peer, circ, DestroyReason::RESOURCE_LIMIT);
             return;

@@ -53,8 +53,9 @@ pub(super) async fn insert(
 pub(super) async fn read_body(
     body: Incoming,
     limit: usize,
-    budget: &Budget,
+    local: &Local,
 ) -> Result<(Vec<u8>, Held), Response<Body>> {
+    let budget = &local.budget;
     let too_large = || {
         failure(
             ErrorCode::TooLarge,
@@ -77,7 +78,21 @@ pub(super) async fn read_body(
     }
     let mut body = Limited::new(body, limit);
     let mut out = Vec::new();
-    while let Some(frame) = body.frame().await {
+    let deadline = tokio::time::Instant::now() + local.body_timeout;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(_) => {
+                return Err(failure(
+                    ErrorCode::Timeout,
+                    format!(
+                        "the request body did not arrive within {} s",
+                        local.body_timeout.as_secs()
+                    ),
+                ))
+            }
+        };
         let frame = match frame {
             Ok(f) => f,
             Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),

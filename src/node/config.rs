@@ -152,6 +152,10 @@ pub struct Limits {
     /// Seconds an exit circuit's answers may wait for its client to read
     /// before the circuit is torn down.
     pub exit_stall_secs: u64,
+    /// Circuits this node relays at once...
+    pub relay_circuits: usize,
+    /// ... and of those, opened by one link.
+    pub circuits_per_link: usize,
     /// SOCKS sessions served at once; more wait in the kernel's accept
     /// queue.
     pub socks_clients: usize,
@@ -162,6 +166,8 @@ pub struct Limits {
     /// it is cut into blocks or rebuilt from them); a request that cannot
     /// get its share within 30 s is refused.
     pub document_bytes: u64,
+    /// Seconds a request body may take to arrive whole.
+    pub body_secs: u64,
 }
 
 impl Default for Limits {
@@ -175,9 +181,12 @@ impl Default for Limits {
             exit_requests_per_link: circuits.exit_routes_per_link,
             exit_unread_bytes: circuits.exit_unread,
             exit_stall_secs: circuits.exit_stall.as_secs(),
+            relay_circuits: circuits.relay_circuits,
+            circuits_per_link: circuits.circuits_per_link,
             socks_clients: crate::socks::MAX_SESSIONS,
             gateway_clients: crate::gateway::MAX_CONNECTIONS,
             document_bytes: DEFAULT_DOCUMENT_BYTES,
+            body_secs: crate::gateway::BODY_TIMEOUT.as_secs(),
         }
     }
 }
@@ -221,12 +230,23 @@ impl Limits {
             return bad("exit_stall_secs must be 1 to 3600");
         }
         for (name, v) in [
+            ("relay_circuits", self.relay_circuits),
+            ("circuits_per_link", self.circuits_per_link),
+        ] {
+            if !(1..=MAX_REQUESTS_LIMIT).contains(&v) {
+                return bad(&format!("{name} must be 1 to {MAX_REQUESTS_LIMIT}"));
+            }
+        }
+        for (name, v) in [
             ("socks_clients", self.socks_clients),
             ("gateway_clients", self.gateway_clients),
         ] {
             if !(1..=MAX_LOCAL_CLIENTS).contains(&v) {
                 return bad(&format!("{name} must be 1 to {MAX_LOCAL_CLIENTS}"));
             }
+        }
+        if !(1..=86_400).contains(&self.body_secs) {
+            return bad("body_secs must be 1 to 86400");
         }
         if !DOCUMENT_BYTES_RANGE.contains(&self.document_bytes) {
             return bad(&format!(
@@ -430,6 +450,8 @@ impl Config {
             exit_stall: Duration::from_secs(self.limits.exit_stall_secs),
             exit_unread: self.limits.exit_unread_bytes,
             exit_routes_per_link: self.limits.exit_requests_per_link,
+            relay_circuits: self.limits.relay_circuits,
+            circuits_per_link: self.limits.circuits_per_link,
             ..crate::circuit::Settings::default()
         }
     }
@@ -632,8 +654,11 @@ mod tests {
             "exit_stall_secs = 0",
             "exit_stall_secs = 99999999999",
             "socks_clients = 0",
+            "relay_circuits = 0",
+            "circuits_per_link = 99999999999",
             "gateway_clients = 100000000",
             "document_bytes = 1000",
+            "body_secs = 0",
             "document_bytes = 18446744073709551615",
         ] {
             let c = Config::parse(&format!("[limits]\n{bad}\n")).unwrap();
