@@ -911,3 +911,90 @@ async fn replicas_pushed_for_keys_held_elsewhere_are_refused_then_the_peer_is_cu
     })
     .await;
 }
+
+/// A neighbour that floods routed requests gets its share of the node's
+/// request budget and REJECTED beyond it, at once; the node keeps
+/// serving everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_neighbour_flooding_requests_gets_its_share_and_rejections_beyond_it() {
+    use rand::RngCore;
+    use umbra::wire::{encode_frame, Frame, PeerMessage, RequestId, RoutingKey};
+    const FLOOD: u64 = 2000;
+    let net = Net::grow(8).await;
+    eventually("ring correct", Duration::from_secs(30), || {
+        net.ring_correct()
+    })
+    .await;
+    let target = &net.nodes[0].0;
+    let share = umbra::route::Config::default().max_pending_per_peer;
+
+    let who = Identity::generate(&mut rand::rngs::OsRng);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let node = who.sign_descriptor(Vec::new(), now, 0).unwrap();
+    let mut bytes = encode_frame(&Frame::Message(PeerMessage::Hello { node })).unwrap();
+    let mut rng = rand::thread_rng();
+    for i in 0..FLOOD {
+        let mut key = [0u8; 32];
+        rng.fill_bytes(&mut key);
+        bytes.extend(
+            encode_frame(&Frame::Message(PeerMessage::Get {
+                id: RequestId(i),
+                htl: 10,
+                kind: KeyKind::CHK,
+                key: RoutingKey(key),
+            }))
+            .unwrap(),
+        );
+    }
+    let ep = Endpoint::bind(
+        &who,
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        false,
+        link::Config::default(),
+    )
+    .expect("binds");
+    let link = ep.dial(target.listen, None).await.expect("dials");
+    let (conn, mut send, mut recv) = link.into_parts();
+    send.write_all(&bytes).await.expect("the flood is sent");
+
+    // Every request is answered, and quickly: most of them refused.
+    let mut reader = link::FrameReader::default();
+    let (mut rejected, mut answered) = (0u64, 0u64);
+    while rejected + answered < FLOOD {
+        let frame = tokio::time::timeout(Duration::from_secs(30), reader.next(&mut recv))
+            .await
+            .expect("answers keep coming")
+            .expect("the link stays up")
+            .expect("the link stays open");
+        match frame {
+            Frame::Message(PeerMessage::Rejected { .. }) => rejected += 1,
+            Frame::Message(
+                PeerMessage::DataNotFound { .. }
+                | PeerMessage::RouteNotFound { .. }
+                | PeerMessage::Data { .. },
+            ) => answered += 1,
+            _ => {}
+        }
+    }
+    eprintln!("flood of {FLOOD}: {answered} answered, {rejected} rejected");
+    assert!(
+        answered >= share as u64,
+        "the neighbour got less than its share: {answered} answered"
+    );
+    assert!(
+        rejected >= FLOOD / 2,
+        "a flood of {FLOOD} was served rather than refused: {rejected} rejected"
+    );
+    conn.close(0u32.into(), b"done");
+    ep.close().await;
+
+    // Everyone else is served as before.
+    let keys = net.store_blocks(5).await;
+    eventually("honest blocks placed", Duration::from_secs(30), || {
+        net.at_least_placed(&keys)
+    })
+    .await;
+}
