@@ -187,9 +187,9 @@ pub enum Target<'a> {
     Signed(&'a SskInsertKey, u64),
 }
 
-/// A CHK block and, if it is one its document cannot do without, its
-/// copies: what to put for it.
-fn with_copies(key: ChkKey, block: Vec<u8>, root: bool) -> Vec<(KeyKind, RoutingKey, Vec<u8>)> {
+/// A CHK block and, if it is one its document cannot do without (a root,
+/// `root` true), its copies: what an insert puts for it.
+pub fn with_copies(key: ChkKey, block: Vec<u8>, root: bool) -> Vec<(KeyKind, RoutingKey, Vec<u8>)> {
     let mut out = Vec::with_capacity(1 + usize::from(ROOT_COPIES));
     if root {
         for i in 1..=ROOT_COPIES {

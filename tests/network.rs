@@ -234,6 +234,18 @@ async fn raw_peer_as(
     reason
 }
 
+/// A HELLO frame with `who`'s descriptor, made now: the first thing a
+/// raw peer says.
+fn current_hello(who: &Identity) -> Vec<u8> {
+    use umbra::wire::{encode_frame, Frame, PeerMessage};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let node = who.sign_descriptor(Vec::new(), now, 0).unwrap();
+    encode_frame(&Frame::Message(PeerMessage::Hello { node })).unwrap()
+}
+
 async fn misbehaving(h: &NodeHandle) -> u64 {
     h.status().await.unwrap().misbehaving_peers
 }
@@ -869,12 +881,7 @@ async fn replicas_pushed_for_keys_held_elsewhere_are_refused_then_the_peer_is_cu
         }
     }
     let who = Identity::generate(&mut rand::rngs::OsRng);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let node = who.sign_descriptor(Vec::new(), now, 0).unwrap();
-    let mut bytes = encode_frame(&Frame::Message(PeerMessage::Hello { node })).unwrap();
+    let mut bytes = current_hello(&who);
     for (i, (key, block)) in misplaced.iter().enumerate() {
         bytes.extend(
             encode_frame(&Frame::Message(PeerMessage::StoreReplica {
@@ -929,12 +936,7 @@ async fn a_neighbour_flooding_requests_gets_its_share_and_rejections_beyond_it()
     let share = umbra::route::Config::default().max_pending_per_peer;
 
     let who = Identity::generate(&mut rand::rngs::OsRng);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let node = who.sign_descriptor(Vec::new(), now, 0).unwrap();
-    let mut bytes = encode_frame(&Frame::Message(PeerMessage::Hello { node })).unwrap();
+    let mut bytes = current_hello(&who);
     let mut rng = rand::thread_rng();
     for i in 0..FLOOD {
         let mut key = [0u8; 32];

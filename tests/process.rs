@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::procs::{eventually, ring_correct, start, status};
+use common::procs::{eventually, ring_correct, start, status, umbra};
 
 use rand::RngCore;
 use umbra::keys::chk_routing_key;
@@ -151,19 +151,6 @@ async fn kill_9_under_write_load_loses_no_acknowledged_block() {
     assert_eq!(s.id, p_id.to_hex());
     assert_eq!(s.blocks_stored, stored);
     assert!(stored >= 150);
-}
-
-/// Run `umbra ARGS` to its end.
-fn umbra(args: &[&str]) -> Result<Vec<u8>, String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_umbra"))
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(out.stdout)
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
 }
 
 /// A node killed with SIGKILL in the middle of work and started again on

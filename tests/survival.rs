@@ -12,11 +12,10 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::procs::{eventually, ring_correct, start, status, Proc};
+use common::procs::{eventually, ring_correct, start, status, umbra, Proc};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use tempfile::TempDir;
@@ -49,18 +48,6 @@ fn documents(rng: &mut impl Rng) -> Vec<Vec<u8>> {
 fn blocks_of(data: &[u8]) -> usize {
     let doc = encode_document("application/octet-stream", data).expect("encodes");
     doc.blocks.len() + 1 + (1 + doc.lists.len()) * usize::from(ROOT_COPIES)
-}
-
-fn umbra(args: &[&str]) -> Result<Vec<u8>, String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_umbra"))
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(out.stdout)
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
 }
 
 /// Run `work` over `items` on `threads` threads; each item may be tried

@@ -160,3 +160,16 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
+
+/// Run `umbra ARGS` to its end: its standard output, or its error.
+pub fn umbra(args: &[&str]) -> Result<Vec<u8>, String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_umbra"))
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}

@@ -159,19 +159,13 @@ fn document(rng: &mut impl Rng, chunks: usize) -> Doc {
         blocks.iter().map(|(k, b)| (k.routing, b.clone())).collect();
     let tree = need(&root_key, &map);
     // What the client stores: every block, and the roots' copies too.
-    let mut stored = Vec::new();
-    for (key, block) in blocks {
-        if key == root_key || doc.lists.contains(&key) {
-            for i in 1..=ROOT_COPIES {
-                stored.push((
-                    KeyKind::COPY,
-                    copy_routing_key(&key.routing, i),
-                    block.clone(),
-                ));
-            }
-        }
-        stored.push((KeyKind::CHK, key.routing, block));
-    }
+    let stored = blocks
+        .into_iter()
+        .flat_map(|(key, block)| {
+            let root = key == root_key || doc.lists.contains(&key);
+            crate::client::with_copies(key, block, root)
+        })
+        .collect();
     (tree, stored)
 }
 
