@@ -378,7 +378,7 @@ pub async fn fetch_within<B: Blocks>(
         }
         Uri::SskInsert(_) => return Err(ClientError::InsertUri),
     };
-    let (content_type, data, held) = fetch_root(b, &root, progress, budget).await?;
+    let (content_type, data, held) = fetch_root(b, &root, progress, budget, 0).await?;
     Ok((
         Document {
             content_type,
@@ -395,6 +395,7 @@ async fn fetch_root<B: Blocks>(
     root: &[u8],
     progress: Option<&ProgressTx>,
     budget: &Budget,
+    depth: usize,
 ) -> Result<(String, Vec<u8>, Held), ClientError> {
     let (manifest, held) = match decode_root(root)? {
         Root::Inline { content_type, data } => {
@@ -408,6 +409,9 @@ async fn fetch_root<B: Blocks>(
             (m, held)
         }
         Root::Nested { manifest, list, .. } => {
+            if depth >= keys::MAX_NESTING {
+                return Err(DocError::TooDeep.into());
+            }
             // The document and its key list, which is a document of its
             // own (and holds its own share while it is fetched).
             let held = budget
@@ -415,7 +419,7 @@ async fn fetch_root<B: Blocks>(
                 .await?;
             let list_root = get_root(b, list).await?;
             let (_, list_bytes, list_held) =
-                Box::pin(fetch_root(b, &list_root, None, budget)).await?;
+                Box::pin(fetch_root(b, &list_root, None, budget, depth + 1)).await?;
             let keys = split_key_list(&list_bytes)?;
             drop((list_bytes, list_held));
             (fill_keys(manifest, keys)?, held)
@@ -493,6 +497,64 @@ async fn fetch_segments<B: Blocks>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    /// Blocks in memory.
+    #[derive(Clone, Default)]
+    struct Mem(Arc<Mutex<HashMap<(KeyKind, RoutingKey), Vec<u8>>>>);
+
+    impl Blocks for Mem {
+        async fn get(&self, kind: KeyKind, key: RoutingKey) -> Result<Vec<u8>, RequestError> {
+            self.0
+                .lock()
+                .unwrap()
+                .get(&(kind, key))
+                .cloned()
+                .ok_or(RequestError::DataNotFound)
+        }
+
+        async fn put(
+            &self,
+            kind: KeyKind,
+            key: RoutingKey,
+            block: Vec<u8>,
+        ) -> Result<(), RequestError> {
+            self.0.lock().unwrap().insert((kind, key), block);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chain_of_key_lists_deeper_than_any_document_needs_is_refused() {
+        // A nested root: 2 data chunks and 1 parity, their keys in a list
+        // whose root is at `list`.
+        let nested = |list: &ChkKey| {
+            let mut r = vec![3u8, 0];
+            r.extend_from_slice(&(2 * keys::BLOCK_PAYLOAD as u64).to_be_bytes());
+            r.extend_from_slice(&1u32.to_be_bytes());
+            r.extend_from_slice(&2u16.to_be_bytes());
+            r.extend_from_slice(&1u16.to_be_bytes());
+            r.extend_from_slice(&list.routing.0);
+            r.extend_from_slice(&list.decrypt);
+            r.extend_from_slice(&(3 * 64u64).to_be_bytes());
+            r
+        };
+        let mem = Mem::default();
+        // The deepest list is an ordinary inline document; every level
+        // above points to the one below.
+        let (mut key, block) = chk_encode(&[1u8, 0, 9, 9]).unwrap();
+        mem.put(KeyKind::CHK, key.routing, block).await.unwrap();
+        for _ in 0..=keys::MAX_NESTING {
+            let (k, block) = chk_encode(&nested(&key)).unwrap();
+            mem.put(KeyKind::CHK, k.routing, block).await.unwrap();
+            key = k;
+        }
+        assert_eq!(
+            fetch(&mem, &Uri::Chk(key)).await.unwrap_err(),
+            ClientError::Document(DocError::TooDeep)
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_budget_lends_what_it_has_waits_a_while_for_more_then_refuses() {

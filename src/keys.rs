@@ -32,7 +32,7 @@ mod uri;
 
 pub use document::{
     decode_root, encode_document, fill_keys, split_key_list, DocError, EncodedDocument, Manifest,
-    Root, Segment, MAX_CONTENT_TYPE, SEGMENT_DATA_BLOCKS,
+    Root, Segment, MAX_CONTENT_TYPE, MAX_NESTING, SEGMENT_DATA_BLOCKS,
 };
 pub use uri::{Uri, UriError};
 

@@ -56,7 +56,14 @@ pub enum DocError {
     Erasure(String),
     #[error("block: {0}")]
     Block(#[from] KeyError),
+    #[error("key lists nested deeper than {MAX_NESTING} levels")]
+    TooDeep,
 }
+
+/// Key lists nested in key lists, at most: each level shrinks a list some
+/// 500-fold, so a document of any size this format can describe needs
+/// two; a root chain deeper than this is made to waste fetches.
+pub const MAX_NESTING: usize = 3;
 
 /// One segment: `data` chunks and `parity` chunks, and their keys in that
 /// order.
