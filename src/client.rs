@@ -500,9 +500,11 @@ mod tests {
     use std::collections::HashMap;
     use std::sync::Mutex;
 
+    type Stored = HashMap<(KeyKind, RoutingKey), Vec<u8>>;
+
     /// Blocks in memory.
     #[derive(Clone, Default)]
-    struct Mem(Arc<Mutex<HashMap<(KeyKind, RoutingKey), Vec<u8>>>>);
+    struct Mem(Arc<Mutex<Stored>>);
 
     impl Blocks for Mem {
         async fn get(&self, kind: KeyKind, key: RoutingKey) -> Result<Vec<u8>, RequestError> {
