@@ -124,6 +124,9 @@ pub struct Status {
     /// Blocks the datastore failed to write (a full disk, say): each
     /// refused to whoever sent it.
     pub store_write_failures: u64,
+    /// Blocks given up by a full store because this node no longer has a
+    /// place for them on the ring.
+    pub blocks_evicted: u64,
     /// Exit streams refused for overload: the circuit, its link or all
     /// exits held as many requests or unread answers as they may.
     pub exit_streams_refused: u64,

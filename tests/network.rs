@@ -1000,3 +1000,92 @@ async fn a_neighbour_flooding_requests_gets_its_share_and_rejections_beyond_it()
     })
     .await;
 }
+
+/// A full store gives up blocks the ring has moved away from its node
+/// (replicas a node keeps after others join), so that the blocks it does
+/// have a place for find room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_store_gives_up_blocks_the_ring_moved_away_for_its_own() {
+    use rand::RngCore;
+    use umbra::keys::chk_routing_key;
+    use umbra::ring::in_half_open;
+    // Node 0's store holds some 40 blocks of 1 KiB.
+    let mut net = Net { nodes: Vec::new() };
+    net.add_with(None, |c| c.store_bytes = 40 * 1100).await;
+    let first = net.nodes[0].0.listen;
+    for _ in 0..2 {
+        net.add(Some(first)).await;
+    }
+    eventually("ring of three", Duration::from_secs(20), || {
+        net.ring_correct()
+    })
+    .await;
+    // Three nodes, three copies: node 0 holds every block.
+    let old = net.store_blocks(30).await;
+    eventually("old blocks placed", Duration::from_secs(30), || {
+        net.at_least_placed(&old)
+    })
+    .await;
+    // The ring grows; node 0 keeps the old blocks, most of them now
+    // another's to hold.
+    for _ in 0..37 {
+        let i = net.add(Some(first)).await;
+        let h = &net.nodes[i].0;
+        eventually("joined", Duration::from_secs(10), || async {
+            match h.status().await {
+                Ok(s) if s.joined => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    }
+    eventually("ring of forty", Duration::from_secs(60), || {
+        net.ring_correct()
+    })
+    .await;
+    eventually("old blocks placed anew", Duration::from_secs(60), || {
+        net.at_least_placed(&old)
+    })
+    .await;
+
+    // Blocks node 0 owns now, more than its store has room for beside
+    // the old ones.
+    let (zero, _) = &net.nodes[0];
+    let s = zero.status().await.unwrap();
+    let pred = NodeId::from_hex(s.predecessor.as_deref().expect("a predecessor")).unwrap();
+    let mut rng = rand::thread_rng();
+    let mut mine = Vec::new();
+    while mine.len() < 20 {
+        let mut block = vec![0u8; 1024];
+        rng.fill_bytes(&mut block);
+        let key = chk_routing_key(&block);
+        if in_half_open(&key.0, &pred.0, &zero.id.0) {
+            mine.push((key, block));
+        }
+    }
+    for (i, (key, block)) in mine.iter().enumerate() {
+        let via = &net.nodes[1 + i % (net.nodes.len() - 1)].0;
+        // A write that finds the store full is refused; the room is made
+        // for the next try.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match via.store_block(KeyKind::CHK, *key, block.clone()).await {
+                Ok(holder) => {
+                    assert_eq!(holder, zero.id, "its successor stored it");
+                    break;
+                }
+                Err(e) => assert!(Instant::now() < deadline, "block {i} never stored: {e:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let s = zero.status().await.unwrap();
+    assert!(s.blocks_evicted > 0, "nothing evicted: {s:?}");
+    for (key, _) in &mine {
+        assert!(zero.holds(KeyKind::CHK, *key).await.unwrap());
+    }
+    // What it gave up is still where the ring puts it.
+    net.at_least_placed(&old)
+        .await
+        .expect("old blocks still placed");
+}

@@ -145,6 +145,11 @@ impl std::fmt::Display for StoreFailure {
 
 /// A failing datastore is said in the log at most this often.
 pub const STORE_WARN_EVERY: Duration = Duration::from_secs(60);
+/// A full store is searched for blocks this node has no place for at
+/// most this often...
+pub const EVICT_EVERY: Duration = Duration::from_secs(1);
+/// ... and gives up at most this many per search.
+pub const EVICT_BATCH: usize = 64;
 
 /// What a store operation came to.
 #[derive(Debug)]
@@ -388,6 +393,11 @@ enum OpFor {
         kind: KeyKind,
         key: RoutingKey,
     },
+    /// Room made in a full store: a block this node has no place for.
+    Evict {
+        kind: KeyKind,
+        key: RoutingKey,
+    },
     Status(Token),
 }
 
@@ -452,6 +462,10 @@ pub struct Core {
     /// last said in the log.
     store_write_failures: u64,
     store_warned: Option<(Instant, u64)>,
+    /// Blocks removed from a full store because this node no longer has
+    /// a place for them, and when the store was last searched for such.
+    blocks_evicted: u64,
+    evict_searched: Option<Instant>,
     /// Table requests through the guard, and fetches for others.
     via: via::Via,
     /// When this node signs its descriptor again.
@@ -548,6 +562,8 @@ impl Core {
             replicas_refused: 0,
             store_write_failures: 0,
             store_warned: None,
+            blocks_evicted: 0,
+            evict_searched: None,
             via: via::Via::default(),
             next_republish: now + REPUBLISH_EVERY,
             onion_made: unix_now,

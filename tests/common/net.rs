@@ -74,10 +74,19 @@ impl Net {
     }
 
     pub async fn add(&mut self, bootstrap: Option<SocketAddr>) -> usize {
+        self.add_with(bootstrap, |_| {}).await
+    }
+
+    /// [`Net::add`], its config changed by `edit` first.
+    pub async fn add_with(
+        &mut self,
+        bootstrap: Option<SocketAddr>,
+        edit: impl FnOnce(&mut Config),
+    ) -> usize {
         let dir = tempfile::tempdir().expect("temp dir");
-        let h = node::start(config(dir.path(), bootstrap))
-            .await
-            .expect("node starts");
+        let mut cfg = config(dir.path(), bootstrap);
+        edit(&mut cfg);
+        let h = node::start(cfg).await.expect("node starts");
         self.nodes.push((h, dir));
         self.nodes.len() - 1
     }

@@ -13,7 +13,7 @@ use crate::link::addr::canonical;
 use crate::link::reach;
 use crate::node::{Reachability, Status};
 use crate::store;
-use crate::wire::{Frame, NodeId, PeerMessage};
+use crate::wire::{Frame, KeyKind, NodeId, PeerMessage, RoutingKey};
 
 impl Core {
     /// A request from the local user; the answer comes as
@@ -182,6 +182,12 @@ impl Core {
                 }
                 self.reply(token, Reply::Bool(done));
             }
+            OpFor::Evict { kind, key } => {
+                if matches!(result, StoreResult::Bool(true)) {
+                    self.held.remove(&(kind, key));
+                    self.blocks_evicted += 1;
+                }
+            }
             OpFor::Status(token) => {
                 let stats = match result {
                     StoreResult::Stats(s) => s,
@@ -200,6 +206,9 @@ impl Core {
     /// most once every [`super::STORE_WARN_EVERY`], with the count since.
     fn store_failed(&mut self, what: &str, result: &StoreResult, now: Instant) {
         self.store_write_failures += 1;
+        if matches!(result, StoreResult::Put(Err(StoreFailure::Full))) {
+            self.make_room(now);
+        }
         let (last, count) = self.store_warned.unwrap_or((now, 0));
         if self.store_warned.is_some() && now < last + super::STORE_WARN_EVERY {
             self.store_warned = Some((last, count + 1));
@@ -219,6 +228,32 @@ impl Core {
             );
         }
         self.store_warned = Some((now, 0));
+    }
+
+    /// The primary store is full: give up blocks this node no longer has
+    /// a place for (replicas kept after the ring moved on, or pushed by a
+    /// peer whose view was off), so that the blocks it does have a place
+    /// for find room next time. The write that found the store full is
+    /// still refused; its sender tries again.
+    fn make_room(&mut self, now: Instant) {
+        if self
+            .evict_searched
+            .is_some_and(|t| now < t + super::EVICT_EVERY)
+        {
+            return;
+        }
+        self.evict_searched = Some(now);
+        let replicas = self.settings.replicas;
+        let misplaced: Vec<(KeyKind, RoutingKey)> = self
+            .held
+            .iter()
+            .filter(|(_, key)| !self.ring.may_hold(&key.0, replicas))
+            .take(super::EVICT_BATCH)
+            .copied()
+            .collect();
+        for (kind, key) in misplaced {
+            self.op(OpFor::Evict { kind, key }, StoreOp::Forget { kind, key });
+        }
     }
 
     fn wrote(
@@ -278,6 +313,7 @@ impl Core {
             guards_dropped: circuits.guards_dropped,
             replicas_refused: self.replicas_refused,
             store_write_failures: self.store_write_failures,
+            blocks_evicted: self.blocks_evicted,
             exit_streams_refused: circuits.exit_refused,
             exits_stalled: circuits.exits_stalled,
         }
