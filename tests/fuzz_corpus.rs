@@ -315,3 +315,40 @@ fn the_circuits_corpus_replays_cleanly() {
         None,
     );
 }
+
+#[test]
+fn the_files_corpus_replays_cleanly() {
+    use umbra::circuit::guards::Guards;
+    use umbra::node::core::onion::OnionKeys;
+    let onion = OnionKeys {
+        made: 1_700_000_000,
+        current: x25519_dalek::StaticSecret::from([7u8; 32]),
+        previous: Some(x25519_dalek::StaticSecret::from([8u8; 32])),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    drop(
+        umbra::store::Store::open(
+            &path,
+            umbra::store::Limits::default(),
+            umbra::keys::verify_block,
+            umbra::keys::supersedes,
+        )
+        .unwrap(),
+    );
+    let store = fs::read(&path).unwrap();
+    replay(
+        "files",
+        bodies::files,
+        vec![
+            (
+                "guards",
+                with(bodies::FILE_GUARDS, &Guards::default().encode()),
+            ),
+            ("onion", with(bodies::FILE_ONION, &onion.encode())),
+            ("identity", with(bodies::FILE_IDENTITY, &[9u8; 64])),
+            ("store", with(bodies::FILE_STORE, &store)),
+        ],
+        Some(4),
+    );
+}

@@ -500,3 +500,53 @@ pub fn http(data: &[u8]) {
     let escaped = escape(text);
     assert!(!escaped.contains(['<', '>', '"', '\'']));
 }
+
+/// Which file of the data dir [`files`] reads.
+pub const FILE_GUARDS: u8 = 0;
+pub const FILE_ONION: u8 = 1;
+pub const FILE_IDENTITY: u8 = 2;
+pub const FILE_STORE: u8 = 3;
+
+/// The files a node reads from its data dir at start: the guard list,
+/// the onion keys, the identity and the datastore. Each is input like any
+/// other (a damaged disk, another program's file): a typed error or a
+/// value that writes back out, never a panic.
+pub fn files(data: &[u8]) {
+    use umbra::circuit::guards::Guards;
+    use umbra::node::core::onion::OnionKeys;
+    let Some((&selector, input)) = data.split_first() else {
+        return;
+    };
+    match selector % 4 {
+        FILE_GUARDS => {
+            if let Ok(g) = Guards::decode(input) {
+                Guards::decode(&g.encode()).expect("a guard list read back decodes");
+            }
+        }
+        FILE_ONION => {
+            if let Ok(k) = OnionKeys::decode(input) {
+                OnionKeys::decode(&k.encode()).expect("onion keys read back decode");
+            }
+        }
+        FILE_IDENTITY => {
+            if let Ok(secret) = <&[u8; 64]>::try_from(input) {
+                let id = Identity::from_secret_bytes(secret);
+                assert_eq!(&id.secret_bytes()[..], input);
+                let _ = umbra::crypto::puzzle_bits(&id.identity_key());
+            }
+        }
+        _ => {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let path = dir.path().join("store.redb");
+            std::fs::write(&path, input).expect("the file written");
+            if let Ok(store) = umbra::store::Store::open(
+                &path,
+                umbra::store::Limits::default(),
+                umbra::keys::verify_block,
+                umbra::keys::supersedes,
+            ) {
+                let _ = store.stats();
+            }
+        }
+    }
+}
