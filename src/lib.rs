@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod circuit;
+pub mod cli;
 pub mod client;
 pub mod crypto;
 pub mod daemon;

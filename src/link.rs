@@ -37,7 +37,7 @@ pub mod addr;
 mod probe;
 pub mod reach;
 mod stream;
-mod tls;
+pub mod tls;
 
 pub use probe::probe;
 pub use stream::FrameReader;

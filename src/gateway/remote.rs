@@ -77,13 +77,17 @@ pub struct Fetched {
 }
 
 /// A node's gateway, for example `http://127.0.0.1:8080`.
-struct Gateway {
-    addr: String,
-    authority: String,
+pub struct Gateway {
+    /// Where to connect: host and port.
+    pub addr: String,
+    /// What the requests name as their Host.
+    pub authority: String,
 }
 
 impl Gateway {
-    fn parse(url: &str) -> Result<Gateway, GatewayError> {
+    /// The gateway a user named (`--gateway`): an `http://` URL with a
+    /// host, or [`GatewayError::BadUrl`].
+    pub fn parse(url: &str) -> Result<Gateway, GatewayError> {
         let bad = || GatewayError::BadUrl(url.into());
         let uri: hyper::Uri = url.parse().map_err(|_| bad())?;
         if uri.scheme_str() != Some("http") {
