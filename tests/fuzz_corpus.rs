@@ -352,3 +352,56 @@ fn the_files_corpus_replays_cleanly() {
         Some(4),
     );
 }
+
+#[test]
+fn the_cli_corpus_replays_cleanly() {
+    let args = |a: &[&str]| a.join("\0").into_bytes();
+    replay(
+        "cli",
+        bodies::cli,
+        vec![
+            (
+                "node",
+                args(&[
+                    "node",
+                    "--listen",
+                    "127.0.0.1:7000",
+                    "--bootstrap",
+                    "127.0.0.1:7001",
+                    "--http",
+                    "--hops",
+                    "3",
+                ]),
+            ),
+            (
+                "get",
+                args(&[
+                    "get",
+                    "umbra:ksk:hello",
+                    "--gateway",
+                    "http://127.0.0.1:8080",
+                ]),
+            ),
+            ("put", args(&["put", "-", "--ssk", "umbra:ksk:hello"])),
+            ("status", args(&["status", "--json"])),
+        ],
+        None,
+    );
+}
+
+#[test]
+fn the_certificate_corpus_replays_cleanly() {
+    let identity = umbra::crypto::Identity::from_secret_bytes(&[5u8; 64]);
+    let (cert, _) = umbra::link::certificate(&identity).unwrap();
+    assert_eq!(umbra::link::peer_id(&cert), Some(identity.id()));
+    replay(
+        "certificate",
+        bodies::certificate,
+        vec![
+            ("any", with(0, &cert)),
+            ("called", with(1, &cert)),
+            ("another", with(2, &cert)),
+        ],
+        None,
+    );
+}

@@ -539,14 +539,121 @@ pub fn files(data: &[u8]) {
             let dir = tempfile::tempdir().expect("a temporary directory");
             let path = dir.path().join("store.redb");
             std::fs::write(&path, input).expect("the file written");
-            if let Ok(store) = umbra::store::Store::open(
+            // redb can panic on a damaged file, and `Store::open` turns
+            // that into a typed error; libFuzzer's panic hook would abort
+            // at the panic before it is caught, so it stands aside here.
+            let hook = std::panic::take_hook();
+            std::panic::set_hook(Box::new(|_| {}));
+            let opened = umbra::store::Store::open(
                 &path,
                 umbra::store::Limits::default(),
                 umbra::keys::verify_block,
                 umbra::keys::supersedes,
-            ) {
+            );
+            std::panic::set_hook(hook);
+            if let Ok(store) = opened {
                 let _ = store.stats();
             }
         }
     }
+}
+
+/// The command line: arguments of any bytes (a NUL between two) parse to
+/// a command or to clap's error, never a panic; a node's flags put over
+/// the defaults validate or fail with a typed error; the URIs and the
+/// gateway addresses `put`, `get` and `status` take parse or are refused,
+/// and a URI that parses prints back to itself.
+pub fn cli(data: &[u8]) {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    use umbra::cli::{Cli, Command};
+    use umbra::gateway::remote::Gateway;
+    use umbra::keys::Uri;
+
+    let args =
+        std::iter::once(OsStr::new("umbra")).chain(data.split(|&b| b == 0).map(OsStr::from_bytes));
+    let Ok(cli) = Cli::parse_from_args(args) else {
+        return;
+    };
+    let uri = |text: &str| {
+        if let Ok(uri) = text.parse::<Uri>() {
+            let printed = uri.to_string();
+            let again: Uri = printed.parse().expect("a printed URI parses");
+            assert_eq!(again.to_string(), printed);
+        }
+    };
+    let gateway = |text: &str| {
+        if let Ok(g) = Gateway::parse(text) {
+            assert!(!g.addr.is_empty() && !g.authority.is_empty());
+        }
+    };
+    match cli.command {
+        // A file named by --config is the config target's input.
+        Command::Node(args) if args.config.is_none() => {
+            let _ = args.apply(umbra::node::Config::default()).validate();
+        }
+        Command::Put {
+            ssk, gateway: g, ..
+        } => {
+            if let Some(text) = ssk {
+                uri(&text);
+            }
+            gateway(&g);
+        }
+        Command::Get {
+            uri: u, gateway: g, ..
+        } => {
+            uri(&u);
+            gateway(&g);
+        }
+        Command::Status { gateway: g, .. } => gateway(&g),
+        _ => {}
+    }
+}
+
+/// A peer's certificate as the QUIC handshake hands it over, put to both
+/// verifiers: never a panic; the acceptor takes exactly the certificates
+/// that speak for a node id, and the dialer only the one that speaks for
+/// the node it called (and says so when it was another).
+pub fn certificate(data: &[u8]) {
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::server::danger::ClientCertVerifier;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use umbra::link::tls::{provider, ClientVerifier, ServerVerifier};
+
+    let Some((&selector, der)) = data.split_first() else {
+        return;
+    };
+    let cert = CertificateDer::from(der);
+    let id = umbra::link::peer_id(&cert);
+    let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(1_700_000_000));
+    // Calling any node, the node this certificate speaks for, or another.
+    let expected = match selector % 3 {
+        0 => None,
+        1 => id,
+        _ => Some(NodeId([selector; 32])),
+    };
+    let mismatch = Arc::new(AtomicBool::new(false));
+    let dialer = ServerVerifier {
+        expected,
+        provider: provider(),
+        mismatch: mismatch.clone(),
+    };
+    let name = ServerName::try_from("umbra").expect("a valid name");
+    let ok = dialer
+        .verify_server_cert(&cert, &[], &name, &[], now)
+        .is_ok();
+    let called = expected.is_none() || expected == id;
+    assert_eq!(ok, id.is_some() && called);
+    assert_eq!(mismatch.load(Ordering::Relaxed), id.is_some() && !called);
+    let rejected = Arc::new(AtomicUsize::new(0));
+    let acceptor = ClientVerifier {
+        provider: provider(),
+        rejected: rejected.clone(),
+    };
+    let ok = acceptor.verify_client_cert(&cert, &[], now).is_ok();
+    assert_eq!(ok, id.is_some());
+    assert_eq!(rejected.load(Ordering::Relaxed), usize::from(id.is_none()));
 }
