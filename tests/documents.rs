@@ -330,7 +330,7 @@ async fn a_third_of_the_nodes_dying_does_not_stop_fetches() {
         assert_eq!(chk_encode(&doc.root).unwrap().0, *root);
         keys.extend(doc.blocks.iter().map(|(k, _)| k.routing));
     }
-    eventually("placed", Duration::from_secs(20), || {
+    eventually("placed", Duration::from_secs(60), || {
         net.at_least_placed(&keys)
     })
     .await;
