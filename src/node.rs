@@ -88,6 +88,9 @@ pub struct Status {
     pub requests_forwarded: u64,
     /// Loop answers this node has received.
     pub loops_received: u64,
+    /// Hops of routed requests that did not answer in time; each such
+    /// neighbour is tried last for five minutes.
+    pub hops_timed_out: u64,
     /// Ring lookups of random points and block keys this node finished
     /// (relay sampling, placement, diagnostics), and the nodes they asked
     /// in all: `lookup_steps / lookups` is the mean lookup path.

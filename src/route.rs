@@ -51,7 +51,8 @@ pub struct Config {
     pub max_pending_per_peer: usize,
     /// ... and at most this many started here, by this node's exits.
     pub max_pending_local: usize,
-    /// How long a neighbour that sent a bad block is tried last.
+    /// How long a neighbour that sent a bad block, or let a request's hop
+    /// time run out, is tried last.
     pub penalty_for: Duration,
     /// Chance that this node decrements HTL at the maximum for a given
     /// neighbour (decided once per neighbour).
@@ -183,6 +184,8 @@ pub struct Router {
     held_local: usize,
     decrement_at_max: HashMap<NodeId, bool>,
     penalised: HashMap<NodeId, Instant>,
+    /// Hops that did not answer within their time.
+    hops_timed_out: u64,
     actions: VecDeque<Action>,
     rng: StdRng,
 }
@@ -198,6 +201,7 @@ impl Router {
             held_local: 0,
             decrement_at_max: HashMap::new(),
             penalised: HashMap::new(),
+            hops_timed_out: 0,
             actions: VecDeque::new(),
             rng: StdRng::from_seed(seed),
         }
@@ -216,6 +220,11 @@ impl Router {
 
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Hops of routed requests that did not answer within their time.
+    pub fn hops_timed_out(&self) -> u64 {
+        self.hops_timed_out
     }
 
     fn hop_timeout(&self, htl: u8) -> Duration {
@@ -578,6 +587,14 @@ impl Router {
                 };
                 self.finish(id, a);
             } else {
+                // The hop let its time run out: slow, gone or swallowing
+                // requests. It is tried last for a while, so that the next
+                // requests do not wait on it too; an honest node that was
+                // only slow is asked again when the penalty ends.
+                if let Some(cur) = self.pending.get(&id).and_then(|p| p.current) {
+                    self.hops_timed_out += 1;
+                    self.penalised.insert(cur, now + self.cfg.penalty_for);
+                }
                 self.try_next(id, now, ctx);
             }
         }

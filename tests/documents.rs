@@ -304,6 +304,94 @@ async fn searches_route_around_corruption_and_loops_and_miss_fast() {
     assert!(took < Duration::from_secs(1), "took {took:?}");
 }
 
+/// Two blocks of the arc a node holds that never answers.
+fn blocks_owned_by(pred: NodeId, owner: NodeId) -> Vec<(RoutingKey, Vec<u8>)> {
+    let mut out = Vec::new();
+    while out.len() < 2 {
+        let (k, b) = chk_encode(&random(1000)).unwrap();
+        if in_half_open(&k.routing.0, &pred.0, &owner.0) {
+            out.push((k.routing, b));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_never_answers_is_routed_around_then_passed_over() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut net = Net::grow(15).await;
+    // A sixteenth node that keeps its place and its blocks but swallows
+    // every request it is sent.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), Some(net.nodes[0].0.listen));
+    let hooks = node::Hooks {
+        observer: None,
+        tap: Some(Box::new(common::taps::SwallowAnswers)),
+    };
+    let silent = node::start_with(cfg, hooks).await.unwrap();
+    let silent_id = silent.id;
+    net.nodes.push((silent, dir));
+    eventually("ring correct", Duration::from_secs(30), || {
+        net.ring_correct()
+    })
+    .await;
+    let ids = net.sorted_ids();
+    let i = ids.iter().position(|n| *n == silent_id).unwrap();
+    let pred_id = ids[(i + ids.len() - 1) % ids.len()];
+    let blocks = blocks_owned_by(pred_id, silent_id);
+    let keys: Vec<RoutingKey> = blocks.iter().map(|(k, _)| *k).collect();
+    // Stored through a node further on, which hands each to its successor
+    // (the silent node takes it but never says so) and its replicas.
+    let via = net
+        .nodes
+        .iter()
+        .position(|(h, _)| h.id == ids[(i + 4) % ids.len()])
+        .unwrap();
+    for (k, b) in &blocks {
+        let _ = net.nodes[via]
+            .0
+            .client()
+            .direct()
+            .put_block(KeyKind::CHK, *k, b.clone())
+            .await;
+    }
+    eventually("replicated", Duration::from_secs(60), || {
+        net.at_least_placed(&keys)
+    })
+    .await;
+    // The silent node's predecessor asks its successor first: a request
+    // (the routed put just now, or the first fetch) waits out one hop and
+    // goes on to a replica; after that, another key of the same arc passes
+    // the silent node over at once.
+    let pred = &net.nodes[net.nodes.iter().position(|(h, _)| h.id == pred_id).unwrap()].0;
+    let timed_out = || async { pred.status().await.unwrap().hops_timed_out };
+    let direct = pred.client().direct();
+    assert_eq!(
+        direct.get_block(KeyKind::CHK, keys[0]).await.unwrap(),
+        blocks[0].1
+    );
+    let waited = timed_out().await;
+    assert!(waited >= 1, "nothing waited on the silent node");
+    assert_eq!(
+        direct.get_block(KeyKind::CHK, keys[1]).await.unwrap(),
+        blocks[1].1
+    );
+    assert_eq!(timed_out().await, waited, "the second fetch passed it over");
+    // Everyone else is served as before.
+    for (h, _) in &net.nodes {
+        if h.id != silent_id {
+            assert_eq!(
+                h.client()
+                    .direct()
+                    .get_block(KeyKind::CHK, keys[1])
+                    .await
+                    .unwrap(),
+                blocks[1].1
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_third_of_the_nodes_dying_does_not_stop_fetches() {
     let _one = ONE_AT_A_TIME.lock().await;

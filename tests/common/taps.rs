@@ -20,6 +20,27 @@ impl Tap for CorruptBlocks {
     }
 }
 
+/// Keeps its place on the ring and stores what it is given, but never
+/// answers a routed request: every answer it would send (data, not found,
+/// stored, loop) is dropped.
+pub struct SwallowAnswers;
+
+impl Tap for SwallowAnswers {
+    fn sending(&mut self, _: NodeId, frame: Frame) -> Option<Frame> {
+        match frame {
+            Frame::Message(
+                PeerMessage::Data { .. }
+                | PeerMessage::DataNotFound { .. }
+                | PeerMessage::RouteNotFound { .. }
+                | PeerMessage::Loop { .. }
+                | PeerMessage::Stored { .. }
+                | PeerMessage::Rejected { .. },
+            ) => None,
+            f => Some(f),
+        }
+    }
+}
+
 /// Flips a bit in every relay cell the node forwards away from the client:
 /// the circuits it extended for others are the ones it sent a CREATE on,
 /// and cells going out on those are going away from the client.

@@ -298,6 +298,7 @@ impl Core {
             misbehaving_peers: self.misbehaving,
             requests_forwarded: self.forwarded,
             loops_received: self.loops,
+            hops_timed_out: self.router.hops_timed_out(),
             lookups: self.lookups_done,
             lookup_steps: self.lookup_steps,
             relay: self.circuits.settings().relay,
