@@ -183,19 +183,7 @@ async fn searches_route_around_corruption_and_loops_and_miss_fast() {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut net = Net::grow(19).await;
     // A twentieth node that corrupts every block it serves.
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), Some(net.nodes[0].0.listen));
-    let hooks = node::Hooks {
-        observer: None,
-        tap: Some(Box::new(common::taps::CorruptBlocks)),
-    };
-    let bad = node::start_with(cfg, hooks).await.unwrap();
-    let bad_id = bad.id;
-    net.nodes.push((bad, dir));
-    eventually("ring correct", Duration::from_secs(30), || {
-        net.ring_correct()
-    })
-    .await;
+    let bad_id = join_behind(&mut net, Box::new(common::taps::CorruptBlocks)).await;
 
     // A block whose successor is the corrupting node.
     let ids = net.sorted_ids();
@@ -304,6 +292,24 @@ async fn searches_route_around_corruption_and_loops_and_miss_fast() {
     assert!(took < Duration::from_secs(1), "took {took:?}");
 }
 
+/// Join a node behind `tap` to the ring; its id, once the ring is correct.
+async fn join_behind(net: &mut Net, tap: Box<dyn node::Tap>) -> NodeId {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), Some(net.nodes[0].0.listen));
+    let hooks = node::Hooks {
+        observer: None,
+        tap: Some(tap),
+    };
+    let h = node::start_with(cfg, hooks).await.unwrap();
+    let id = h.id;
+    net.nodes.push((h, dir));
+    eventually("ring correct", Duration::from_secs(30), || {
+        net.ring_correct()
+    })
+    .await;
+    id
+}
+
 /// Two blocks of the arc a node holds that never answers.
 fn blocks_owned_by(pred: NodeId, owner: NodeId) -> Vec<(RoutingKey, Vec<u8>)> {
     let mut out = Vec::new();
@@ -322,19 +328,7 @@ async fn a_node_that_never_answers_is_routed_around_then_passed_over() {
     let mut net = Net::grow(15).await;
     // A sixteenth node that keeps its place and its blocks but swallows
     // every request it is sent.
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), Some(net.nodes[0].0.listen));
-    let hooks = node::Hooks {
-        observer: None,
-        tap: Some(Box::new(common::taps::SwallowAnswers)),
-    };
-    let silent = node::start_with(cfg, hooks).await.unwrap();
-    let silent_id = silent.id;
-    net.nodes.push((silent, dir));
-    eventually("ring correct", Duration::from_secs(30), || {
-        net.ring_correct()
-    })
-    .await;
+    let silent_id = join_behind(&mut net, Box::new(common::taps::SwallowAnswers)).await;
     let ids = net.sorted_ids();
     let i = ids.iter().position(|n| *n == silent_id).unwrap();
     let pred_id = ids[(i + ids.len() - 1) % ids.len()];
