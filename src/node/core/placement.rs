@@ -124,6 +124,8 @@ pub struct Placement {
     lookups: HashMap<LookupId, LookupFor>,
     pushes: BTreeMap<RequestId, Push>,
     queue: VecDeque<(KeyKind, RoutingKey, Peer)>,
+    /// What `queue` holds, to tell at once whether a push is queued.
+    queued: HashSet<(RoutingKey, NodeId)>,
     leaving: Option<Leaving>,
     next_id: u64,
     actions: VecDeque<Action>,
@@ -139,6 +141,7 @@ impl Placement {
             lookups: HashMap::new(),
             pushes: BTreeMap::new(),
             queue: VecDeque::new(),
+            queued: HashSet::new(),
             leaving: None,
             next_id: 0,
             actions: VecDeque::new(),
@@ -189,6 +192,15 @@ impl Placement {
     /// its pushes will not be acknowledged.
     pub fn handle_link_down(&mut self, peer: NodeId, now: Instant) {
         self.confirmed.retain(|(_, n)| *n != peer);
+        // Pushes queued for it would each wait on a dial that fails, in
+        // front of the pushes to whoever replaces it: the next pass queues
+        // again whatever still belongs there.
+        let before = self.queue.len();
+        self.queue.retain(|(_, _, p)| p.id != peer);
+        self.queued.retain(|(_, n)| *n != peer);
+        if self.queue.len() < before {
+            self.replicate_soon(now);
+        }
         self.fail_pushes(|p| p.to.id == peer, StoreError::NoRoute, now);
     }
 
@@ -361,6 +373,7 @@ impl Placement {
             let Some((kind, key, to)) = self.queue.pop_front() else {
                 return;
             };
+            self.queued.remove(&(key, to.id));
             self.start_push(kind, key, to, now);
         }
     }
@@ -394,13 +407,11 @@ impl Placement {
                 .pushes
                 .values()
                 .any(|p| p.key == key && p.to.id == peer.id)
-            || self
-                .queue
-                .iter()
-                .any(|(_, k, p)| *k == key && p.id == peer.id)
+            || self.queued.contains(&(key, peer.id))
         {
             return;
         }
+        self.queued.insert((key, peer.id));
         self.queue.push_back((kind, key, peer));
     }
 
@@ -482,6 +493,7 @@ impl Placement {
     /// (or `deadline` passed).
     pub fn start_leave(&mut self, view: &View<'_>, deadline: Instant, now: Instant) {
         self.queue.clear();
+        self.queued.clear();
         self.replicate_at = None;
         let mut pushes = HashSet::new();
         if let Some(succ) = view.ring.successors().first().cloned() {
@@ -507,5 +519,57 @@ impl Placement {
     /// Call after an acknowledgement or a failure: a leave may be done.
     pub fn settle(&mut self, now: Instant) {
         self.check_leave(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::NodeDescriptor;
+
+    fn peer(n: u8) -> Peer {
+        Peer::new(NodeDescriptor {
+            identity: [n; 32],
+            onion_key: [0; 32],
+            published: 0,
+            flags: NodeDescriptor::FLAG_RELAY,
+            addrs: Vec::new(),
+            signature: [0; 64],
+        })
+    }
+
+    fn reads(p: &mut Placement) -> Vec<RoutingKey> {
+        std::iter::from_fn(|| p.poll_action())
+            .filter_map(|a| match a {
+                Action::Read { key, .. } => Some(key),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pushes_queued_for_a_node_that_went_away_do_not_wait_in_front_of_the_rest() {
+        let now = Instant::now();
+        let (dead, live) = (peer(1), peer(2));
+        let mut p = Placement::new(5);
+        for i in 0..4 * PUSHES_IN_FLIGHT as u8 {
+            p.push(KeyKind::CHK, RoutingKey([i; 32]), dead.clone());
+        }
+        p.push(KeyKind::CHK, RoutingKey([255; 32]), live.clone());
+        // A second push of a queued block to the same node is not queued
+        // twice.
+        p.push(KeyKind::CHK, RoutingKey([255; 32]), live.clone());
+        p.pump(now);
+        assert_eq!(reads(&mut p).len(), PUSHES_IN_FLIGHT);
+
+        p.handle_link_down(dead.id, now);
+        p.pump(now);
+        // What was in flight to it failed; what was queued for it is gone,
+        // and the push to the live node goes out at once, alone.
+        assert_eq!(reads(&mut p), vec![RoutingKey([255; 32])]);
+        assert_eq!(p.pushes.len(), 1);
+        // And the next pass is due, to queue again what still belongs on
+        // whoever took the dead node's place.
+        assert!(p.poll_timeout().is_some_and(|t| t <= now + REPLICATE_DELAY));
     }
 }
