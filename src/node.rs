@@ -124,6 +124,9 @@ pub struct Status {
     pub guards_dropped: u64,
     /// Replicas pushed for keys this node has no place for, refused.
     pub replicas_refused: u64,
+    /// Replicas peers pushed here and this node acknowledged, whether new
+    /// to it or already held: replication at work.
+    pub replicas_taken: u64,
     /// Blocks the datastore failed to write (a full disk, say): each
     /// refused to whoever sent it.
     pub store_write_failures: u64,

@@ -458,6 +458,7 @@ pub struct Core {
     misbehaving: u64,
     /// Replicas refused for keys this node has no place for.
     replicas_refused: u64,
+    replicas_taken: u64,
     /// Writes the datastore failed (a full disk, say), and when that was
     /// last said in the log.
     store_write_failures: u64,
@@ -560,6 +561,7 @@ impl Core {
             lookup_steps: 0,
             misbehaving: 0,
             replicas_refused: 0,
+            replicas_taken: 0,
             store_write_failures: 0,
             store_warned: None,
             blocks_evicted: 0,

@@ -144,7 +144,10 @@ impl Core {
                 key,
             } => {
                 let reply = match &result {
-                    StoreResult::Put(Ok(_)) => Some(PeerMessage::Stored { id }),
+                    StoreResult::Put(Ok(_)) => {
+                        self.replicas_taken += 1;
+                        Some(PeerMessage::Stored { id })
+                    }
                     StoreResult::Put(Err(StoreFailure::BadBlock)) => None,
                     other => {
                         self.store_failed("a replica", other, now);
@@ -313,6 +316,7 @@ impl Core {
             successor_lists_refused: self.ring.successor_lists_refused(),
             guards_dropped: circuits.guards_dropped,
             replicas_refused: self.replicas_refused,
+            replicas_taken: self.replicas_taken,
             store_write_failures: self.store_write_failures,
             blocks_evicted: self.blocks_evicted,
             exit_streams_refused: circuits.exit_refused,
