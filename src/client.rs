@@ -7,7 +7,10 @@
 //! most [`WINDOW`] requests in flight.
 
 use std::future::Future;
+use std::ops::Range;
 use std::sync::Arc;
+
+use bytes::Bytes;
 use std::time::Duration;
 
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
@@ -20,6 +23,10 @@ use crate::keys::{
 };
 use crate::node::{NodeClient, RequestError};
 use crate::wire::{KeyKind, RoutingKey};
+
+mod stream;
+
+pub use stream::{Reader, SEGMENTS_AHEAD};
 
 /// Block requests in flight at once for one document.
 pub const WINDOW: usize = 16;
@@ -342,7 +349,7 @@ async fn get_signed<B: Blocks>(b: &B, key: &SskRequestKey) -> Result<(Vec<u8>, u
     }
 }
 
-/// Fetch the document a URI names.
+/// Fetch the document a URI names, whole, into memory.
 pub async fn fetch<B: Blocks>(b: &B, uri: &Uri) -> Result<Document, ClientError> {
     fetch_with_progress(b, uri, None).await
 }
@@ -353,19 +360,69 @@ pub async fn fetch_with_progress<B: Blocks>(
     uri: &Uri,
     progress: Option<&ProgressTx>,
 ) -> Result<Document, ClientError> {
-    let (doc, _held) = fetch_within(b, uri, progress, &Budget::unbounded()).await?;
-    Ok(doc)
+    let doc = open(b, uri, &Budget::unbounded()).await?;
+    let (content_type, version) = (doc.content_type.clone(), doc.version);
+    let data = doc.read_all(progress.cloned()).collect().await?;
+    Ok(Document {
+        content_type,
+        data,
+        version,
+    })
 }
 
-/// [`fetch_with_progress`], holding the document's memory in `budget`
-/// from the moment its root says how large it is; the share comes back
-/// with the document and is given back when dropped.
-pub async fn fetch_within<B: Blocks>(
-    b: &B,
-    uri: &Uri,
-    progress: Option<&ProgressTx>,
-    budget: &Budget,
-) -> Result<(Document, Held), ClientError> {
+/// A document whose root is read: what it is and how long, ready to be
+/// read in whole or in part. Holds the share of the [`Budget`] its
+/// reading needs, given back when the reading ends or this is dropped.
+pub struct Opened<B> {
+    pub content_type: String,
+    /// For signed documents, the version found.
+    pub version: Option<u64>,
+    /// The document's length in bytes.
+    pub len: u64,
+    body: Body<B>,
+}
+
+enum Body<B> {
+    Inline(Bytes),
+    Blocks {
+        b: B,
+        manifest: Arc<Manifest>,
+        held: Held,
+    },
+}
+
+impl<B: Blocks> Body<B> {
+    fn read(self, range: Range<u64>, progress: Option<ProgressTx>) -> Reader {
+        match self {
+            Body::Inline(data) => {
+                let len = data.len() as u64;
+                let (start, end) = (range.start.min(len), range.end.min(len));
+                report(progress.as_ref(), |p| *p = Progress { done: 1, total: 1 });
+                Reader::ready(data.slice(start as usize..end.max(start) as usize))
+            }
+            Body::Blocks { b, manifest, held } => Reader::spawn(b, manifest, range, progress, held),
+        }
+    }
+}
+
+impl<B: Blocks> Opened<B> {
+    /// The bytes of `range` (cut to the document), in order, as their
+    /// blocks arrive; `progress` counts the blocks.
+    pub fn read(self, range: Range<u64>, progress: Option<ProgressTx>) -> Reader {
+        self.body.read(range, progress)
+    }
+
+    /// The whole document, in order, as its blocks arrive.
+    pub fn read_all(self, progress: Option<ProgressTx>) -> Reader {
+        let len = self.len;
+        self.read(0..len, progress)
+    }
+}
+
+/// Read the root of the document `uri` names (and its key list, if that
+/// is a document of its own), holding in `budget` what reading it takes:
+/// a window of segments, not the document.
+pub async fn open<B: Blocks>(b: &B, uri: &Uri, budget: &Budget) -> Result<Opened<B>, ClientError> {
     let (root, version) = match uri {
         Uri::Chk(key) => (get_root(b, *key).await?, None),
         Uri::Ssk(key) => {
@@ -378,120 +435,57 @@ pub async fn fetch_within<B: Blocks>(
         }
         Uri::SskInsert(_) => return Err(ClientError::InsertUri),
     };
-    let (content_type, data, held) = fetch_root(b, &root, progress, budget, 0).await?;
-    Ok((
-        Document {
-            content_type,
-            data,
-            version,
-        },
-        held,
-    ))
+    let (content_type, len, body) = open_root(b, &root, budget, 0).await?;
+    Ok(Opened {
+        content_type,
+        version,
+        len,
+        body,
+    })
 }
 
-/// Everything under a root: inline data, or a manifest's segments.
-async fn fetch_root<B: Blocks>(
+/// What a root describes: inline data, or a manifest with every key.
+async fn open_root<B: Blocks>(
     b: &B,
     root: &[u8],
-    progress: Option<&ProgressTx>,
     budget: &Budget,
     depth: usize,
-) -> Result<(String, Vec<u8>, Held), ClientError> {
-    let (manifest, held) = match decode_root(root)? {
+) -> Result<(String, u64, Body<B>), ClientError> {
+    let manifest = match decode_root(root)? {
         Root::Inline { content_type, data } => {
-            report(progress, |p| *p = Progress { done: 1, total: 1 });
-            return Ok((content_type, data, Held::default()));
+            let len = data.len() as u64;
+            return Ok((content_type, len, Body::Inline(data.into())));
         }
-        Root::Manifest(m) => {
-            let held = budget
-                .hold(m.total_len.saturating_mul(HOLD_PER_BYTE))
-                .await?;
-            (m, held)
-        }
-        Root::Nested { manifest, list, .. } => {
+        Root::Manifest(m) => m,
+        Root::Nested {
+            manifest,
+            list,
+            list_len,
+        } => {
             if depth >= keys::MAX_NESTING {
                 return Err(DocError::TooDeep.into());
             }
-            // The document and its key list, which is a document of its
-            // own (and holds its own share while it is fetched).
-            let held = budget
-                .hold(manifest.total_len.saturating_mul(HOLD_PER_BYTE))
-                .await?;
+            // The key list is a document of its own, read whole: 64 bytes
+            // a block, some 3 MiB for a 1 GiB document.
+            let held = budget.hold(list_len.saturating_mul(HOLD_PER_BYTE)).await?;
             let list_root = get_root(b, list).await?;
-            let (_, list_bytes, list_held) =
-                Box::pin(fetch_root(b, &list_root, None, budget, depth + 1)).await?;
-            let keys = split_key_list(&list_bytes)?;
-            drop((list_bytes, list_held));
-            (fill_keys(manifest, keys)?, held)
+            let (_, _, list) = Box::pin(open_root(b, &list_root, budget, depth + 1)).await?;
+            let bytes = list.read(0..list_len, None).collect().await?;
+            let keys = split_key_list(&bytes)?;
+            drop((bytes, held));
+            fill_keys(manifest, keys)?
         }
     };
-    let total: usize = manifest.segments.iter().map(|s| s.data).sum();
-    let total = u64::try_from(total).unwrap_or(u64::MAX);
-    report(progress, |p| *p = Progress { done: 0, total });
-    let data = fetch_segments(b, &manifest, progress).await?;
-    Ok((manifest.content_type, data, held))
-}
-
-/// Fetch each segment's data blocks, and parity blocks only for those that
-/// fail; rebuild; cut to the document's length.
-async fn fetch_segments<B: Blocks>(
-    b: &B,
-    m: &Manifest,
-    progress: Option<&ProgressTx>,
-) -> Result<Vec<u8>, ClientError> {
-    let mut found: Vec<Vec<Option<Vec<u8>>>> = m
-        .segments
-        .iter()
-        .map(|s| vec![None; s.data + s.parity])
-        .collect();
-    // First round: every data block. Then, per segment, as many parity
-    // blocks as data blocks were missing, until none are left to try.
-    let mut wanted: Vec<(usize, usize)> = m
-        .segments
-        .iter()
-        .enumerate()
-        .flat_map(|(si, s)| (0..s.data).map(move |i| (si, i)))
-        .collect();
-    let mut next_parity: Vec<usize> = m.segments.iter().map(|s| s.data).collect();
-    while !wanted.is_empty() {
-        let mut set = JoinSet::new();
-        let mut queue = wanted.drain(..);
-        loop {
-            while set.len() < WINDOW {
-                let Some((si, i)) = queue.next() else {
-                    break;
-                };
-                let key = m.segments[si].keys[i];
-                let b = b.clone();
-                set.spawn(async move { (si, i, get_chk(&b, key).await) });
-            }
-            match set.join_next().await {
-                Some(Ok((si, i, Ok(plain)))) => {
-                    found[si][i] = Some(plain);
-                    report(progress, |p| p.done = (p.done + 1).min(p.total));
-                }
-                Some(Ok((_, _, Err(_)))) => {}
-                Some(Err(_)) => return Err(RequestError::Stopped.into()),
-                None => break,
-            }
-        }
-        drop(queue);
-        for (si, s) in m.segments.iter().enumerate() {
-            let have = found[si].iter().filter(|f| f.is_some()).count();
-            let short = s.data.saturating_sub(have);
-            let end = (next_parity[si] + short).min(s.data + s.parity);
-            wanted.extend((next_parity[si]..end).map(|i| (si, i)));
-            next_parity[si] = end;
-        }
-    }
-    let mut out = Vec::new();
-    for (si, s) in m.segments.iter().enumerate() {
-        for chunk in s.rebuild(si, &found[si])? {
-            out.extend_from_slice(&chunk);
-        }
-    }
-    out.truncate(usize::try_from(m.total_len).unwrap_or(usize::MAX));
-    Ok(out)
+    let held = budget.hold(stream::window_bytes(&manifest)).await?;
+    Ok((
+        manifest.content_type.clone(),
+        manifest.total_len,
+        Body::Blocks {
+            b: b.clone(),
+            manifest: Arc::new(manifest),
+            held,
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -525,6 +519,168 @@ mod tests {
             self.0.lock().unwrap().insert((kind, key), block);
             Ok(())
         }
+    }
+
+    /// Blocks in memory, counting the gets, some of them lost.
+    #[derive(Clone, Default)]
+    struct Counted {
+        mem: Mem,
+        gets: Arc<std::sync::atomic::AtomicUsize>,
+        lost: Arc<Mutex<std::collections::HashSet<RoutingKey>>>,
+    }
+
+    impl Counted {
+        fn gets(&self) -> usize {
+            self.gets.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl Blocks for Counted {
+        async fn get(&self, kind: KeyKind, key: RoutingKey) -> Result<Vec<u8>, RequestError> {
+            self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if self.lost.lock().unwrap().contains(&key) {
+                return Err(RequestError::DataNotFound);
+            }
+            self.mem.get(kind, key).await
+        }
+
+        async fn put(
+            &self,
+            kind: KeyKind,
+            key: RoutingKey,
+            block: Vec<u8>,
+        ) -> Result<(), RequestError> {
+            self.mem.put(kind, key, block).await
+        }
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 + i / 4099) as u8).collect()
+    }
+
+    async fn stored(len: usize) -> (Counted, Uri, Vec<u8>) {
+        let b = Counted::default();
+        let data = pattern(len);
+        let uri = insert(&b, "application/octet-stream", &data, Target::Chk)
+            .await
+            .unwrap();
+        (b, uri, data)
+    }
+
+    async fn manifest(b: &Counted, uri: &Uri) -> Manifest {
+        let Uri::Chk(key) = uri else { unreachable!() };
+        let root = get_root(b, *key).await.unwrap();
+        match open_root(b, &root, &Budget::unbounded(), 0)
+            .await
+            .unwrap()
+            .2
+        {
+            Body::Blocks { manifest, .. } => (*manifest).clone(),
+            Body::Inline(_) => panic!("expected a manifest"),
+        }
+    }
+
+    #[tokio::test]
+    async fn any_range_reads_back_exactly_its_bytes_and_only_its_blocks() {
+        // Five segments.
+        let (b, uri, data) = stored(9 << 20).await;
+        let len = data.len() as u64;
+        let payload = keys::BLOCK_PAYLOAD as u64;
+        let seg = payload * keys::SEGMENT_DATA_BLOCKS as u64;
+        for range in [
+            0..len,
+            0..1,
+            len - 1..len,
+            payload - 1..payload + 1,
+            seg - 10..2 * seg + 10,
+            3 * seg + 5..3 * seg + 105,
+            len - 3 * payload..len,
+            500..500,
+        ] {
+            let doc = open(&b, &uri, &Budget::unbounded()).await.unwrap();
+            assert_eq!(doc.len, len);
+            let before = b.gets();
+            let got = doc.read(range.clone(), None).collect().await.unwrap();
+            let want = &data[range.start as usize..range.end as usize];
+            assert!(got == want, "{range:?}: {} bytes", got.len());
+            // One block per chunk the range touches, no more.
+            let chunks = if range.is_empty() {
+                0
+            } else {
+                (range.end - 1) / payload - range.start / payload + 1
+            };
+            assert_eq!((b.gets() - before) as u64, chunks, "{range:?}");
+        }
+        // A range past the end reads nothing.
+        let doc = open(&b, &uri, &Budget::unbounded()).await.unwrap();
+        assert!(doc
+            .read(len..len + 10, None)
+            .collect()
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_streamed_read_rebuilds_what_the_code_allows_and_names_the_segment_it_cannot() {
+        let (b, uri, data) = stored(5 << 20).await;
+        let m = manifest(&b, &uri).await;
+        // Segment 0 loses as many data blocks as it has parity; segment 1
+        // loses one block more than it can.
+        for k in &m.segments[0].keys[..m.segments[0].parity] {
+            b.lost.lock().unwrap().insert(k.routing);
+        }
+        let doc = open(&b, &uri, &Budget::unbounded()).await.unwrap();
+        assert!(doc.read_all(None).collect().await.unwrap() == data);
+        let s1 = &m.segments[1];
+        for k in &s1.keys[..s1.parity + 1] {
+            b.lost.lock().unwrap().insert(k.routing);
+        }
+        let doc = open(&b, &uri, &Budget::unbounded()).await.unwrap();
+        let mut reader = doc.read_all(None);
+        let mut sent = 0;
+        let err = loop {
+            match reader.next().await.expect("an end or an error") {
+                Ok(piece) => sent += piece.len(),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(
+            err,
+            ClientError::Document(DocError::Unrecoverable {
+                segment: 1,
+                have: s1.data - 1,
+                need: s1.data,
+                total: s1.data + s1.parity
+            })
+        );
+        // Segment 0 went out whole before segment 1 failed.
+        let seg0 = m.segments[0].data * keys::BLOCK_PAYLOAD;
+        assert_eq!(sent, seg0);
+        assert!(reader.next().await.is_none(), "nothing after an error");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_nobody_reads_stops_asking_for_blocks() {
+        let (b, uri, _) = stored(12 << 20).await;
+        let doc = open(&b, &uri, &Budget::unbounded()).await.unwrap();
+        let before = b.gets();
+        let mut reader = doc.read_all(None);
+        reader.next().await.unwrap().unwrap();
+        // The paused clock moves only once every task waits: the reader
+        // has done all it will do while its pieces are not taken.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let asked = b.gets() - before;
+        assert!(
+            asked <= SEGMENTS_AHEAD * keys::SEGMENT_DATA_BLOCKS,
+            "{asked} blocks asked for while nobody read"
+        );
+        // And the rest comes when it is read.
+        let mut rest = 0;
+        while let Some(piece) = reader.next().await {
+            rest += piece.unwrap().len();
+        }
+        assert!(rest > 10 << 20);
     }
 
     #[tokio::test]

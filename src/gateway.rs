@@ -42,12 +42,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-use crate::client::{self, Budget, ClientError, Document, Held, Progress, ProgressTx, Target};
+use crate::client::{self, Budget, ClientError, Held, Progress, ProgressTx, Target};
 use crate::keys::{self, SskInsertKey, Uri};
 use crate::node::NodeClient;
 
 mod error;
 pub mod page;
+pub mod range;
 pub mod remote;
 pub mod url;
 mod work;
@@ -93,8 +94,6 @@ impl Default for Local {
 pub const MAX_CONNECTIONS: usize = 256;
 /// Progress lines go out at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
-/// A fetched document goes out in pieces of this size.
-const CHUNK: usize = 64 << 10;
 
 /// Ask for the answer as progress lines.
 pub const PROGRESS_HEADER: &str = "x-umbra-progress";
@@ -211,14 +210,18 @@ fn full(body: impl Into<Bytes>) -> Body {
     Full::new(body.into()).boxed()
 }
 
-/// A whole body that keeps its document's share of the budget until it
-/// is dropped: sent, or the client gone.
-struct HeldBody {
-    inner: Full<Bytes>,
-    _held: Held,
+/// A document's body as its reader brings it: the length is known (and
+/// sent as Content-Length), so a reading that fails half way ends the
+/// connection short of it, which no client takes for the whole document.
+/// The reader holds the document's share of the budget until it is
+/// dropped: sent, or the client gone.
+struct ReaderBody {
+    first: Option<Bytes>,
+    reader: client::Reader,
+    left: u64,
 }
 
-impl hyper::body::Body for HeldBody {
+impl hyper::body::Body for ReaderBody {
     type Data = Bytes;
     type Error = Infallible;
 
@@ -226,24 +229,31 @@ impl hyper::body::Body for HeldBody {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+        use std::task::Poll;
+        let this = self.get_mut();
+        let piece = match this.first.take() {
+            Some(first) => first,
+            None => match this.reader.poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(piece))) => piece,
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::debug!("a document broke off while it was sent: {e}");
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+            },
+        };
+        this.left = this.left.saturating_sub(piece.len() as u64);
+        Poll::Ready(Some(Ok(hyper::body::Frame::data(piece))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.left == 0
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
+        hyper::body::SizeHint::with_exact(self.left)
     }
-}
-
-fn full_held(body: Vec<u8>, held: Held) -> Body {
-    HeldBody {
-        inner: Full::new(body.into()),
-        _held: held,
-    }
-    .boxed()
 }
 
 fn respond(
@@ -335,8 +345,7 @@ fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
 
 /// How an insert or fetch ended, for a progress answer.
 enum Finished {
-    Inserted(Uri),
-    Fetched(Document, Held),
+    Inserted(Box<Uri>),
     Failed(ErrorCode, String),
 }
 
@@ -430,7 +439,7 @@ impl Service {
                     }
                 };
                 if reads {
-                    self.fetch(uri, wants_progress(&req)).await
+                    self.fetch(&req, uri).await
                 } else if writes {
                     self.insert(req, Some(uri)).await
                 } else {
@@ -455,31 +464,78 @@ impl Service {
         html(StatusCode::OK, page::index(status.as_ref(), self.front))
     }
 
-    async fn fetch(&self, uri: Uri, progress: bool) -> Response<Body> {
+    async fn fetch(&self, req: &Request<Incoming>, uri: Uri) -> Response<Body> {
         if matches!(uri, Uri::SskInsert(_)) {
             return failure(ErrorCode::InsertUri, ClientError::InsertUri);
         }
         let node = self.node.clone();
         let budget = self.local.budget.clone();
-        if progress {
-            return streamed(move |p| async move {
-                match client::fetch_within(&node, &uri, Some(&p), &budget).await {
-                    Ok((doc, held)) => Finished::Fetched(doc, held),
-                    Err(e) => Finished::Failed(ErrorCode::of(&e), e.to_string()),
-                }
-            });
+        if wants_progress(req) {
+            return work::streamed_fetch(node, uri, budget);
         }
-        match client::fetch_within(&node, &uri, None, &budget).await {
-            Ok((doc, held)) => {
-                let mut r = Response::new(full_held(doc.data, held));
-                document_headers(r.headers_mut(), &doc.content_type);
-                if let Some(v) = doc.version {
-                    r.headers_mut().insert(VERSION_HEADER, HeaderValue::from(v));
+        let doc = match client::open(&node, &uri, &budget).await {
+            Ok(doc) => doc,
+            Err(e) => return failure(ErrorCode::of(&e), e),
+        };
+        let (len, version, content_type) = (doc.len, doc.version, doc.content_type.clone());
+        let range = match header_str(req.headers(), header::RANGE).map(|r| range::parse(r, len)) {
+            None | Some(range::Asked::Ignored) => None,
+            Some(range::Asked::Part(r)) => Some(r),
+            Some(range::Asked::Unsatisfiable) => {
+                let mut r = failure(
+                    ErrorCode::RangeNotSatisfiable,
+                    format!("the document is {len} bytes long"),
+                );
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                    r.headers_mut().insert(header::CONTENT_RANGE, v);
                 }
-                r
+                return r;
             }
-            Err(e) => failure(ErrorCode::of(&e), e),
+        };
+        let (status, part) = match &range {
+            Some(r) => (StatusCode::PARTIAL_CONTENT, r.clone()),
+            None => (StatusCode::OK, 0..len),
+        };
+        let mut r = if req.method() == Method::HEAD {
+            // What the manifest says is all a HEAD needs.
+            let mut r = Response::new(full(Bytes::new()));
+            r.headers_mut().insert(
+                header::CONTENT_LENGTH,
+                HeaderValue::from(part.end - part.start),
+            );
+            r
+        } else {
+            let mut reader = doc.read(part.clone(), None);
+            // The first piece before the answer's head, so that a document
+            // that cannot be read at all gets its own error code.
+            let first = match reader.next().await {
+                Some(Ok(piece)) => piece,
+                Some(Err(e)) => return failure(ErrorCode::of(&e), e),
+                None => Bytes::new(),
+            };
+            Response::new(
+                ReaderBody {
+                    first: Some(first),
+                    reader,
+                    left: part.end - part.start,
+                }
+                .boxed(),
+            )
+        };
+        *r.status_mut() = status;
+        let h = r.headers_mut();
+        document_headers(h, &content_type);
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        if range.is_some() && !part.is_empty() {
+            let value = format!("bytes {}-{}/{len}", part.start, part.end - 1);
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(header::CONTENT_RANGE, v);
+            }
         }
+        if let Some(v) = version {
+            h.insert(VERSION_HEADER, HeaderValue::from(v));
+        }
+        r
     }
 
     async fn insert(&self, req: Request<Incoming>, target: Option<Uri>) -> Response<Body> {
@@ -499,7 +555,7 @@ impl Service {
         if progress {
             return streamed(move |p| async move {
                 let done = match insert(&node, &content_type, &data, key, Some(&p)).await {
-                    Ok(uri) => Finished::Inserted(uri),
+                    Ok(uri) => Finished::Inserted(Box::new(uri)),
                     Err(e) => Finished::Failed(ErrorCode::of(&e), e.to_string()),
                 };
                 drop(held);

@@ -373,20 +373,48 @@ async fn get(uri: &str, output: Option<&Path>, gateway: &str) -> Result<(), Fail
         }
     }
     let mut bar = Bar::new("fetching");
-    let doc = gateway::remote::get(gateway, uri.trim(), |p| bar.update(p)).await;
-    bar.finish();
-    let doc = doc?;
-    let written = match output {
-        Some(path) => std::fs::write(path, &doc.data)
-            .map_err(|e| format!("cannot write {}: {e}", path.display())),
+    let fetched = match output {
+        Some(path) => {
+            // Into a file beside the target, renamed once every byte is
+            // in: a failed fetch never leaves a part under the name asked
+            // for.
+            let mut name = path.file_name().unwrap_or_default().to_os_string();
+            name.push(".part");
+            let part = path.with_file_name(name);
+            let file = tokio::fs::File::create(&part).await.map_err(|e| {
+                Failure::new(
+                    exit::FAILURE,
+                    format!("cannot write {}: {e}", part.display()),
+                )
+            })?;
+            let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
+            let got = gateway::remote::get(gateway, uri.trim(), |p| bar.update(p), &mut out).await;
+            let got = match got {
+                Ok(f) => out
+                    .into_inner()
+                    .sync_all()
+                    .await
+                    .map(|()| f)
+                    .map_err(|e| gateway::GatewayError::Write(e.to_string())),
+                Err(e) => Err(e),
+            };
+            match got {
+                Ok(f) => std::fs::rename(&part, path)
+                    .map(|()| f)
+                    .map_err(|e| gateway::GatewayError::Write(format!("{}: {e}", path.display()))),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&part);
+                    Err(e)
+                }
+            }
+        }
         None => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(&doc.data)
-                .and_then(|()| out.flush())
-                .map_err(|e| format!("cannot write the document: {e}"))
+            let mut out = tokio::io::stdout();
+            gateway::remote::get(gateway, uri.trim(), |p| bar.update(p), &mut out).await
         }
     };
-    written.map_err(|m| Failure::new(exit::FAILURE, m))
+    bar.finish();
+    fetched.map(drop).map_err(Failure::from)
 }
 
 fn init_logging(default: &str) {

@@ -147,6 +147,43 @@ async fn curl_inserts_and_fetches_through_the_socks_proxy() {
     assert_eq!(text(&get.stdout), "200 application/x-test");
     assert_eq!(std::fs::read(&got).unwrap(), data, "bytes differ");
 
+    // HEAD answers from the root; a range gets only its bytes, 206, with
+    // where they sit; a range past the end is refused, 416.
+    let head = curl(socks, &["-I", &url]).await;
+    let head = text(&head.stdout).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-length: 300000\r\n"), "{head}");
+    assert!(head.contains("accept-ranges: bytes\r\n"), "{head}");
+    let part = curl(
+        socks,
+        &["-D", "-", "-o", &got_arg, "-r", "100000-200099", &url],
+    )
+    .await;
+    let head = text(&part.stdout).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 206"), "{head}");
+    assert!(
+        head.contains("content-range: bytes 100000-200099/300000\r\n"),
+        "{head}"
+    );
+    assert!(std::fs::read(&got).unwrap() == data[100_000..200_100]);
+    let tail = curl(socks, &["-o", &got_arg, "-r", "-1000", &url]).await;
+    assert!(tail.status.success(), "{}", text(&tail.stderr));
+    assert!(std::fs::read(&got).unwrap() == data[299_000..]);
+    let past = curl(
+        socks,
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-r",
+            "300000-",
+            &url,
+        ],
+    )
+    .await;
+    assert_eq!(text(&past.stdout), "416");
+
     // POST works the same; credentials choose a circuit of their own.
     let built = net.entry().status().await.unwrap().circuits_built;
     let proxy = format!("socks5h://alice:secret@{socks}");
@@ -709,10 +746,11 @@ async fn the_gateway_holds_no_more_documents_than_its_budget_nor_a_body_longer_t
     )
     .await
     .expect("a small insert");
-    let got = remote::get(&gateway, &uri, |_| {})
+    let mut got = Vec::new();
+    remote::get(&gateway, &uri, |_| {}, &mut got)
         .await
         .expect("a small fetch");
-    assert_eq!(got.data, small);
+    assert_eq!(got, small);
 
     // An insert over it is refused, typed, before a block is stored.
     let big = random(600 << 10);
@@ -747,7 +785,7 @@ async fn the_gateway_holds_no_more_documents_than_its_budget_nor_a_body_longer_t
     .expect("the library inserts it")
     .to_string();
     too_large(
-        remote::get(&gateway, &uri, |_| {})
+        remote::get(&gateway, &uri, |_| {}, &mut Vec::new())
             .await
             .map(|_| String::new()),
         "a fetch over the budget",
@@ -797,10 +835,16 @@ async fn the_gateway_holds_no_more_documents_than_its_budget_nor_a_body_longer_t
     assert!(head.contains("x-umbra-error: timeout"), "{head}");
 
     // And the node keeps serving what fits.
-    let got = remote::get(&gateway, &uri_small(&small, &gateway).await, |_| {})
-        .await
-        .expect("a small fetch after the refusals");
-    assert_eq!(got.data, small);
+    let mut got = Vec::new();
+    remote::get(
+        &gateway,
+        &uri_small(&small, &gateway).await,
+        |_| {},
+        &mut got,
+    )
+    .await
+    .expect("a small fetch after the refusals");
+    assert_eq!(got, small);
     net.shutdown().await;
 }
 
@@ -815,4 +859,115 @@ async fn uri_small(data: &[u8], gateway: &str) -> String {
     )
     .await
     .expect("insert")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_that_breaks_off_half_way_is_never_taken_for_whole() {
+    // Three segments; the last one loses more blocks than its code can
+    // spare, everywhere, after the first two could already be sent.
+    let net = network(10_000).await;
+    let gateway = gateway_of(&net);
+    let data = random(5 << 20);
+    let node = net.entry().client();
+    let uri = client::insert(&node, "application/octet-stream", &data, Target::Chk)
+        .await
+        .expect("inserted");
+    let Uri::Chk(root_key) = &uri else {
+        unreachable!()
+    };
+    let root = node
+        .direct()
+        .get_block(umbra::wire::KeyKind::CHK, root_key.routing)
+        .await
+        .unwrap();
+    let root = umbra::keys::chk_decode(root_key, &root).unwrap();
+    let umbra::keys::Root::Manifest(m) = umbra::keys::decode_root(&root).unwrap() else {
+        panic!("a 5 MiB document has a direct manifest");
+    };
+    assert_eq!(m.segments.len(), 3);
+    // Every block on every node (five copies asked, four nodes) before
+    // any is taken away, so that no replication brings one back.
+    let blocks: u64 = m
+        .segments
+        .iter()
+        .map(|s| (s.data + s.parity) as u64)
+        .sum::<u64>()
+        + 1
+        + u64::from(umbra::keys::ROOT_COPIES);
+    let placed = async {
+        loop {
+            let mut all = true;
+            for n in net.nodes() {
+                all &= n.status().await.unwrap().blocks_stored == blocks;
+            }
+            if all {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), placed)
+        .await
+        .expect("every block on every node within a minute");
+    let last = &m.segments[2];
+    for k in &last.keys[..=last.parity] {
+        for n in net.nodes() {
+            n.forget_block(umbra::wire::KeyKind::CHK, k.routing)
+                .await
+                .unwrap();
+        }
+    }
+
+    // curl: the head says 5 MiB, the connection ends short of it, and
+    // curl says so.
+    let dir = tempfile::tempdir().unwrap();
+    let got = dir.path().join("got.bin");
+    let out = run(
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "90",
+            "-o",
+            got.to_str().unwrap(),
+            &format!("{gateway}/{uri}"),
+        ],
+        None,
+    )
+    .await;
+    let len = std::fs::metadata(&got).map_or(0, |m| m.len());
+    assert!(
+        !out.status.success(),
+        "curl took a broken document for whole ({len} bytes): {}",
+        text(&out.stderr)
+    );
+    let len = std::fs::metadata(&got).map_or(0, |m| m.len());
+    assert!(len < data.len() as u64, "{len} bytes");
+    assert!(std::fs::read(&got).unwrap() == data[..len as usize]);
+
+    // The command line: the typed failure, naming the segment, and no
+    // file under the name asked for (nor its part).
+    let out_file = dir.path().join("doc.bin");
+    let get = run(
+        UMBRA,
+        &[
+            "get",
+            "--gateway",
+            &gateway,
+            "-o",
+            out_file.to_str().unwrap(),
+            &uri.to_string(),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(get.status.code(), Some(i32::from(exit::FAILURE)));
+    assert!(
+        text(&get.stderr).contains("segment 2 cannot be rebuilt"),
+        "{}",
+        text(&get.stderr)
+    );
+    assert!(!out_file.exists());
+    assert!(!dir.path().join("doc.bin.part").exists());
+    net.shutdown().await;
 }

@@ -263,6 +263,7 @@ fn the_http_corpus_replays_cleanly() {
         vec![
             ("same-site", same.as_bytes().to_vec()),
             ("cross-site", cross.as_bytes().to_vec()),
+            ("range", b"bytes=100-199\nlocalhost:8080".to_vec()),
         ],
         None,
     );

@@ -465,8 +465,9 @@ pub fn config(data: &[u8]) {
 
 /// What the gateway itself parses of an HTTP request (hyper parses the
 /// protocol): percent-encoded paths and queries, form values, the Host,
-/// Origin, Referer and Sec-Fetch-Site headers; and the escaping of what
-/// it prints back into a page. No panic; escaped text opens no markup.
+/// Origin, Referer and Sec-Fetch-Site headers, the Range header; and the
+/// escaping of what it prints back into a page. No panic; escaped text
+/// opens no markup; a range served lies within the document.
 pub fn http(data: &[u8]) {
     use umbra::gateway::page::escape;
     use umbra::gateway::url::{self, Provenance};
@@ -499,6 +500,13 @@ pub fn http(data: &[u8]) {
     }
     let escaped = escape(text);
     assert!(!escaped.contains(['<', '>', '"', '\'']));
+    // The path line as a Range header, for a document whose length the
+    // other lines' sizes make up.
+    use umbra::gateway::range::{parse, Asked};
+    let len = text.len().saturating_sub(path.len()) as u64 * 1_000_003;
+    if let Asked::Part(r) = parse(path, len) {
+        assert!(r.start < r.end && r.end <= len, "{r:?} of {len}");
+    }
 }
 
 /// Which file of the data dir [`files`] reads.

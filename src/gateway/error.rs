@@ -27,10 +27,11 @@ pub enum ErrorCode {
     Forbidden,
     NotFound,
     MethodNotAllowed,
+    RangeNotSatisfiable,
 }
 
 impl ErrorCode {
-    pub(super) const ALL: [ErrorCode; 15] = [
+    pub(super) const ALL: [ErrorCode; 16] = [
         ErrorCode::MalformedUri,
         ErrorCode::InsertUri,
         ErrorCode::DataNotFound,
@@ -46,6 +47,7 @@ impl ErrorCode {
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
+        ErrorCode::RangeNotSatisfiable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +67,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not-found",
             ErrorCode::MethodNotAllowed => "method-not-allowed",
+            ErrorCode::RangeNotSatisfiable => "range-not-satisfiable",
         }
     }
 
@@ -88,6 +91,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
         }
     }
 

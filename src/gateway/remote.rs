@@ -6,6 +6,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{header, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::url::percent_encode_path;
@@ -16,8 +17,8 @@ use crate::node::Status;
 /// Largest status reply, error text or progress line read, in bytes.
 const MAX_REPLY: usize = 1 << 20;
 const MAX_LINE: usize = 64 << 10;
-/// Largest document accepted from the gateway, in bytes.
-const MAX_DOCUMENT: u64 = 4 << 30;
+/// Largest data frame of a fetch's progress answer, in bytes.
+const MAX_FRAME: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -32,6 +33,8 @@ pub enum GatewayError {
     Status(StatusCode),
     #[error("the gateway's answer is malformed: {0}")]
     BadReply(String),
+    #[error("cannot write the document: {0}")]
+    Write(String),
 }
 
 /// Exit codes of the command line, for scripts (README.md lists them).
@@ -63,17 +66,20 @@ impl GatewayError {
                 ErrorCode::Circuit | ErrorCode::Rejected | ErrorCode::Stopped => exit::NETWORK,
                 _ => exit::FAILURE,
             },
-            GatewayError::Status(_) | GatewayError::BadReply(_) => exit::FAILURE,
+            GatewayError::Status(_) | GatewayError::BadReply(_) | GatewayError::Write(_) => {
+                exit::FAILURE
+            }
         }
     }
 }
 
-/// A document fetched through a gateway.
+/// What a fetch through a gateway found; its bytes went to the writer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {
     pub content_type: String,
     pub version: Option<u64>,
-    pub data: Vec<u8>,
+    /// The document's length, every byte of it written.
+    pub len: u64,
 }
 
 /// A node's gateway, for example `http://127.0.0.1:8080`.
@@ -167,7 +173,7 @@ pub async fn put(
     content_type: &str,
     data: Vec<u8>,
     insert_uri: Option<&str>,
-    on_progress: impl FnMut(Progress),
+    mut on_progress: impl FnMut(Progress),
 ) -> Result<String, GatewayError> {
     let g = Gateway::parse(gateway)?;
     let path = match insert_uri {
@@ -181,7 +187,7 @@ pub async fn put(
         .body(Full::new(Bytes::from(data)))
         .map_err(|e| GatewayError::BadReply(e.to_string()))?;
     let mut lines = progress_answer(g.send(req).await?).await?;
-    let rest = lines.until_result(on_progress).await?;
+    let rest = lines.until_result(&mut on_progress).await?;
     let uri = rest.trim();
     if uri.is_empty() || uri.contains(char::is_whitespace) {
         return Err(GatewayError::BadReply(format!("{rest:?} is not a URI")));
@@ -189,11 +195,15 @@ pub async fn put(
     Ok(uri.to_string())
 }
 
-/// Fetch the document `uri` names through the node behind `gateway`.
-pub async fn get(
+/// Fetch the document `uri` names through the node behind `gateway`,
+/// writing its bytes to `out` as they come: memory stays small whatever
+/// the document's size. On a failure, what was written is a part of the
+/// document only.
+pub async fn get<W: AsyncWrite + Unpin>(
     gateway: &str,
     uri: &str,
-    on_progress: impl FnMut(Progress),
+    mut on_progress: impl FnMut(Progress),
+    out: &mut W,
 ) -> Result<Fetched, GatewayError> {
     let g = Gateway::parse(gateway)?;
     let req = g
@@ -205,7 +215,7 @@ pub async fn get(
         .body(Full::new(Bytes::new()))
         .map_err(|e| GatewayError::BadReply(e.to_string()))?;
     let mut lines = progress_answer(g.send(req).await?).await?;
-    let rest = lines.until_result(on_progress).await?;
+    let rest = lines.until_result(&mut on_progress).await?;
     // "VERSION LENGTH CONTENT-TYPE"
     let bad = || GatewayError::BadReply(format!("{rest:?} is not a document header"));
     let mut parts = rest.splitn(3, ' ');
@@ -215,17 +225,40 @@ pub async fn get(
     };
     let len: u64 = parts.next().ok_or_else(bad)?.parse().map_err(|_| bad())?;
     let content_type = parts.next().unwrap_or("").to_string();
-    if len > MAX_DOCUMENT {
-        return Err(GatewayError::BadReply(format!(
-            "a document of {len} bytes is larger than this client takes"
-        )));
+    let mut written = 0u64;
+    let wrote = |e: std::io::Error| GatewayError::Write(e.to_string());
+    loop {
+        match lines.frame(&mut on_progress).await? {
+            Frame::Data(n) => {
+                if n > MAX_FRAME || written + n > len {
+                    return Err(GatewayError::BadReply(format!(
+                        "{n} more bytes after {written} of {len}"
+                    )));
+                }
+                let piece = lines.take(n).await?;
+                out.write_all(&piece).await.map_err(wrote)?;
+                written += n;
+            }
+            Frame::End if written == len => break,
+            Frame::End => {
+                return Err(GatewayError::BadReply(format!(
+                    "the document ended after {written} of {len} bytes"
+                )))
+            }
+        }
     }
-    let data = lines.take(len).await?;
+    out.flush().await.map_err(wrote)?;
     Ok(Fetched {
         content_type,
         version,
-        data,
+        len,
     })
+}
+
+/// What follows a fetch's header line.
+enum Frame {
+    Data(u64),
+    End,
 }
 
 async fn progress_answer(resp: Response<Incoming>) -> Result<Lines, GatewayError> {
@@ -286,7 +319,7 @@ impl Lines {
     /// Progress lines up to the result; returns what follows `ok `.
     async fn until_result(
         &mut self,
-        mut on_progress: impl FnMut(Progress),
+        on_progress: &mut impl FnMut(Progress),
     ) -> Result<String, GatewayError> {
         loop {
             let line = self.line().await?;
@@ -311,21 +344,49 @@ impl Lines {
         }
     }
 
-    /// Exactly `len` more bytes.
+    /// Progress lines up to the next data frame or the end.
+    async fn frame(
+        &mut self,
+        on_progress: &mut impl FnMut(Progress),
+    ) -> Result<Frame, GatewayError> {
+        loop {
+            let line = self.line().await?;
+            if let Some(rest) = line.strip_prefix("progress ") {
+                let mut n = rest.split(' ').map(str::parse::<u64>);
+                if let (Some(Ok(done)), Some(Ok(total))) = (n.next(), n.next()) {
+                    on_progress(Progress { done, total });
+                    continue;
+                }
+            } else if let Some(n) = line.strip_prefix("data ") {
+                if let Ok(n) = n.parse() {
+                    return Ok(Frame::Data(n));
+                }
+            } else if line == "end" {
+                return Ok(Frame::End);
+            } else if let Some(rest) = line.strip_prefix("error ") {
+                let (code, message) = rest.split_once(' ').unwrap_or((rest, ""));
+                let code = ErrorCode::parse(code)
+                    .ok_or_else(|| GatewayError::BadReply(format!("unknown error {code:?}")))?;
+                return Err(GatewayError::Failed {
+                    code,
+                    message: message.to_string(),
+                });
+            }
+            return Err(GatewayError::BadReply(format!("unexpected line {line:?}")));
+        }
+    }
+
+    /// Exactly `len` more bytes (at most [`MAX_FRAME`]).
     async fn take(&mut self, len: u64) -> Result<Vec<u8>, GatewayError> {
-        let len = usize::try_from(len).map_err(|_| GatewayError::BadReply("too long".into()))?;
+        let len = usize::try_from(len.min(MAX_FRAME)).unwrap_or(0);
         while self.buf.len() < len {
             if !self.fill().await? {
-                return Err(GatewayError::BadReply(format!(
-                    "the document broke off after {} of {len} bytes",
-                    self.buf.len()
-                )));
+                return Err(GatewayError::BadReply(
+                    "the answer broke off inside a data frame".into(),
+                ));
             }
         }
-        if self.buf.len() > len {
-            return Err(GatewayError::BadReply("more data than announced".into()));
-        }
-        Ok(std::mem::take(&mut self.buf))
+        Ok(self.buf.drain(..len).collect())
     }
 }
 

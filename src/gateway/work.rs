@@ -185,26 +185,80 @@ where
                 let message = message.replace(['\n', '\r'], " ");
                 lines.push_str(&format!("error {code} {message}\n"));
             }
-            Finished::Fetched(doc, _held) => {
-                let version = doc.version.map_or("-".to_string(), |v| v.to_string());
-                let ctype = doc.content_type.replace(['\n', '\r'], " ");
-                lines.push_str(&format!("ok {version} {} {ctype}\n", doc.data.len()));
-                if sender.send_data(lines.into()).await.is_err() {
-                    return;
-                }
-                for chunk in doc.data.chunks(CHUNK) {
-                    if sender
-                        .send_data(Bytes::copy_from_slice(chunk))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                return;
-            }
         }
         let _ = sender.send_data(lines.into()).await;
+    });
+    let mut r = Response::new(body.boxed());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(PROGRESS_TYPE),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// A fetch answered as progress lines: `ok VERSION LENGTH CTYPE` once the
+/// root is read, then the document in `data N` frames between progress
+/// lines, then `end`, or `error CODE MESSAGE` wherever it fails (see
+/// `docs/protocol.md`, "Progress answers"). Memory stays within the
+/// reader's window whatever the document's size.
+pub(super) fn streamed_fetch(node: NodeClient, uri: Uri, budget: Budget) -> Response<Body> {
+    let (mut sender, body) = Channel::<Bytes, Infallible>::new(4);
+    tokio::spawn(async move {
+        let failed = |e: &ClientError| {
+            let message = e.to_string().replace(['\n', '\r'], " ");
+            format!("error {} {message}\n", ErrorCode::of(e))
+        };
+        let doc = match client::open(&node, &uri, &budget).await {
+            Ok(doc) => doc,
+            Err(e) => {
+                let _ = sender.send_data(failed(&e).into()).await;
+                return;
+            }
+        };
+        let version = doc.version.map_or("-".to_string(), |v| v.to_string());
+        let ctype = doc.content_type.replace(['\n', '\r'], " ");
+        let head = format!("ok {version} {} {ctype}\n", doc.len);
+        if sender.send_data(head.into()).await.is_err() {
+            return;
+        }
+        let (tx, rx) = watch::channel(Progress::default());
+        let mut reader = doc.read_all(Some(tx));
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        let mut sent = None;
+        loop {
+            let out: Vec<Bytes> = tokio::select! {
+                piece = reader.next() => match piece {
+                    Some(Ok(piece)) => {
+                        vec![format!("data {}\n", piece.len()).into(), piece]
+                    }
+                    Some(Err(e)) => {
+                        let _ = sender.send_data(failed(&e).into()).await;
+                        return;
+                    }
+                    None => {
+                        let p = *rx.borrow();
+                        let end = format!("progress {} {}\nend\n", p.done, p.total);
+                        let _ = sender.send_data(end.into()).await;
+                        return;
+                    }
+                },
+                _ = tick.tick() => {
+                    let p = *rx.borrow();
+                    if sent == Some(p) {
+                        continue;
+                    }
+                    sent = Some(p);
+                    vec![format!("progress {} {}\n", p.done, p.total).into()]
+                }
+            };
+            for b in out {
+                if sender.send_data(b).await.is_err() {
+                    return;
+                }
+            }
+        }
     });
     let mut r = Response::new(body.boxed());
     r.headers_mut().insert(

@@ -58,6 +58,8 @@ pub enum DocError {
     Block(#[from] KeyError),
     #[error("key lists nested deeper than {MAX_NESTING} levels")]
     TooDeep,
+    #[error("a block of the document is shorter than its manifest says")]
+    ShortBlock,
 }
 
 /// Key lists nested in key lists, at most: each level shrinks a list some
