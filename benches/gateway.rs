@@ -72,7 +72,8 @@ async fn run(measuring: bool) {
                     let uri = remote::put(
                         &gateway,
                         "application/octet-stream",
-                        data.clone(),
+                        std::io::Cursor::new(data.clone()),
+                        Some(data.len() as u64),
                         None,
                         |_| {},
                     )

@@ -151,7 +151,8 @@ async fn run(fetches: usize, measuring: bool, socks: SocketAddr, gateway: String
         let uri = remote::put(
             &gateway,
             "application/octet-stream",
-            d.clone(),
+            std::io::Cursor::new(d.clone()),
+            Some(d.len() as u64),
             None,
             |_| {},
         )

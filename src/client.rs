@@ -6,6 +6,7 @@
 //! and not from the requester. Blocks of a large document move with at
 //! most [`WINDOW`] requests in flight.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
@@ -13,13 +14,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::keys::{
-    self, chk_decode, chk_encode, copy_routing_key, decode_root, encode_document, fill_keys,
-    split_key_list, ChkKey, DocError, Manifest, Root, SskContent, SskInsertKey, SskRequestKey, Uri,
-    ROOT_COPIES,
+    self, chk_decode, chk_encode, copy_routing_key, decode_root, fill_keys, split_key_list, ChkKey,
+    DocError, Manifest, Root, SskContent, SskInsertKey, SskRequestKey, Uri, ROOT_COPIES,
 };
 use crate::node::{NodeClient, RequestError};
 use crate::wire::{KeyKind, RoutingKey};
@@ -81,6 +82,33 @@ pub enum ClientError {
     TooLarge { bytes: u64, max: u64 },
     #[error("busy: the node holds as many documents in memory as it may; try again later")]
     Busy,
+    #[error("{0}")]
+    Read(#[from] ReadError),
+}
+
+/// Why the bytes of a document being inserted stopped coming. A reader
+/// handed to [`insert_from`] says which by wrapping one of these in its
+/// `io::Error`; any other error is [`ReadError::Io`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    #[error("the document could not be read: {0}")]
+    Io(String),
+    #[error("the document did not arrive within {0} s")]
+    Timeout(u64),
+    #[error("documents are limited to {0} bytes")]
+    TooLong(u64),
+}
+
+impl From<std::io::Error> for ReadError {
+    fn from(e: std::io::Error) -> ReadError {
+        match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<ReadError>())
+        {
+            Some(r) => r.clone(),
+            None => ReadError::Io(e.to_string()),
+        }
+    }
 }
 
 /// Document bytes that fetches and inserts may hold in memory at once,
@@ -211,29 +239,59 @@ pub fn with_copies(key: ChkKey, block: Vec<u8>, root: bool) -> Vec<(KeyKind, Rou
     out
 }
 
-/// Put many blocks, [`WINDOW`] at a time; the first failure ends it.
-async fn put_all<B: Blocks>(
-    b: &B,
-    blocks: Vec<(KeyKind, RoutingKey, Vec<u8>)>,
-    progress: Option<&ProgressTx>,
-) -> Result<(), RequestError> {
-    let mut set = JoinSet::new();
-    let mut queue = blocks.into_iter();
-    loop {
-        while set.len() < WINDOW {
-            let Some((kind, key, block)) = queue.next() else {
-                break;
-            };
-            let b = b.clone();
-            set.spawn(async move { b.put(kind, key, block).await });
-        }
-        match set.join_next().await {
-            Some(Ok(Ok(()))) => report(progress, |p| p.done += 1),
-            Some(Ok(Err(e))) => return Err(e),
-            Some(Err(_)) => return Err(RequestError::Stopped),
-            None => return Ok(()),
+/// Blocks on their way to the network, [`WINDOW`] at a time; the first
+/// failure ends the insert.
+struct Putter<B> {
+    b: B,
+    set: JoinSet<Result<(), RequestError>>,
+    queue: VecDeque<(KeyKind, RoutingKey, Vec<u8>)>,
+    progress: Option<ProgressTx>,
+}
+
+impl<B: Blocks> Putter<B> {
+    fn new(b: &B, progress: Option<&ProgressTx>) -> Putter<B> {
+        Putter {
+            b: b.clone(),
+            set: JoinSet::new(),
+            queue: VecDeque::new(),
+            progress: progress.cloned(),
         }
     }
+
+    fn add(&mut self, blocks: impl IntoIterator<Item = (KeyKind, RoutingKey, Vec<u8>)>) {
+        self.queue.extend(blocks);
+    }
+
+    /// Put blocks until at most `backlog` are queued or on their way.
+    async fn settle(&mut self, backlog: usize) -> Result<(), RequestError> {
+        loop {
+            while self.set.len() < WINDOW {
+                let Some((kind, key, block)) = self.queue.pop_front() else {
+                    break;
+                };
+                let b = self.b.clone();
+                self.set.spawn(async move { b.put(kind, key, block).await });
+            }
+            if self.queue.len() + self.set.len() <= backlog {
+                return Ok(());
+            }
+            match self.set.join_next().await {
+                Some(Ok(Ok(()))) => report(self.progress.as_ref(), |p| p.done += 1),
+                Some(Ok(Err(e))) => return Err(e),
+                Some(Err(_)) => return Err(RequestError::Stopped),
+                None => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Blocks an insert of `len` bytes puts, root included (a nested key
+/// list's blocks aside): for a progress display.
+fn blocks_for(len: u64) -> u64 {
+    let chunks = len.div_ceil(keys::BLOCK_PAYLOAD as u64);
+    let per = keys::SEGMENT_DATA_BLOCKS as u64;
+    let (full, rest) = (chunks / per, chunks % per);
+    chunks + full * per.div_ceil(2) + rest.div_ceil(2) + 1
 }
 
 /// Insert a document; returns the URI to fetch it with.
@@ -254,27 +312,79 @@ pub async fn insert_with_progress<B: Blocks>(
     target: Target<'_>,
     progress: Option<&ProgressTx>,
 ) -> Result<Uri, ClientError> {
-    let doc = encode_document(content_type, data)?;
+    let len = Some(data.len() as u64);
+    insert_from(b, content_type, data, len, target, progress).await
+}
+
+/// Bytes an insert reads at a time.
+const READ_AT_ONCE: usize = 1 << 20;
+
+/// Insert a document read from `from` as it arrives: each segment is
+/// encoded and its blocks sent while the next is read, so memory stays
+/// at a few segments whatever the size. `len`, if known, gives the
+/// progress display its total from the start. Returns the URI to fetch
+/// it with.
+pub async fn insert_from<B: Blocks, R: AsyncRead + Unpin>(
+    b: &B,
+    content_type: &str,
+    mut from: R,
+    len: Option<u64>,
+    target: Target<'_>,
+    progress: Option<&ProgressTx>,
+) -> Result<Uri, ClientError> {
+    let mut encoder = keys::Encoder::new(content_type)?;
+    report(progress, |p| {
+        *p = Progress {
+            done: 0,
+            total: len.map_or(0, blocks_for),
+        }
+    });
+    let mut put = Putter::new(b, progress);
+    let mut buf = Vec::with_capacity(READ_AT_ONCE);
+    loop {
+        buf.clear();
+        while buf.len() < READ_AT_ONCE {
+            let n = (&mut from)
+                .take((READ_AT_ONCE - buf.len()) as u64)
+                .read_to_end(&mut buf)
+                .await
+                .map_err(|e| ClientError::Read(e.into()))?;
+            if n == 0 {
+                break;
+            }
+        }
+        if buf.is_empty() {
+            break;
+        }
+        let blocks = encoder.push(&buf)?;
+        put.add(
+            blocks
+                .into_iter()
+                .map(|(key, block)| (KeyKind::CHK, key.routing, block)),
+        );
+        // A segment's blocks may wait while the next is read and encoded.
+        put.settle(keys::SEGMENT_DATA_BLOCKS * 3 / 2).await?;
+    }
+    let doc = encoder.finish()?;
     let lists = doc.lists;
-    let blocks: Vec<_> = doc
+    let rest: Vec<_> = doc
         .blocks
         .into_iter()
         .flat_map(|(key, block)| with_copies(key, block, lists.contains(&key)))
         .collect();
-    let count = u64::try_from(blocks.len()).unwrap_or(u64::MAX);
     report(progress, |p| {
-        *p = Progress {
-            done: 0,
-            total: count.saturating_add(1),
-        }
+        p.total = (p.done + (put.queue.len() + put.set.len() + rest.len()) as u64).saturating_add(1)
     });
-    put_all(b, blocks, progress).await?;
+    put.add(rest);
+    put.settle(0).await?;
     let uri = match target {
         Target::Chk => {
             // The root last, so that a URI never names a document whose
             // blocks are not all stored; its copies with it.
             let (key, block) = chk_encode(&doc.root).map_err(DocError::from)?;
-            put_all(b, with_copies(key, block, true), None).await?;
+            let mut roots = Putter::new(b, None);
+            roots.add(with_copies(key, block, true));
+            roots.settle(0).await?;
             Uri::Chk(key)
         }
         Target::Signed(insert, version) => {

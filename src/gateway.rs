@@ -58,16 +58,22 @@ use work::{insert, read_body, read_form, signing_key, streamed};
 pub use error::ErrorCode;
 pub use remote::{fetch_status, Fetched, GatewayError};
 
-/// Largest document the interface takes in one insert, in bytes. The
-/// whole document is held in memory while it is encoded.
-pub const MAX_INSERT: usize = 256 << 20;
+/// Largest document one insert takes by default (`limits.insert_bytes`):
+/// an insert is streamed, so this bounds its work, not its memory.
+pub const MAX_INSERT: u64 = 64 << 30;
+/// Largest upload form, parsed in memory.
+pub const MAX_FORM: usize = 256 << 20;
+/// Memory an insert streamed from a request body holds from the budget:
+/// the two segments being filled, the bytes read ahead, the blocks on
+/// their way.
+pub const INSERT_WINDOW: u64 = 16 << 20;
 /// Largest request head (request line and headers), in bytes; a larger
 /// one is answered 431.
 pub const MAX_HEAD: usize = 16 << 10;
 /// A request head must arrive within this time.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// A request body must arrive whole within this time by default
-/// (`limits.body_secs`): a client that trickles its body holds a
+/// A request body may go this long without sending a byte by default
+/// (`limits.body_secs`): a client that stops sending its body holds a
 /// connection and a share of the document budget only this long.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -77,8 +83,10 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct Local {
     /// The memory their documents may take.
     pub budget: Budget,
-    /// The time a request body may take to arrive.
+    /// The time a request body may go without sending a byte.
     pub body_timeout: Duration,
+    /// The largest document one insert may be.
+    pub insert_limit: u64,
 }
 
 impl Default for Local {
@@ -86,6 +94,7 @@ impl Default for Local {
         Local {
             budget: Budget::new(crate::node::Limits::default().document_bytes),
             body_timeout: BODY_TIMEOUT,
+            insert_limit: MAX_INSERT,
         }
     }
 }
@@ -547,14 +556,27 @@ impl Service {
             .unwrap_or("application/octet-stream")
             .to_string();
         let progress = wants_progress(&req);
-        let (data, held) = match read_body(req.into_body(), MAX_INSERT, &self.local).await {
-            Ok(d) => d,
-            Err(r) => return r,
+        let limit = self.local.insert_limit;
+        let body = req.into_body();
+        let declared = hyper::body::Body::size_hint(&body).exact();
+        if declared.is_some_and(|n| n > limit) {
+            return failure(
+                ErrorCode::TooLarge,
+                format!("documents are limited to {limit} bytes"),
+            );
+        }
+        let window = declared.map_or(INSERT_WINDOW, |n| {
+            n.saturating_mul(client::HOLD_PER_BYTE).min(INSERT_WINDOW)
+        });
+        let held = match self.local.budget.hold(window).await {
+            Ok(h) => h,
+            Err(e) => return failure(ErrorCode::of(&e), e),
         };
+        let body = work::BodyReader::new(body, limit, self.local.body_timeout);
         let node = self.node.clone();
         if progress {
             return streamed(move |p| async move {
-                let done = match insert(&node, &content_type, &data, key, Some(&p)).await {
+                let done = match insert(&node, &content_type, body, declared, key, Some(&p)).await {
                     Ok(uri) => Finished::Inserted(Box::new(uri)),
                     Err(e) => Finished::Failed(ErrorCode::of(&e), e.to_string()),
                 };
@@ -562,8 +584,8 @@ impl Service {
                 done
             });
         }
-        let done = insert(&node, &content_type, &data, key, None).await;
-        drop((data, held));
+        let done = insert(&node, &content_type, body, declared, key, None).await;
+        drop(held);
         match done {
             Ok(uri) => {
                 let mut r = respond(
@@ -593,7 +615,7 @@ impl Service {
             _ => return page_failure(ErrorCode::BadRequest, "the form has no multipart boundary"),
         };
         let (body, _held) =
-            match read_body(req.into_body(), MAX_INSERT + (64 << 10), &self.local).await {
+            match read_body(req.into_body(), MAX_FORM + (64 << 10), &self.local).await {
                 Ok(d) => d,
                 Err(r) => return r,
             };
@@ -622,7 +644,17 @@ impl Service {
             .filter(|c| !c.trim().is_empty())
             .or(form.file_type)
             .unwrap_or_else(|| "application/octet-stream".into());
-        match insert(&self.node, content_type.trim(), &form.file, key, None).await {
+        let len = Some(form.file.len() as u64);
+        match insert(
+            &self.node,
+            content_type.trim(),
+            &form.file[..],
+            len,
+            key,
+            None,
+        )
+        .await
+        {
             Ok(uri) => html(StatusCode::CREATED, page::inserted(&uri, form.file.len())),
             Err(e) => page_failure(ErrorCode::of(&e), e),
         }

@@ -31,8 +31,8 @@ mod document;
 mod uri;
 
 pub use document::{
-    decode_root, encode_document, fill_keys, split_key_list, DocError, EncodedDocument, Manifest,
-    Root, Segment, MAX_CONTENT_TYPE, MAX_NESTING, SEGMENT_DATA_BLOCKS,
+    decode_root, encode_document, fill_keys, split_key_list, DocError, EncodedDocument, Encoder,
+    Manifest, Root, Segment, MAX_CONTENT_TYPE, MAX_NESTING, SEGMENT_BYTES, SEGMENT_DATA_BLOCKS,
 };
 pub use uri::{Uri, UriError};
 

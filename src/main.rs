@@ -1,7 +1,7 @@
 //! The `umbra` command line. It parses arguments and calls the library;
 //! nothing else lives here.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
@@ -334,23 +334,31 @@ async fn put(
             }
         }
     }
-    let data = if file == Path::new("-") {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .map_err(|e| Failure::new(exit::FAILURE, format!("cannot read standard input: {e}")))?;
-        buf
+    let content_type = content_type.unwrap_or_else(|| guess_content_type(file).to_string());
+    let mut bar = Bar::new("inserting");
+    // Streamed: the file goes out as it is read, whatever its size.
+    let uri = if file == Path::new("-") {
+        let stdin = tokio::io::stdin();
+        gateway::remote::put(gateway, &content_type, stdin, None, ssk, |p| bar.update(p)).await
     } else {
-        std::fs::read(file).map_err(|e| {
+        let cannot = |e: std::io::Error| {
             Failure::new(
                 exit::FAILURE,
                 format!("cannot read {}: {e}", file.display()),
             )
-        })?
+        };
+        let f = tokio::fs::File::open(file).await.map_err(cannot)?;
+        let meta = f.metadata().await.map_err(cannot)?;
+        if meta.is_dir() {
+            return Err(Failure::new(
+                exit::FAILURE,
+                format!("cannot read {}: it is a directory", file.display()),
+            ));
+        }
+        // A pipe or a device has no length to announce.
+        let len = meta.is_file().then_some(meta.len());
+        gateway::remote::put(gateway, &content_type, f, len, ssk, |p| bar.update(p)).await
     };
-    let content_type = content_type.unwrap_or_else(|| guess_content_type(file).to_string());
-    let mut bar = Bar::new("inserting");
-    let uri = gateway::remote::put(gateway, &content_type, data, ssk, |p| bar.update(p)).await;
     bar.finish();
     println!("{}", uri?);
     Ok(())

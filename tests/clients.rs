@@ -740,7 +740,8 @@ async fn the_gateway_holds_no_more_documents_than_its_budget_nor_a_body_longer_t
     let uri = remote::put(
         &gateway,
         "application/octet-stream",
-        small.clone(),
+        std::io::Cursor::new(small.clone()),
+        Some(small.len() as u64),
         None,
         |_| {},
     )
@@ -759,7 +760,8 @@ async fn the_gateway_holds_no_more_documents_than_its_budget_nor_a_body_longer_t
         remote::put(
             &gateway,
             "application/octet-stream",
-            big.clone(),
+            std::io::Cursor::new(big.clone()),
+            Some(big.len() as u64),
             None,
             |_| {},
         )
@@ -853,7 +855,8 @@ async fn uri_small(data: &[u8], gateway: &str) -> String {
     remote::put(
         gateway,
         "application/octet-stream",
-        data.to_vec(),
+        std::io::Cursor::new(data.to_vec()),
+        Some(data.len() as u64),
         None,
         |_| {},
     )
@@ -969,5 +972,81 @@ async fn a_document_that_breaks_off_half_way_is_never_taken_for_whole() {
     );
     assert!(!out_file.exists());
     assert!(!dir.path().join("doc.bin.part").exists());
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_of_unknown_length_is_streamed_and_held_to_the_insert_limit() {
+    let net = network_with(
+        10_000,
+        umbra::node::Limits {
+            insert_bytes: 3 << 20,
+            ..Default::default()
+        },
+    )
+    .await;
+    let gateway = gateway_of(&net);
+    let dir = tempfile::tempdir().unwrap();
+    let put_chunked = |data: &[u8], chunked: bool| {
+        let file = dir.path().join(if chunked { "c.bin" } else { "l.bin" });
+        std::fs::write(&file, data).unwrap();
+        let gateway = gateway.clone();
+        async move {
+            let upload = format!("@{}", file.display());
+            let mut args = vec![
+                "-sS",
+                "--max-time",
+                "90",
+                "-X",
+                "PUT",
+                "-H",
+                "Content-Type: application/octet-stream",
+                "--data-binary",
+                &upload,
+                "-w",
+                "\n%{http_code}",
+            ];
+            if chunked {
+                args.extend(["-H", "Transfer-Encoding: chunked"]);
+            }
+            let url = format!("{gateway}/");
+            args.push(&url);
+            let out = run("curl", &args, None).await;
+            let out = text(&out.stdout);
+            let (body, code) = out.trim_end().rsplit_once('\n').expect("body and status");
+            (code.to_string(), body.trim().to_string())
+        }
+    };
+
+    // Without a length: streamed in, the same URI the length would give
+    // (the encoding does not depend on knowing it), the bytes back.
+    let data = random(5 << 19);
+    let (code, uri) = put_chunked(&data, true).await;
+    assert_eq!(code, "201", "{uri}");
+    let (code, again) = put_chunked(&data, false).await;
+    assert_eq!((code.as_str(), &again), ("201", &uri));
+    let doc = client::fetch(&net.entry().client(), &uri.parse().unwrap())
+        .await
+        .unwrap();
+    assert!(doc.data == data);
+
+    // Over the limit: refused at once with a length, once the limit is
+    // passed without one.
+    let big = random(4 << 20);
+    for chunked in [false, true] {
+        let (code, body) = put_chunked(&big, chunked).await;
+        assert_eq!(code, "413", "chunked {chunked}: {body}");
+        assert!(body.contains("limited to 3145728 bytes"), "{body}");
+    }
+
+    // The command line streams standard input the same way.
+    let put = run(
+        UMBRA,
+        &["put", "--gateway", &gateway, "-"],
+        Some(data.as_slice()),
+    )
+    .await;
+    assert!(put.status.success(), "{}", text(&put.stderr));
+    assert_eq!(text(&put.stdout).trim(), uri);
     net.shutdown().await;
 }

@@ -3,7 +3,7 @@
 
 use hyper::StatusCode;
 
-use crate::client::ClientError;
+use crate::client::{ClientError, ReadError};
 use crate::keys::DocError;
 use crate::node::RequestError;
 
@@ -113,6 +113,9 @@ impl ErrorCode {
             ClientError::InsertUri => ErrorCode::InsertUri,
             ClientError::TooLarge { .. } => ErrorCode::TooLarge,
             ClientError::Busy => ErrorCode::Rejected,
+            ClientError::Read(ReadError::Io(_)) => ErrorCode::BadRequest,
+            ClientError::Read(ReadError::Timeout(_)) => ErrorCode::Timeout,
+            ClientError::Read(ReadError::TooLong(_)) => ErrorCode::TooLarge,
         }
     }
 }

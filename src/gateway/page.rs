@@ -2,7 +2,7 @@
 //! failures met by the forms. Plain HTML and inline style, no script.
 
 use super::url::percent_encode_path;
-use super::{ErrorCode, Front, MAX_INSERT};
+use super::{ErrorCode, Front, MAX_FORM};
 use crate::keys::Uri;
 use crate::node::Status;
 
@@ -104,7 +104,7 @@ pub fn index(status: Option<&Status>, front: Front) -> String {
          loading anything outside umbra. A link you click to the open web leaves \
          umbra: through the SOCKS proxy it is refused, through the gateway your \
          browser goes there directly.</p>",
-        MAX_INSERT >> 20
+        MAX_FORM >> 20
     );
     document("umbra", &body)
 }

@@ -6,7 +6,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{header, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::url::percent_encode_path;
@@ -107,7 +107,12 @@ impl Gateway {
         })
     }
 
-    async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, GatewayError> {
+    async fn send<B>(&self, req: Request<B>) -> Result<Response<Incoming>, GatewayError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let unreachable =
             |e: &dyn std::fmt::Display| GatewayError::Unreachable(self.addr.clone(), e.to_string());
         let stream = TcpStream::connect(&self.addr)
@@ -165,13 +170,75 @@ pub async fn fetch_status(gateway: &str) -> Result<Status, GatewayError> {
     serde_json::from_slice(&body).map_err(|e| GatewayError::BadReply(e.to_string()))
 }
 
-/// Insert `data` through the node behind `gateway`: under a content-hash
-/// key, or under `insert_uri` (ssk-insert or ksk) at its next version.
-/// Returns the URI to fetch it with.
-pub async fn put(
+/// A request body read from `from` as hyper sends it: a file or standard
+/// input goes out as it is read, never whole in memory.
+struct ReadBody<R> {
+    from: R,
+    buf: Vec<u8>,
+    left: Option<u64>,
+    done: bool,
+}
+
+/// Bytes of an upload read at a time.
+const UPLOAD_PIECE: usize = 256 << 10;
+
+impl<R: AsyncRead + Unpin> hyper::body::Body for ReadBody<R> {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        this.buf.resize(UPLOAD_PIECE, 0);
+        let mut rb = tokio::io::ReadBuf::new(&mut this.buf);
+        match std::pin::Pin::new(&mut this.from).poll_read(cx, &mut rb) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => {
+                this.done = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                if n == 0 {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                if let Some(left) = &mut this.left {
+                    *left = left.saturating_sub(n as u64);
+                }
+                let piece = Bytes::copy_from_slice(&this.buf[..n]);
+                Poll::Ready(Some(Ok(hyper::body::Frame::data(piece))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self.left {
+            Some(n) => hyper::body::SizeHint::with_exact(n),
+            None => hyper::body::SizeHint::default(),
+        }
+    }
+}
+
+/// Insert what `from` reads (`len` bytes, if known: sent as its
+/// Content-Length) through the node behind `gateway`, streamed: under a
+/// content-hash key, or under `insert_uri` (ssk-insert or ksk) at its next
+/// version. Returns the URI to fetch it with.
+pub async fn put<R: AsyncRead + Send + Unpin + 'static>(
     gateway: &str,
     content_type: &str,
-    data: Vec<u8>,
+    from: R,
+    len: Option<u64>,
     insert_uri: Option<&str>,
     mut on_progress: impl FnMut(Progress),
 ) -> Result<String, GatewayError> {
@@ -184,7 +251,12 @@ pub async fn put(
         .request(hyper::Method::PUT, &path)
         .header(header::CONTENT_TYPE, content_type)
         .header(PROGRESS_HEADER, "1")
-        .body(Full::new(Bytes::from(data)))
+        .body(ReadBody {
+            from,
+            buf: Vec::new(),
+            left: len,
+            done: false,
+        })
         .map_err(|e| GatewayError::BadReply(e.to_string()))?;
     let mut lines = progress_answer(g.send(req).await?).await?;
     let rest = lines.until_result(&mut on_progress).await?;

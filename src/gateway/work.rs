@@ -4,6 +4,7 @@
 //! the client as it goes.
 
 use super::*;
+use crate::client::ReadError;
 
 /// What an insert is signed with: nothing for a content-hash key, the
 /// subspace's key for an insert URI, the keyword's key (and the keyword,
@@ -24,21 +25,23 @@ pub(super) fn signing_key(target: Option<Uri>) -> Result<Signer, &'static str> {
 
 /// Insert under a content-hash key, or under a signed key at the next
 /// version. Returns the URI to fetch with.
-pub(super) async fn insert(
+pub(super) async fn insert<R: AsyncRead + Unpin>(
     node: &NodeClient,
     content_type: &str,
-    data: &[u8],
+    data: R,
+    len: Option<u64>,
     key: Signer,
     progress: Option<&ProgressTx>,
 ) -> Result<Uri, ClientError> {
     match key {
-        None => client::insert_with_progress(node, content_type, data, Target::Chk, progress).await,
+        None => client::insert_from(node, content_type, data, len, Target::Chk, progress).await,
         Some((key, word)) => {
             let version = client::next_version(node, &key).await?;
-            let uri = client::insert_with_progress(
+            let uri = client::insert_from(
                 node,
                 content_type,
                 data,
+                len,
                 Target::Signed(&key, version),
                 progress,
             )
@@ -48,7 +51,76 @@ pub(super) async fn insert(
     }
 }
 
-/// A request body, at most `limit` bytes.
+/// A request body read as it arrives: at most `limit` bytes, each piece
+/// within `timeout` of the one before. Its failures are typed
+/// ([`ReadError`]) for the insert that reads it.
+pub(super) struct BodyReader {
+    body: Incoming,
+    buf: Bytes,
+    left: u64,
+    limit: u64,
+    timeout: Duration,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl BodyReader {
+    pub(super) fn new(body: Incoming, limit: u64, timeout: Duration) -> BodyReader {
+        BodyReader {
+            body,
+            buf: Bytes::new(),
+            left: limit,
+            limit,
+            timeout,
+            timer: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+}
+
+impl AsyncRead for BodyReader {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        out: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        let failed = |e: ReadError| Poll::Ready(Err(std::io::Error::other(e)));
+        loop {
+            if !this.buf.is_empty() {
+                let n = this.buf.len().min(out.remaining());
+                out.put_slice(&this.buf.split_to(n));
+                return Poll::Ready(Ok(()));
+            }
+            match hyper::body::Body::poll_frame(std::pin::Pin::new(&mut this.body), cx) {
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Ready(Some(Err(e))) => {
+                    return failed(ReadError::Io(format!("the request body broke off: {e}")))
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        let n = data.len() as u64;
+                        if n > this.left {
+                            return failed(ReadError::TooLong(this.limit));
+                        }
+                        this.left -= n;
+                        this.buf = data;
+                        let next = tokio::time::Instant::now() + this.timeout;
+                        this.timer.as_mut().reset(next);
+                    }
+                }
+                Poll::Pending => {
+                    if this.timer.as_mut().poll(cx).is_ready() {
+                        return failed(ReadError::Timeout(this.timeout.as_secs()));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+/// A request body, at most `limit` bytes, whole in memory (the upload
+/// form).
 #[allow(clippy::result_large_err)]
 pub(super) async fn read_body(
     body: Incoming,

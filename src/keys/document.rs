@@ -11,8 +11,9 @@
 //! ```
 //!
 //! A key is a CHK's routing key and decryption key (64 bytes). The data is
-//! cut into [`BLOCK_PAYLOAD`]-byte chunks, grouped into segments of at most
-//! [`SEGMENT_DATA_BLOCKS`] chunks; each segment of `k` chunks gets `m =
+//! cut into [`BLOCK_PAYLOAD`]-byte chunks, grouped into segments of
+//! [`SEGMENT_DATA_BLOCKS`] chunks (the last holds the rest, so a document
+//! can be encoded as it arrives, [`Encoder`]); each segment of `k` chunks gets `m =
 //! ceil(k / 2)` parity chunks from a Reed-Solomon code (the
 //! `reed-solomon-simd` crate: O(n log n) encoding and decoding, any shard
 //! count a document needs, maintained), and every chunk becomes a CHK
@@ -118,109 +119,178 @@ fn write_ctype(out: &mut Vec<u8>, ctype: &str) -> Result<(), DocError> {
     Ok(())
 }
 
-/// Sizes of the segments for `chunks` data chunks: as even as possible.
-fn segment_sizes(chunks: usize) -> Vec<usize> {
-    let n = chunks.div_ceil(SEGMENT_DATA_BLOCKS).max(1);
-    (0..n)
-        .map(|i| chunks / n + usize::from(i < chunks % n))
-        .collect()
-}
-
 fn parity_for(data: usize) -> usize {
     data.div_ceil(2)
 }
 
-/// Cut a document into blocks and build its root.
+/// Data bytes in a full segment.
+pub const SEGMENT_BYTES: usize = SEGMENT_DATA_BLOCKS * BLOCK_PAYLOAD;
+
+/// Encode a document held whole in memory: [`Encoder`] fed at once.
 pub fn encode_document(content_type: &str, data: &[u8]) -> Result<EncodedDocument, DocError> {
-    if content_type.len() > MAX_CONTENT_TYPE {
-        return Err(DocError::ContentType);
-    }
-    let mut root = vec![TAG_INLINE];
-    write_ctype(&mut root, content_type)?;
-    if root.len() + data.len() <= BLOCK_PAYLOAD {
-        root.extend_from_slice(data);
-        return Ok(EncodedDocument {
-            root,
-            blocks: Vec::new(),
-            lists: Vec::new(),
-        });
+    let mut e = Encoder::new(content_type)?;
+    let mut blocks = e.push(data)?;
+    let mut rest = e.finish()?;
+    blocks.append(&mut rest.blocks);
+    rest.blocks = blocks;
+    Ok(rest)
+}
+
+/// A document encoded as its bytes arrive, a segment at a time: every
+/// segment holds [`SEGMENT_DATA_BLOCKS`] chunks but the last two, which
+/// share what is left evenly (so that no segment is left with a chunk or
+/// two and the weak code of a small one). The encoding does not depend on
+/// knowing the length in advance: the same bytes give the same blocks and
+/// the same URI however they are fed, and memory stays at two segments.
+pub struct Encoder {
+    content_type: String,
+    /// Bytes not yet in a segment: at most two segments' worth, more than
+    /// one once a segment went out.
+    pending: Vec<u8>,
+    segments: Vec<Segment>,
+    total: u64,
+}
+
+impl Encoder {
+    pub fn new(content_type: &str) -> Result<Encoder, DocError> {
+        if content_type.len() > MAX_CONTENT_TYPE {
+            return Err(DocError::ContentType);
+        }
+        Ok(Encoder {
+            content_type: content_type.to_string(),
+            pending: Vec::new(),
+            segments: Vec::new(),
+            total: 0,
+        })
     }
 
-    let chunks: Vec<&[u8]> = data.chunks(BLOCK_PAYLOAD).collect();
-    let mut blocks = Vec::new();
-    let mut segments = Vec::new();
-    let mut start = 0;
-    for k in segment_sizes(chunks.len()) {
+    /// Bytes fed so far.
+    pub fn len(&self) -> u64 {
+        self.total
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Feed the next bytes; returns the blocks of every segment they
+    /// completed. A full segment goes out only once more than another
+    /// full one follows it: the last two are cut at the end.
+    pub fn push(&mut self, mut data: &[u8]) -> Result<Vec<(ChkKey, Vec<u8>)>, DocError> {
+        self.total = self.total.saturating_add(data.len() as u64);
+        let mut blocks = Vec::new();
+        while !data.is_empty() {
+            if self.pending.len() == 2 * SEGMENT_BYTES {
+                let full: Vec<u8> = self.pending.drain(..SEGMENT_BYTES).collect();
+                blocks.extend(self.segment(&full)?);
+            }
+            let take = (2 * SEGMENT_BYTES - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+        }
+        Ok(blocks)
+    }
+
+    /// Cut `data` (at most a segment) into chunks, add parity, encrypt.
+    fn segment(&mut self, data: &[u8]) -> Result<Vec<(ChkKey, Vec<u8>)>, DocError> {
         // Reed-Solomon needs equal shards: pad the last chunk.
-        let shards: Vec<Vec<u8>> = chunks[start..start + k]
-            .iter()
+        let shards: Vec<Vec<u8>> = data
+            .chunks(BLOCK_PAYLOAD)
             .map(|c| {
                 let mut s = c.to_vec();
                 s.resize(BLOCK_PAYLOAD, 0);
                 s
             })
             .collect();
-        start += k;
+        let k = shards.len();
         let m = parity_for(k);
         let parity = reed_solomon_simd::encode(k, m, &shards)
             .map_err(|e| DocError::Erasure(e.to_string()))?;
         let mut keys = Vec::with_capacity(k + m);
+        let mut blocks = Vec::with_capacity(k + m);
         for shard in shards.iter().chain(parity.iter()) {
             let (key, block) = chk_encode(shard)?;
             keys.push(key);
             blocks.push((key, block));
         }
-        segments.push(Segment {
+        self.segments.push(Segment {
             data: k,
             parity: m,
             keys,
         });
+        Ok(blocks)
     }
 
-    let total_len = u64::try_from(data.len()).map_err(|_| DocError::BadRoot)?;
-    let mut header = Vec::new();
-    write_ctype(&mut header, content_type)?;
-    header.extend_from_slice(&total_len.to_be_bytes());
-    let nseg = u32::try_from(segments.len()).map_err(|_| DocError::BadRoot)?;
-    header.extend_from_slice(&nseg.to_be_bytes());
-    for s in &segments {
-        for v in [s.data, s.parity] {
-            let v = u16::try_from(v).map_err(|_| DocError::BadRoot)?;
-            header.extend_from_slice(&v.to_be_bytes());
+    /// The end of the document: the last segment's blocks, the key list's
+    /// if it needs a document of its own, and the root.
+    pub fn finish(mut self) -> Result<EncodedDocument, DocError> {
+        let mut root = vec![TAG_INLINE];
+        write_ctype(&mut root, &self.content_type)?;
+        if self.segments.is_empty() && root.len() + self.pending.len() <= BLOCK_PAYLOAD {
+            root.extend_from_slice(&self.pending);
+            return Ok(EncodedDocument {
+                root,
+                blocks: Vec::new(),
+                lists: Vec::new(),
+            });
         }
-    }
-    let mut key_list = Vec::new();
-    for s in &segments {
-        for k in &s.keys {
-            key_list.extend_from_slice(&k.routing.0);
-            key_list.extend_from_slice(&k.decrypt);
+        let last = std::mem::take(&mut self.pending);
+        let chunks = last.len().div_ceil(BLOCK_PAYLOAD);
+        let mut blocks = Vec::new();
+        if chunks > SEGMENT_DATA_BLOCKS {
+            let cut = chunks.div_ceil(2) * BLOCK_PAYLOAD;
+            blocks.extend(self.segment(&last[..cut])?);
+            blocks.extend(self.segment(&last[cut..])?);
+        } else if chunks > 0 {
+            blocks.extend(self.segment(&last)?);
         }
+        let segments = self.segments;
+
+        let mut header = Vec::new();
+        write_ctype(&mut header, &self.content_type)?;
+        header.extend_from_slice(&self.total.to_be_bytes());
+        let nseg = u32::try_from(segments.len()).map_err(|_| DocError::BadRoot)?;
+        header.extend_from_slice(&nseg.to_be_bytes());
+        for s in &segments {
+            for v in [s.data, s.parity] {
+                let v = u16::try_from(v).map_err(|_| DocError::BadRoot)?;
+                header.extend_from_slice(&v.to_be_bytes());
+            }
+        }
+        let mut key_list =
+            Vec::with_capacity(segments.iter().map(|s| s.keys.len() * KEY_LEN).sum());
+        for s in &segments {
+            for k in &s.keys {
+                key_list.extend_from_slice(&k.routing.0);
+                key_list.extend_from_slice(&k.decrypt);
+            }
+        }
+        let mut root = Vec::new();
+        let mut lists = Vec::new();
+        if 1 + header.len() + key_list.len() <= BLOCK_PAYLOAD {
+            root.push(TAG_DIRECT);
+            root.extend_from_slice(&header);
+            root.extend_from_slice(&key_list);
+        } else {
+            let nested = encode_document(KEY_LIST_TYPE, &key_list)?;
+            let (list_key, list_block) = chk_encode(&nested.root)?;
+            blocks.extend(nested.blocks);
+            blocks.push((list_key, list_block));
+            lists.extend(nested.lists);
+            lists.push(list_key);
+            root.push(TAG_NESTED);
+            root.extend_from_slice(&header);
+            root.extend_from_slice(&list_key.routing.0);
+            root.extend_from_slice(&list_key.decrypt);
+            let list_len = u64::try_from(key_list.len()).map_err(|_| DocError::BadRoot)?;
+            root.extend_from_slice(&list_len.to_be_bytes());
+        }
+        Ok(EncodedDocument {
+            root,
+            blocks,
+            lists,
+        })
     }
-    let mut root = Vec::new();
-    let mut lists = Vec::new();
-    if 1 + header.len() + key_list.len() <= BLOCK_PAYLOAD {
-        root.push(TAG_DIRECT);
-        root.extend_from_slice(&header);
-        root.extend_from_slice(&key_list);
-    } else {
-        let nested = encode_document(KEY_LIST_TYPE, &key_list)?;
-        let (list_key, list_block) = chk_encode(&nested.root)?;
-        blocks.extend(nested.blocks);
-        blocks.push((list_key, list_block));
-        lists.extend(nested.lists);
-        lists.push(list_key);
-        root.push(TAG_NESTED);
-        root.extend_from_slice(&header);
-        root.extend_from_slice(&list_key.routing.0);
-        root.extend_from_slice(&list_key.decrypt);
-        let list_len = u64::try_from(key_list.len()).map_err(|_| DocError::BadRoot)?;
-        root.extend_from_slice(&list_len.to_be_bytes());
-    }
-    Ok(EncodedDocument {
-        root,
-        blocks,
-        lists,
-    })
 }
 
 /// A cursor over a root block; every read is checked.
@@ -489,6 +559,44 @@ mod tests {
         ));
         let store = fetch_all(&doc);
         assert_eq!(reassemble(&doc.root, &store, &[]).unwrap().1, data);
+    }
+
+    #[test]
+    fn an_encoder_fed_in_pieces_gives_the_same_document_as_one_fed_whole() {
+        let data: Vec<u8> = (0..2 * SEGMENT_BYTES + 12_345)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let whole = encode_document("a/b", &data).unwrap();
+        for piece in [1 << 20, 4096, SEGMENT_BYTES, SEGMENT_BYTES + 1, 77_777] {
+            let mut e = Encoder::new("a/b").unwrap();
+            let mut blocks = Vec::new();
+            for c in data.chunks(piece) {
+                let out = e.push(c).unwrap();
+                // Never more than a segment's blocks at once.
+                assert!(out.len() <= SEGMENT_DATA_BLOCKS * 3 / 2, "{piece}");
+                blocks.extend(out);
+            }
+            let mut end = e.finish().unwrap();
+            blocks.append(&mut end.blocks);
+            assert_eq!(end.root, whole.root, "{piece}");
+            assert!(blocks == whole.blocks, "{piece}");
+        }
+        // Full segments, then the last two share the rest; a whole number
+        // of segments leaves them full.
+        let sizes = |data: &[u8]| -> Vec<usize> {
+            let Root::Manifest(m) = decode_root(&encode_document("", data).unwrap().root).unwrap()
+            else {
+                panic!("a direct manifest");
+            };
+            m.segments.iter().map(|s| s.data).collect()
+        };
+        assert_eq!(sizes(&data), vec![64, 33, 32]);
+        assert_eq!(sizes(&vec![7u8; 2 * SEGMENT_BYTES]), vec![64, 64]);
+        assert_eq!(
+            sizes(&vec![7u8; 3 * SEGMENT_BYTES + 1]),
+            vec![64, 64, 33, 32]
+        );
+        assert_eq!(sizes(&vec![7u8; 40 * BLOCK_PAYLOAD]), vec![40]);
     }
 
     #[test]

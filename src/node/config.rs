@@ -166,8 +166,11 @@ pub struct Limits {
     /// it is cut into blocks or rebuilt from them); a request that cannot
     /// get its share within 30 s is refused.
     pub document_bytes: u64,
-    /// Seconds a request body may take to arrive whole.
+    /// Seconds a request body may go without sending a byte.
     pub body_secs: u64,
+    /// The largest document one insert through the gateway or the proxy
+    /// may be: it is streamed, so this bounds the work, not the memory.
+    pub insert_bytes: u64,
 }
 
 impl Default for Limits {
@@ -187,6 +190,7 @@ impl Default for Limits {
             gateway_clients: crate::gateway::MAX_CONNECTIONS,
             document_bytes: DEFAULT_DOCUMENT_BYTES,
             body_secs: crate::gateway::BODY_TIMEOUT.as_secs(),
+            insert_bytes: crate::gateway::MAX_INSERT,
         }
     }
 }
@@ -247,6 +251,9 @@ impl Limits {
         }
         if !(1..=86_400).contains(&self.body_secs) {
             return bad("body_secs must be 1 to 86400");
+        }
+        if !(1 << 20..=1 << 50).contains(&self.insert_bytes) {
+            return bad("insert_bytes must be 1 MiB to 1 PiB");
         }
         if !DOCUMENT_BYTES_RANGE.contains(&self.document_bytes) {
             return bad(&format!(
@@ -659,6 +666,7 @@ mod tests {
             "gateway_clients = 100000000",
             "document_bytes = 1000",
             "body_secs = 0",
+            "insert_bytes = 5",
             "document_bytes = 18446744073709551615",
         ] {
             let c = Config::parse(&format!("[limits]\n{bad}\n")).unwrap();
