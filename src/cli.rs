@@ -162,6 +162,10 @@ pub struct TestnetArgs {
     /// directory removed at the end.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Each node's store size, in bytes (the nodes hold every document
+    /// five times between them).
+    #[arg(long)]
+    pub store_bytes: Option<u64>,
 }
 
 impl Cli {

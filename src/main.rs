@@ -468,12 +468,20 @@ async fn run_testnet(args: TestnetArgs) -> anyhow::Result<()> {
     warn_if_exposed("SOCKS proxy", Some(args.socks));
     warn_if_exposed("gateway", Some(args.http));
     eprintln!("starting {} nodes on 127.0.0.1 ...", args.nodes);
-    let net = Testnet::start(testnet::Settings {
+    let mut settings = testnet::Settings {
         socks: Some(args.socks),
         http: Some(args.http),
         data_dir: args.data_dir,
         ..testnet::Settings::new(args.nodes)
-    })
+    };
+    if let Some(bytes) = args.store_bytes {
+        settings.template.store_bytes = bytes;
+    }
+    settings
+        .template
+        .validate()
+        .context("the nodes' settings")?;
+    let net = Testnet::start(settings)
     .await
     .context("cannot start the test network (is another umbra running? --socks and --http take port 0 for any free port)")?;
     let ready = tokio::select! {
@@ -500,6 +508,14 @@ async fn run_testnet(args: TestnetArgs) -> anyhow::Result<()> {
     );
     println!("SOCKS5 proxy  {socks}");
     println!("HTTP gateway  http://{http}/");
+    if let Ok(s) = entry.status().await {
+        println!(
+            "first node    {} (another node joins with --bootstrap {} and id_puzzle_bits = {} in its config)",
+            s.listen,
+            s.listen,
+            testnet::Settings::new(args.nodes).template.id_puzzle_bits
+        );
+    }
     println!();
     println!("Insert a document and fetch it back through the proxy:");
     println!(

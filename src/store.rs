@@ -133,6 +133,11 @@ fn len64(b: &[u8]) -> u64 {
     u64::try_from(b.len()).unwrap_or(u64::MAX)
 }
 
+/// Memory the datastore keeps of its file's pages. redb's own default is
+/// 1 GiB, which a node filling its store reaches: blocks are read once
+/// and sent on, and the kernel's page cache keeps hot ones anyway.
+pub const DB_CACHE: usize = 32 << 20;
+
 impl Store {
     pub fn open(
         path: &Path,
@@ -143,13 +148,15 @@ impl Store {
         // redb checks a file it opens, but some damage still reaches an
         // `unreachable!` inside it: a damaged file is an error here, never
         // a panic that takes the node down at start.
-        let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Database::create(path)))
-            .map_err(|_| {
-                Error::Db(format!(
-                    "{} is damaged: the datastore cannot read it",
-                    path.display()
-                ))
-            })??;
+        let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            redb::Builder::new().set_cache_size(DB_CACHE).create(path)
+        }))
+        .map_err(|_| {
+            Error::Db(format!(
+                "{} is damaged: the datastore cannot read it",
+                path.display()
+            ))
+        })??;
         Store::with_db(db, limits, verify, supersedes)
     }
 

@@ -232,8 +232,20 @@ async fn searches_route_around_corruption_and_loops_and_miss_fast() {
     assert!(penalised > 0, "nobody met the corrupting node");
 
     // A loop: the key's successor has already seen the request id, answers
-    // loop, and the search goes on to a replica.
-    let (key2, block2) = chk_encode(&random(800)).unwrap();
+    // loop, and the search goes on to a replica. Neither the successor nor
+    // the asker (its predecessor) is the corrupter, which every node now
+    // tries last.
+    let ids = net.sorted_ids();
+    let (key2, block2) = loop {
+        let (k, b) = chk_encode(&random(800)).unwrap();
+        let o = ids
+            .iter()
+            .position(|n| *n == net.expected_holders(&k.routing)[0])
+            .unwrap();
+        if ids[o] != bad_id && ids[(o + ids.len() - 1) % ids.len()] != bad_id {
+            break (k, b);
+        }
+    };
     net.nodes[2]
         .0
         .client()
