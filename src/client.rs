@@ -606,35 +606,10 @@ mod tests {
 
     type Stored = HashMap<(KeyKind, RoutingKey), Vec<u8>>;
 
-    /// Blocks in memory.
-    #[derive(Clone, Default)]
-    struct Mem(Arc<Mutex<Stored>>);
-
-    impl Blocks for Mem {
-        async fn get(&self, kind: KeyKind, key: RoutingKey) -> Result<Vec<u8>, RequestError> {
-            self.0
-                .lock()
-                .unwrap()
-                .get(&(kind, key))
-                .cloned()
-                .ok_or(RequestError::DataNotFound)
-        }
-
-        async fn put(
-            &self,
-            kind: KeyKind,
-            key: RoutingKey,
-            block: Vec<u8>,
-        ) -> Result<(), RequestError> {
-            self.0.lock().unwrap().insert((kind, key), block);
-            Ok(())
-        }
-    }
-
     /// Blocks in memory, counting the gets, some of them lost.
     #[derive(Clone, Default)]
     struct Counted {
-        mem: Mem,
+        blocks: Arc<Mutex<Stored>>,
         gets: Arc<std::sync::atomic::AtomicUsize>,
         lost: Arc<Mutex<std::collections::HashSet<RoutingKey>>>,
     }
@@ -651,7 +626,12 @@ mod tests {
             if self.lost.lock().unwrap().contains(&key) {
                 return Err(RequestError::DataNotFound);
             }
-            self.mem.get(kind, key).await
+            self.blocks
+                .lock()
+                .unwrap()
+                .get(&(kind, key))
+                .cloned()
+                .ok_or(RequestError::DataNotFound)
         }
 
         async fn put(
@@ -660,7 +640,8 @@ mod tests {
             key: RoutingKey,
             block: Vec<u8>,
         ) -> Result<(), RequestError> {
-            self.mem.put(kind, key, block).await
+            self.blocks.lock().unwrap().insert((kind, key), block);
+            Ok(())
         }
     }
 
@@ -808,7 +789,7 @@ mod tests {
             r.extend_from_slice(&(3 * 64u64).to_be_bytes());
             r
         };
-        let mem = Mem::default();
+        let mem = Counted::default();
         // The deepest list is an ordinary inline document; every level
         // above points to the one below.
         let (mut key, block) = chk_encode(&[1u8, 0, 9, 9]).unwrap();

@@ -301,7 +301,7 @@ pub async fn get<W: AsyncWrite + Unpin>(
     let wrote = |e: std::io::Error| GatewayError::Write(e.to_string());
     loop {
         match lines.frame(&mut on_progress).await? {
-            Frame::Data(n) => {
+            Line::Data(n) => {
                 if n > MAX_FRAME || written + n > len {
                     return Err(GatewayError::BadReply(format!(
                         "{n} more bytes after {written} of {len}"
@@ -311,8 +311,8 @@ pub async fn get<W: AsyncWrite + Unpin>(
                 out.write_all(&piece).await.map_err(wrote)?;
                 written += n;
             }
-            Frame::End if written == len => break,
-            Frame::End => {
+            Line::End if written == len => break,
+            Line::End | Line::Ok(_) => {
                 return Err(GatewayError::BadReply(format!(
                     "the document ended after {written} of {len} bytes"
                 )))
@@ -327,9 +327,13 @@ pub async fn get<W: AsyncWrite + Unpin>(
     })
 }
 
-/// What follows a fetch's header line.
-enum Frame {
+/// A line of a progress answer past the progress lines.
+enum Line {
+    /// `ok ...`: the result, or a fetch's header.
+    Ok(String),
+    /// `data N`: N bytes of the document follow.
     Data(u64),
+    /// `end`: a fetch sent every byte.
     End,
 }
 
@@ -388,11 +392,8 @@ impl Lines {
         }
     }
 
-    /// Progress lines up to the result; returns what follows `ok `.
-    async fn until_result(
-        &mut self,
-        on_progress: &mut impl FnMut(Progress),
-    ) -> Result<String, GatewayError> {
+    /// Progress lines up to the next line that says something else.
+    async fn next(&mut self, on_progress: &mut impl FnMut(Progress)) -> Result<Line, GatewayError> {
         loop {
             let line = self.line().await?;
             if let Some(rest) = line.strip_prefix("progress ") {
@@ -402,7 +403,11 @@ impl Lines {
                     continue;
                 }
             } else if let Some(rest) = line.strip_prefix("ok ") {
-                return Ok(rest.to_string());
+                return Ok(Line::Ok(rest.to_string()));
+            } else if let Some(n) = line.strip_prefix("data ").and_then(|n| n.parse().ok()) {
+                return Ok(Line::Data(n));
+            } else if line == "end" {
+                return Ok(Line::End);
             } else if let Some(rest) = line.strip_prefix("error ") {
                 let (code, message) = rest.split_once(' ').unwrap_or((rest, ""));
                 let code = ErrorCode::parse(code)
@@ -416,35 +421,25 @@ impl Lines {
         }
     }
 
+    /// Progress lines up to the result; returns what follows `ok `.
+    async fn until_result(
+        &mut self,
+        on_progress: &mut impl FnMut(Progress),
+    ) -> Result<String, GatewayError> {
+        match self.next(on_progress).await? {
+            Line::Ok(rest) => Ok(rest),
+            _ => Err(GatewayError::BadReply("data before the result".into())),
+        }
+    }
+
     /// Progress lines up to the next data frame or the end.
     async fn frame(
         &mut self,
         on_progress: &mut impl FnMut(Progress),
-    ) -> Result<Frame, GatewayError> {
-        loop {
-            let line = self.line().await?;
-            if let Some(rest) = line.strip_prefix("progress ") {
-                let mut n = rest.split(' ').map(str::parse::<u64>);
-                if let (Some(Ok(done)), Some(Ok(total))) = (n.next(), n.next()) {
-                    on_progress(Progress { done, total });
-                    continue;
-                }
-            } else if let Some(n) = line.strip_prefix("data ") {
-                if let Ok(n) = n.parse() {
-                    return Ok(Frame::Data(n));
-                }
-            } else if line == "end" {
-                return Ok(Frame::End);
-            } else if let Some(rest) = line.strip_prefix("error ") {
-                let (code, message) = rest.split_once(' ').unwrap_or((rest, ""));
-                let code = ErrorCode::parse(code)
-                    .ok_or_else(|| GatewayError::BadReply(format!("unknown error {code:?}")))?;
-                return Err(GatewayError::Failed {
-                    code,
-                    message: message.to_string(),
-                });
-            }
-            return Err(GatewayError::BadReply(format!("unexpected line {line:?}")));
+    ) -> Result<Line, GatewayError> {
+        match self.next(on_progress).await? {
+            Line::Ok(_) => Err(GatewayError::BadReply("a second result".into())),
+            other => Ok(other),
         }
     }
 

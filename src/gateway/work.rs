@@ -260,14 +260,7 @@ where
         }
         let _ = sender.send_data(lines.into()).await;
     });
-    let mut r = Response::new(body.boxed());
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(PROGRESS_TYPE),
-    );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+    progress_answer(body)
 }
 
 /// A fetch answered as progress lines: `ok VERSION LENGTH CTYPE` once the
@@ -332,6 +325,11 @@ pub(super) fn streamed_fetch(node: NodeClient, uri: Uri, budget: Budget) -> Resp
             }
         }
     });
+    progress_answer(body)
+}
+
+/// The answer that carries a progress stream.
+fn progress_answer(body: Channel<Bytes, Infallible>) -> Response<Body> {
     let mut r = Response::new(body.boxed());
     r.headers_mut().insert(
         header::CONTENT_TYPE,
