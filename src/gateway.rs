@@ -560,6 +560,7 @@ impl Service {
         let body = req.into_body();
         let declared = hyper::body::Body::size_hint(&body).exact();
         if declared.is_some_and(|n| n > limit) {
+            work::drain(body).await;
             return failure(
                 ErrorCode::TooLarge,
                 format!("documents are limited to {limit} bytes"),
@@ -570,7 +571,10 @@ impl Service {
         });
         let held = match self.local.budget.hold(window).await {
             Ok(h) => h,
-            Err(e) => return failure(ErrorCode::of(&e), e),
+            Err(e) => {
+                work::drain(body).await;
+                return failure(ErrorCode::of(&e), e);
+            }
         };
         let body = work::BodyReader::new(body, limit, self.local.body_timeout);
         let node = self.node.clone();

@@ -119,6 +119,23 @@ impl AsyncRead for BodyReader {
     }
 }
 
+/// Bytes of a refused body read and dropped before the refusal goes out.
+const DRAIN_BYTES: usize = 4 << 20;
+/// And for at most this long.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// Read and drop some of a body that is refused before it is read: a
+/// client still sending it when the answer comes and the connection
+/// closes sees a failed write, not the refusal. A body longer than
+/// [`DRAIN_BYTES`] or slower than [`DRAIN_TIME`] is left unread.
+pub(super) async fn drain(body: Incoming) {
+    let mut body = Limited::new(body, DRAIN_BYTES);
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(_)) = body.frame().await {}
+    })
+    .await;
+}
+
 /// A request body, at most `limit` bytes, whole in memory (the upload
 /// form).
 #[allow(clippy::result_large_err)]
@@ -141,12 +158,16 @@ pub(super) async fn read_body(
     let mut held = Held::default();
     if let Some(n) = declared {
         if n > limit as u64 {
+            drain(body).await;
             return Err(too_large());
         }
-        held = budget
-            .hold(n.saturating_mul(client::HOLD_PER_BYTE))
-            .await
-            .map_err(refused)?;
+        match budget.hold(n.saturating_mul(client::HOLD_PER_BYTE)).await {
+            Ok(h) => held = h,
+            Err(e) => {
+                drain(body).await;
+                return Err(refused(e));
+            }
+        }
     }
     let mut body = Limited::new(body, limit);
     let mut out = Vec::new();
