@@ -195,10 +195,16 @@ impl Placement {
         // Pushes queued for it would each wait on a dial that fails, in
         // front of the pushes to whoever replaces it: the next pass queues
         // again whatever still belongs there.
-        let before = self.queue.len();
-        self.queue.retain(|(_, _, p)| p.id != peer);
+        let (gone, kept): (VecDeque<_>, VecDeque<_>) =
+            self.queue.drain(..).partition(|(_, _, p)| p.id == peer);
+        self.queue = kept;
         self.queued.retain(|(_, n)| *n != peer);
-        if self.queue.len() < before {
+        if !gone.is_empty() {
+            // Blocks placed elsewhere are looked up again, as a failed
+            // push would have them.
+            for (_, key, _) in &gone {
+                self.placed.remove(key);
+            }
             self.replicate_soon(now);
         }
         self.fail_pushes(|p| p.to.id == peer, StoreError::NoRoute, now);
@@ -553,6 +559,7 @@ mod tests {
         let (dead, live) = (peer(1), peer(2));
         let mut p = Placement::new(5);
         for i in 0..4 * PUSHES_IN_FLIGHT as u8 {
+            p.placed.insert(RoutingKey([i; 32]));
             p.push(KeyKind::CHK, RoutingKey([i; 32]), dead.clone());
         }
         p.push(KeyKind::CHK, RoutingKey([255; 32]), live.clone());
@@ -569,7 +576,9 @@ mod tests {
         assert_eq!(reads(&mut p), vec![RoutingKey([255; 32])]);
         assert_eq!(p.pushes.len(), 1);
         // And the next pass is due, to queue again what still belongs on
-        // whoever took the dead node's place.
+        // whoever took the dead node's place, looking up again where the
+        // blocks it held for others go.
         assert!(p.poll_timeout().is_some_and(|t| t <= now + REPLICATE_DELAY));
+        assert!(p.placed.is_empty());
     }
 }
