@@ -913,13 +913,33 @@ async fn a_document_that_breaks_off_half_way_is_never_taken_for_whole() {
         .await
         .expect("every block on every node within a minute");
     let last = &m.segments[2];
-    for k in &last.keys[..=last.parity] {
-        for n in net.nodes() {
-            n.forget_block(umbra::wire::KeyKind::CHK, k.routing)
-                .await
-                .unwrap();
+    // Taken away until two searches, half a second apart, find none of
+    // them: a replica push already on its way can bring one back.
+    let forget = async {
+        let mut clean = 0;
+        while clean < 2 {
+            for k in &last.keys[..=last.parity] {
+                for n in net.nodes() {
+                    n.forget_block(umbra::wire::KeyKind::CHK, k.routing)
+                        .await
+                        .unwrap();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let mut found = false;
+            for k in &last.keys[..=last.parity] {
+                found |= node
+                    .direct()
+                    .get_block(umbra::wire::KeyKind::CHK, k.routing)
+                    .await
+                    .is_ok();
+            }
+            clean = if found { 0 } else { clean + 1 };
         }
-    }
+    };
+    tokio::time::timeout(Duration::from_secs(30), forget)
+        .await
+        .expect("the blocks stay gone");
 
     // curl: the head says 5 MiB, the connection ends short of it, and
     // curl says so.

@@ -127,7 +127,20 @@ pub fn ring_correct(gateways: &[&str]) -> Result<(), String> {
         .iter()
         .map(|g| status(g))
         .collect::<Result<_, _>>()?;
-    umbra::testnet::ring_correct(&statuses, umbra::node::Config::default().successors)
+    umbra::testnet::ring_correct(&statuses, umbra::node::Config::default().successors).map_err(
+        |e| {
+            // What each node refused of what it was shown, for a ring
+            // that does not settle.
+            let refused: Vec<String> = statuses
+                .iter()
+                .map(|s| format!("{}/{}", s.successor_lists_refused, s.tables_refused))
+                .collect();
+            format!(
+                "{e} (successor lists/tables refused per node: {})",
+                refused.join(" ")
+            )
+        },
+    )
 }
 
 /// A small tmpfs mounted for the length of a test (root only, as CI
