@@ -300,7 +300,7 @@ pub async fn get<W: AsyncWrite + Unpin>(
     let mut written = 0u64;
     let wrote = |e: std::io::Error| GatewayError::Write(e.to_string());
     loop {
-        match lines.frame(&mut on_progress).await? {
+        match lines.next(&mut on_progress).await? {
             Line::Data(n) => {
                 if n > MAX_FRAME || written + n > len {
                     return Err(GatewayError::BadReply(format!(
@@ -312,7 +312,8 @@ pub async fn get<W: AsyncWrite + Unpin>(
                 written += n;
             }
             Line::End if written == len => break,
-            Line::End | Line::Ok(_) => {
+            Line::Ok(_) => return Err(GatewayError::BadReply("a second result".into())),
+            Line::End => {
                 return Err(GatewayError::BadReply(format!(
                     "the document ended after {written} of {len} bytes"
                 )))
@@ -429,17 +430,6 @@ impl Lines {
         match self.next(on_progress).await? {
             Line::Ok(rest) => Ok(rest),
             _ => Err(GatewayError::BadReply("data before the result".into())),
-        }
-    }
-
-    /// Progress lines up to the next data frame or the end.
-    async fn frame(
-        &mut self,
-        on_progress: &mut impl FnMut(Progress),
-    ) -> Result<Line, GatewayError> {
-        match self.next(on_progress).await? {
-            Line::Ok(_) => Err(GatewayError::BadReply("a second result".into())),
-            other => Ok(other),
         }
     }
 
