@@ -196,7 +196,16 @@ pub fn ring_correct(statuses: &[Status], successors: usize) -> Result<(), String
             .map(|k| ids[(i + k) % n])
             .collect();
         if s.successors.iter().map(String::as_str).collect::<Vec<_>>() != want {
-            return Err(format!("node {short}: successor list not yet right"));
+            let shorts = |l: &mut dyn Iterator<Item = &str>| -> String {
+                l.map(|id| id.get(..8).unwrap_or(id))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            return Err(format!(
+                "node {short}: successor list not yet right: [{}], want [{}]",
+                shorts(&mut s.successors.iter().map(String::as_str)),
+                shorts(&mut want.iter().copied())
+            ));
         }
         if n > 1 && s.predecessor.as_deref() != Some(ids[(i + n - 1) % n]) {
             return Err(format!("node {short}: predecessor not yet right"));

@@ -127,7 +127,14 @@ impl Ring {
                 && !self.dead.contains_key(&p.id)
         });
         if rest.is_empty() {
-            self.lookup_finished(lookup, Err(LookupError::NoRoute), now);
+            let pred = self.predecessor.clone().filter(|p| p.id == from);
+            let result = match pred {
+                // Joining again, and the node that names us has nothing
+                // after us in its list but itself: a ring of two.
+                Some(p) if matches!(lookup.purpose, Purpose::Join) => Ok(p),
+                _ => Err(LookupError::NoRoute),
+            };
+            self.lookup_finished(lookup, result, now);
             return;
         }
         let next = rest.remove(0);
@@ -182,6 +189,22 @@ impl Ring {
         answerer: Option<NodeId>,
         now: Instant,
     ) {
+        if node.id == self.me.id && matches!(lookup.purpose, Purpose::Join) {
+            if let Some(a) = answerer {
+                // Our own id, named by a node that still holds us where
+                // we were before a restart: what follows us in its
+                // successor list is our successor. Waiting for it to
+                // forget us would never end, since we answer its pings.
+                let what = Pending::Alternatives {
+                    lookup,
+                    answerer: a,
+                    skip: node.id,
+                };
+                let query = self.insert_query(Some(a), what, now);
+                self.send(Dest::Link(a), PeerMessage::GetPredecessor { query });
+                return;
+            }
+        }
         if done {
             self.conclude(lookup, node, answerer, now);
         } else if lookup.steps >= self.cfg.lookup_max_steps {

@@ -271,6 +271,30 @@ fn a_graceful_leave_closes_the_gap_without_waiting() {
 }
 
 #[test]
+fn a_node_restarted_before_anyone_noticed_joins_again() {
+    // Killed and started again on its identity at once: every other node
+    // still holds it where it was, so a lookup of its own id names it.
+    for (seed, n) in [(11, 8), (12, 2)] {
+        let (mut sim, first) = grow(seed, n);
+        sim.converge(Duration::from_secs(30));
+        let ids: Vec<NodeId> = sim.nodes.keys().copied().collect();
+        let back = *ids
+            .iter()
+            .find(|id| sim.nodes[*id].me.desc.addrs[0].0 != first)
+            .unwrap();
+        let desc = (*sim.nodes[&back].me.desc).clone();
+        sim.kill(back);
+        let seed: [u8; 32] = sim.rng.gen();
+        let mut ring = Ring::new(desc, Config::default(), sim.now, seed);
+        ring.join(vec![(first, None)], sim.now);
+        sim.nodes.insert(back, ring);
+        sim.pump();
+        sim.converge(Duration::from_secs(30));
+        assert!(sim.nodes[&back].is_joined(), "{n} nodes");
+    }
+}
+
+#[test]
 fn a_lone_node_owns_everything_and_a_pair_splits_the_circle() {
     let mut sim = Sim::new(5);
     let (a, addr) = sim.add(None);
