@@ -40,6 +40,13 @@ pub struct Config {
     pub stabilize_every: Duration,
     pub fix_fingers_every: Duration,
     pub check_predecessor_every: Duration,
+    /// The longest stabilization and the predecessor check back off to
+    /// while nothing changes (each period doubles per quiet round, and
+    /// drops back at once when a neighbour changes or stops answering).
+    /// Finger repair backs off to 32 times this (a finger looked up again
+    /// every 8 minutes, all of them within the hour): fingers make lookups
+    /// short, not right, and a dead one is routed around when met.
+    pub quiet_max: Duration,
     /// How long a ring query may go unanswered before its target is taken
     /// for dead.
     pub query_timeout: Duration,
@@ -72,6 +79,7 @@ impl Default for Config {
             stabilize_every: Duration::from_millis(500),
             fix_fingers_every: Duration::from_millis(250),
             check_predecessor_every: Duration::from_secs(1),
+            quiet_max: Duration::from_secs(15),
             query_timeout: Duration::from_secs(2),
             lookup_max_steps: 64,
             dead_for: Duration::from_secs(20),
@@ -244,6 +252,9 @@ pub struct Ring {
     next_stabilize: Instant,
     next_fix: Instant,
     next_check: Instant,
+    /// Quiet stabilize rounds in a row: maintenance periods are the
+    /// configured ones times 2^quiet, up to [`Config::quiet_max`].
+    quiet: u32,
     outbox: VecDeque<Transmit>,
     events: VecDeque<Event>,
     rng: StdRng,
@@ -283,6 +294,7 @@ impl Ring {
             next_stabilize: now,
             next_fix: now + cfg.fix_fingers_every,
             next_check: now + cfg.check_predecessor_every,
+            quiet: 0,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             rng: StdRng::from_seed(seed),
@@ -645,18 +657,18 @@ impl Ring {
             return;
         }
         if now >= self.next_stabilize {
-            self.next_stabilize = now + self.cfg.stabilize_every;
+            self.next_stabilize = now + self.period(self.cfg.stabilize_every, 1);
             self.stabilize(now);
         }
         if now >= self.next_fix {
-            self.next_fix = now + self.cfg.fix_fingers_every;
+            self.next_fix = now + self.period(self.cfg.fix_fingers_every, 32);
             if self.joined && !self.successors.is_empty() {
                 let i = self.next_finger;
                 self.start_lookup(add_pow2(&self.me.id.0, i), Purpose::Finger(i), now);
             }
         }
         if now >= self.next_check {
-            self.next_check = now + self.cfg.check_predecessor_every;
+            self.next_check = now + self.period(self.cfg.check_predecessor_every, 1);
             if let Some(p) = self.predecessor.clone() {
                 let msg_id = self.insert_query(Some(p.id), Pending::PingPredecessor, now);
                 self.send(Dest::Peer(p), PeerMessage::Ping { nonce: msg_id });
@@ -664,11 +676,33 @@ impl Ring {
         }
     }
 
+    /// `base` backed off by the quiet rounds so far, up to `cap` times
+    /// [`Config::quiet_max`] (never below `base`).
+    fn period(&self, base: Duration, cap: u32) -> Duration {
+        let max = (self.cfg.quiet_max * cap).max(base);
+        base.saturating_mul(1u32 << self.quiet.min(16)).min(max)
+    }
+
+    /// Something changed around this node, or a neighbour stopped
+    /// answering: maintenance at full pace again, from now.
+    pub(super) fn unsettle(&mut self, now: Instant) {
+        self.quiet = 0;
+        self.next_stabilize = self.next_stabilize.min(now + self.cfg.stabilize_every);
+        self.next_fix = self.next_fix.min(now + self.cfg.fix_fingers_every);
+        self.next_check = self.next_check.min(now + self.cfg.check_predecessor_every);
+    }
+
+    /// Quiet rounds of maintenance in a row so far.
+    pub fn quiet_rounds(&self) -> u32 {
+        self.quiet
+    }
+
     /// A link to `id` failed, or `id` stopped answering: route around it.
     pub fn handle_failure(&mut self, id: NodeId, now: Instant) {
         if id == self.me.id {
             return;
         }
+        self.unsettle(now);
         self.strikes.remove(&id);
         self.dead.insert(id, now + self.cfg.dead_for);
         let mut changed = false;
@@ -791,7 +825,7 @@ impl Ring {
             PeerMessage::Notify { node } => {
                 let p = Peer::new(node);
                 if p.id == from {
-                    self.notified(p);
+                    self.notified(p, now);
                 }
             }
             PeerMessage::Leaving {
@@ -806,6 +840,11 @@ impl Ring {
     // ---- plumbing ----
 
     fn query_failed(&mut self, q: Query, now: Instant) {
+        if matches!(q.what, Pending::Stabilize | Pending::PingPredecessor) {
+            // A neighbour that does not answer may be gone: check again
+            // soon rather than after a quiet period.
+            self.unsettle(now);
+        }
         if let Some(id) = q.to {
             let count = self.strikes.get(&id).map_or(0, |(n, _)| *n) + 1;
             if count >= self.cfg.strikes.max(1) {

@@ -240,6 +240,7 @@ impl Ring {
                     self.successors = vec![succ.clone()];
                     self.notify(succ);
                     self.next_stabilize = now;
+                    self.unsettle(now);
                     self.events.push_back(Event::Joined);
                     self.events.push_back(Event::NeighboursChanged);
                 }
@@ -274,6 +275,9 @@ impl Ring {
                     }
                     if changed {
                         self.reindex_fingers();
+                        // The ring around the finger moved: the next finger
+                        // soon, without hurrying stabilization.
+                        self.next_fix = self.next_fix.min(now + self.cfg.fix_fingers_every);
                     }
                     self.next_finger = j % 256;
                 }

@@ -27,6 +27,7 @@ impl Ring {
                 if let Some(p) = self.predecessor.clone() {
                     self.successors = vec![p.clone()];
                     self.notify(p);
+                    self.unsettle(now);
                     self.events.push_back(Event::NeighboursChanged);
                 }
             }
@@ -47,6 +48,10 @@ impl Ring {
             return;
         }
         let mut list = Vec::with_capacity(self.cfg.successors + 1);
+        // It has us, as we are now, for its predecessor: nothing to tell it.
+        let knows_us = their_pred
+            .as_ref()
+            .is_some_and(|x| x.id == self.me.id && *x.desc == *self.me.desc);
         if let Some(x) = their_pred {
             if x.id != self.me.id
                 && !self.dead.contains_key(&x.id)
@@ -90,9 +95,23 @@ impl Ring {
             // Stabilize again at once with the new successor.
             self.next_stabilize = now;
         }
-        self.notify(first);
-        if changed {
+        if changed || first.id != succ.id {
+            self.unsettle(now);
             self.events.push_back(Event::NeighboursChanged);
+            // Our predecessor's list is ours shifted by one: tell it to
+            // ask again now, so a change runs back along the ring at the
+            // speed of messages, not one quiet period per node.
+            if let Some(p) = self.predecessor.clone() {
+                if p.id != first.id {
+                    self.notify(p);
+                }
+            }
+        } else {
+            // A quiet round: the next one comes later.
+            self.quiet = self.quiet.saturating_add(1);
+        }
+        if !(knows_us && first.id == succ.id) {
+            self.notify(first);
         }
     }
 
@@ -126,7 +145,8 @@ impl Ring {
         }
     }
 
-    /// Tell `p` we may be its predecessor; members only.
+    /// Tell `p` we may be its predecessor, or, told to our predecessor,
+    /// that our successor list changed; members only.
     pub(super) fn notify(&mut self, p: Peer) {
         if self.cfg.member {
             let node = (*self.me.desc).clone();
@@ -134,12 +154,17 @@ impl Ring {
         }
     }
 
-    pub(super) fn notified(&mut self, p: Peer) {
+    pub(super) fn notified(&mut self, p: Peer, now: Instant) {
         if !self.cfg.member {
             return;
         }
         if p.id == self.me.id || self.dead.contains_key(&p.id) {
             return;
+        }
+        if self.successors.first().is_some_and(|s| s.id == p.id) {
+            // Our successor says its list changed: ask it soon (at most
+            // once per configured period, however often it says so).
+            self.unsettle(now);
         }
         let better = match &self.predecessor {
             None => true,
@@ -149,6 +174,7 @@ impl Ring {
             let changed = self.predecessor.as_ref().is_none_or(|cur| cur.id != p.id);
             self.predecessor = Some(p);
             if changed {
+                self.unsettle(now);
                 self.events.push_back(Event::NeighboursChanged);
             }
         }
@@ -182,6 +208,7 @@ impl Ring {
             self.predecessor = their_pred.filter(|p| p.id != self.me.id && p.id != from);
         }
         if was_succ || was_pred {
+            self.unsettle(now);
             self.next_stabilize = now;
             self.events.push_back(Event::NeighboursChanged);
         }

@@ -256,6 +256,29 @@ fn a_quarter_of_the_nodes_crashing_at_once_is_repaired() {
 }
 
 #[test]
+fn a_quiet_ring_backs_off_and_still_repairs_a_crash_within_30_s() {
+    let (mut sim, _) = grow(6, 16);
+    sim.converge(Duration::from_secs(60));
+    // Fingers filled, and every timer backed off as far as it goes.
+    sim.run(Duration::from_secs(180));
+    let before = sim.delivered;
+    sim.run(Duration::from_secs(60));
+    let per_node_minute = (sim.delivered - before) / sim.nodes.len();
+    // At the configured pace (stabilize every 0.5 s, a finger every
+    // 0.25 s, the predecessor every 1 s) a node sends some 1,900 a minute.
+    assert!(
+        per_node_minute <= 60,
+        "{per_node_minute} messages per node per minute in a quiet ring"
+    );
+    // A crash nobody announces (no link closes here: only unanswered
+    // queries tell) is repaired within 30 s from that quiet pace.
+    let ids: Vec<NodeId> = sim.nodes.keys().copied().collect();
+    sim.kill(ids[5]);
+    let took = sim.converge(Duration::from_secs(30));
+    assert!(took <= Duration::from_secs(30));
+}
+
+#[test]
 fn a_graceful_leave_closes_the_gap_without_waiting() {
     let (mut sim, _) = grow(4, 8);
     sim.converge(Duration::from_secs(30));

@@ -5,7 +5,8 @@
 //! it. While the sample is small and lookups keep finding relays it did
 //! not have, one goes out every [`FAST`]; once [`PATIENCE`] lookups in a
 //! row found only relays already known, or the sample is large, every
-//! [`SLOW`]. While
+//! [`SLOW`], doubling with each further lookup that finds nothing new, up
+//! to [`IDLE`]. While
 //! the sample is small, every other lookup instead targets the point just
 //! after a relay already known, which finds that relay's successor: a relay
 //! with a short arc is seldom the successor of a random point.
@@ -89,6 +90,9 @@ pub struct Sampler {
     in_flight: usize,
     /// Lookups in a row that found no relay new to the sample.
     misses: u32,
+    /// Walks in a row that added nothing to the sample, for whatever
+    /// reason (a relay known already, one not kept, a failed walk).
+    barren: u32,
 }
 
 impl Sampler {
@@ -98,6 +102,7 @@ impl Sampler {
             next: now,
             in_flight: 0,
             misses: 0,
+            barren: 0,
         }
     }
 
@@ -128,7 +133,17 @@ impl Sampler {
             } else if full {
                 self.pace.idle
             } else {
-                self.pace.slow
+                // A small network known whole, or a sample large enough
+                // to build circuits from: each walk that adds nothing
+                // doubles the wait, up to the idle pace.
+                let extra = if small {
+                    self.misses.saturating_sub(PATIENCE)
+                } else {
+                    self.barren
+                }
+                .min(16);
+                let most = self.pace.idle.max(self.pace.slow);
+                self.pace.slow.saturating_mul(1 << extra).min(most)
             };
         if !joined || self.in_flight >= IN_FLIGHT {
             return None;
@@ -157,11 +172,17 @@ impl Sampler {
             Some(false) => self.misses = self.misses.saturating_add(1),
             None => {}
         }
+        if found == Some(true) {
+            self.barren = 0;
+        } else {
+            self.barren = self.barren.saturating_add(1);
+        }
     }
 
     /// A relay left the sample (its link failed): look fast again.
     pub fn handle_lost(&mut self) {
         self.misses = 0;
+        self.barren = 0;
     }
 }
 
@@ -191,9 +212,43 @@ mod tests {
         s.handle_done(Some(false));
         assert_eq!(s.poll_timeout(), now + SLOW, "a small network known whole");
         now = s.poll_timeout();
+        s.handle_timeout(now, &known, true, true, &mut rng);
+        s.handle_done(Some(false));
+        assert_eq!(s.poll_timeout(), now + 2 * SLOW, "and it backs off");
+        for _ in 0..10 {
+            now = s.poll_timeout();
+            s.handle_timeout(now, &known, true, true, &mut rng);
+            s.handle_done(Some(false));
+        }
+        assert_eq!(s.poll_timeout(), now + IDLE, "as far as the idle pace");
+        now = s.poll_timeout();
         s.handle_lost();
         s.handle_timeout(now, &known, true, true, &mut rng);
         assert_eq!(s.poll_timeout(), now + FAST, "a relay lost: fast again");
+    }
+
+    #[test]
+    fn a_sample_large_enough_fills_at_a_pace_that_backs_off() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut s = Sampler::new(Instant::now(), Pace::default());
+        let known = vec![NodeId([1; 32]); ENOUGH];
+        let mut now = s.poll_timeout();
+        s.handle_timeout(now, &known, false, true, &mut rng);
+        assert_eq!(s.poll_timeout(), now + SLOW);
+        // Walks that keep nothing: each doubles the wait.
+        s.handle_done(None);
+        now = s.poll_timeout();
+        s.handle_timeout(now, &known, false, true, &mut rng);
+        assert_eq!(s.poll_timeout(), now + 2 * SLOW);
+        s.handle_done(None);
+        now = s.poll_timeout();
+        s.handle_timeout(now, &known, false, true, &mut rng);
+        assert_eq!(s.poll_timeout(), now + 4 * SLOW);
+        // One that adds a relay: the slow pace again.
+        s.handle_done(Some(true));
+        now = s.poll_timeout();
+        s.handle_timeout(now, &known, false, true, &mut rng);
+        assert_eq!(s.poll_timeout(), now + SLOW);
     }
 
     #[test]
