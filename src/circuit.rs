@@ -640,6 +640,12 @@ impl Circuits {
             .is_some_and(|b| b.take(now, CREATE_RATE, CREATE_BURST))
     }
 
+    /// Whether any circuit, relayed or our own, runs over the link to
+    /// `peer`.
+    pub fn carries(&self, peer: NodeId) -> bool {
+        self.circuits_on(peer) > 0 || self.own_links.keys().any(|(p, _)| *p == peer)
+    }
+
     fn circuits_on(&self, peer: NodeId) -> usize {
         self.by_prev.keys().filter(|(p, _)| *p == peer).count()
             + self.by_next.keys().filter(|(p, _)| *p == peer).count()

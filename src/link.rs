@@ -36,10 +36,12 @@ use crate::wire::{self, Frame, NodeId, PeerMessage};
 pub mod addr;
 mod probe;
 pub mod reach;
+mod socket;
 mod stream;
 pub mod tls;
 
 pub use probe::probe;
+pub use socket::Traffic;
 pub use stream::FrameReader;
 pub use tls::{certificate, peer_id, ALPN, PROBE_ALPN};
 
@@ -53,6 +55,8 @@ pub mod close {
     pub const DUPLICATE: VarInt = VarInt::from_u32(2);
     pub const TOO_MANY_LINKS: VarInt = VarInt::from_u32(3);
     pub const LEAVING: VarInt = VarInt::from_u32(4);
+    /// Nothing used the link for a while: nothing failed.
+    pub const IDLE: VarInt = VarInt::from_u32(5);
 }
 
 #[derive(Debug, Clone)]
@@ -125,12 +129,18 @@ pub enum Error {
     Protocol(#[from] wire::Error),
 }
 
-fn transport(cfg: &Config) -> Result<Arc<quinn::TransportConfig>, Error> {
+/// The transport of the links a node dials (`dialer`) or accepts. Only
+/// the dialer sends keep-alives: the other end's acknowledgements keep
+/// the dialer's idle timer going, its pings keep the other end's, and
+/// the mapping of a NAT in front of the dialer (the end that can be
+/// behind one) stays open. Both ends pinging would double the datagrams
+/// of an idle link for nothing.
+fn transport(cfg: &Config, dialer: bool) -> Result<Arc<quinn::TransportConfig>, Error> {
     let mut t = quinn::TransportConfig::default();
     let idle =
         quinn::IdleTimeout::try_from(cfg.idle_timeout).map_err(|e| Error::Tls(e.to_string()))?;
     t.max_idle_timeout(Some(idle))
-        .keep_alive_interval(Some(cfg.keep_alive))
+        .keep_alive_interval(dialer.then_some(cfg.keep_alive))
         .max_concurrent_bidi_streams(VarInt::from_u32(cfg.max_streams))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .stream_receive_window(VarInt::from_u32(cfg.stream_window))
@@ -147,6 +157,7 @@ pub struct Endpoint {
     transport: Arc<quinn::TransportConfig>,
     cfg: Config,
     rejected: Arc<AtomicUsize>,
+    counters: Arc<socket::Counters>,
 }
 
 impl Endpoint {
@@ -159,7 +170,7 @@ impl Endpoint {
         cfg: Config,
     ) -> Result<Endpoint, Error> {
         let (cert, key) = certificate(identity)?;
-        let transport = transport(&cfg)?;
+        let (transport, accepted) = (transport(&cfg, true)?, transport(&cfg, false)?);
         let rejected = Arc::new(AtomicUsize::new(0));
         let server = if accept {
             let mut tls = rustls::ServerConfig::builder_with_provider(tls::provider())
@@ -174,7 +185,7 @@ impl Endpoint {
             tls.alpn_protocols = vec![ALPN.to_vec(), PROBE_ALPN.to_vec()];
             let quic = QuicServerConfig::try_from(tls).map_err(|e| Error::Tls(e.to_string()))?;
             let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
-            server.transport_config(transport.clone());
+            server.transport_config(accepted);
             Some(server)
         } else {
             None
@@ -182,8 +193,18 @@ impl Endpoint {
         let socket = std::net::UdpSocket::bind(addr).map_err(|e| Error::Io(e.to_string()))?;
         let runtime =
             quinn::default_runtime().ok_or_else(|| Error::Io("no async runtime".into()))?;
-        let ep = quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
+        let socket = runtime
+            .wrap_udp_socket(socket)
             .map_err(|e| Error::Io(e.to_string()))?;
+        let counters = Arc::new(socket::Counters::default());
+        let socket = Arc::new(socket::Counting::new(socket, counters.clone()));
+        let ep = quinn::Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            server,
+            socket,
+            runtime,
+        )
+        .map_err(|e| Error::Io(e.to_string()))?;
         Ok(Endpoint {
             ep,
             cert,
@@ -191,7 +212,13 @@ impl Endpoint {
             transport,
             cfg,
             rejected,
+            counters,
         })
+    }
+
+    /// What the endpoint's socket has carried since it opened.
+    pub fn traffic(&self) -> Traffic {
+        self.counters.read()
     }
 
     /// Inbound connections refused because the peer's certificate was not
@@ -428,6 +455,9 @@ pub enum Event {
         peer: NodeId,
         /// Set when the peer broke the protocol.
         misbehaved: Option<Error>,
+        /// The peer closed it for being unused ([`close::IDLE`]): it is
+        /// not gone, only the link.
+        idle: bool,
     },
 }
 

@@ -138,4 +138,20 @@ pub struct Status {
     pub exit_streams_refused: u64,
     /// Exit circuits torn down because their client stopped reading.
     pub exits_stalled: u64,
+    /// What this node's UDP socket carried since start: every link's
+    /// packets, handshakes, acknowledgements and keep-alives included.
+    #[serde(default)]
+    pub traffic: link::Traffic,
+    /// Frames received from peers since start, by kind (`PING`,
+    /// `PREDECESSOR_REPLY`, `CELL`, ...): what each kind of message costs.
+    #[serde(default)]
+    pub frames_received: std::collections::BTreeMap<String, FrameCount>,
+}
+
+/// Frames of one kind, and their bytes with framing (QUIC's own overhead
+/// not included).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FrameCount {
+    pub frames: u64,
+    pub bytes: u64,
 }

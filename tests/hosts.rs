@@ -371,12 +371,14 @@ fn keep_alives_hold_a_nat_mapping_open() {
     let mut lab = Lab::new("ka").unwrap_or_else(|e| panic!("cannot build the test network: {e}"));
     let host = lab.host("s", "10.78.0.10/24").expect("host");
     let router = lab
-        .nat_router("nat", "10.78.0.254/24", "192.168.78.1/24", 4)
+        .nat_router("nat", "10.78.0.254/24", "192.168.78.1/24", 12)
         .expect("NAT router");
     let client = lab
         .host_behind("c", &router, "192.168.78.2/24", "192.168.78.1")
         .expect("client host");
-    let idle = Duration::from_secs(10);
+    // Longer than the NAT remembers; the node's keep-alives (every 7.5 s
+    // by default) come within it.
+    let idle = Duration::from_secs(16);
     for keep_alive in [true, false] {
         let heard = link_across_nat(&lab, &host, &client, keep_alive, idle);
         assert_eq!(

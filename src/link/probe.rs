@@ -22,8 +22,13 @@ pub async fn probe(
 ) -> Result<(), Error> {
     let throwaway = Identity::generate(&mut rand::rngs::OsRng);
     let (cert, key) = certificate(&throwaway)?;
-    let (client, mismatch) =
-        client_config(&cert, &key, Some(expected), PROBE_ALPN, transport(cfg)?)?;
+    let (client, mismatch) = client_config(
+        &cert,
+        &key,
+        Some(expected),
+        PROBE_ALPN,
+        transport(cfg, true)?,
+    )?;
     let bind: SocketAddr = if target.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {

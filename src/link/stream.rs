@@ -87,6 +87,10 @@ pub(super) async fn read_loop(
             Err(_) => break None,
         }
     };
+    let idle = matches!(
+        conn.close_reason(),
+        Some(quinn::ConnectionError::ApplicationClosed(c)) if c.error_code == close::IDLE
+    );
     if misbehaved.is_none() {
         conn.close(close::NORMAL, b"");
     }
@@ -95,6 +99,7 @@ pub(super) async fn read_loop(
             serial,
             peer,
             misbehaved,
+            idle,
         })
         .await;
 }

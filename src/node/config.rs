@@ -284,7 +284,7 @@ impl Default for Config {
             cache_bytes: 256 << 20,
             max_links: 256,
             stabilize_ms: 500,
-            link_timeout_ms: 6000,
+            link_timeout_ms: 30_000,
             relay: true,
             circuit_hops: 3,
             circuit_lifetime_secs: 600,
@@ -635,7 +635,7 @@ mod tests {
         assert_eq!(slow.link().keep_alive, MAX_KEEP_ALIVE);
         assert_eq!(
             Config::default().link().keep_alive,
-            Duration::from_millis(1500)
+            Duration::from_millis(7500)
         );
     }
 

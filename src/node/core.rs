@@ -59,6 +59,10 @@ pub const LEARN_PATIENCE: Duration = Duration::from_secs(120);
 /// A duplicate link stays open this long after another link to the same
 /// peer won, so that what is already on its way arrives.
 pub const LINK_GRACE: Duration = Duration::from_secs(2);
+/// A link no frame came in on for this long, and that carries no
+/// circuit, is closed: keeping it open costs keep-alives both ways, and
+/// the next message dials again (Tor closes idle channels the same way).
+pub const LINK_IDLE: Duration = Duration::from_secs(120);
 /// Verified descriptor signatures kept to skip re-verification.
 const VERIFIED_CACHE: usize = 4096;
 /// How often a node signs its descriptor again, so that the copies others
@@ -90,6 +94,8 @@ pub enum CloseReason {
     Protocol,
     /// Another link to the same peer is kept.
     Duplicate,
+    /// Nothing used it for [`LINK_IDLE`] and no circuit runs over it.
+    Idle,
 }
 
 /// Work for the datastore. Reads and writes are the store's own: it checks
@@ -319,6 +325,8 @@ impl Verified {
 #[derive(Debug, Clone, Copy)]
 struct LinkInfo {
     id: LinkId,
+    /// When a frame last came in on it.
+    used: Instant,
     /// The peer dialled us.
     inbound: bool,
     remote: SocketAddr,
@@ -431,6 +439,10 @@ pub struct Core {
     link_peers: HashMap<LinkId, NodeId>,
     /// Duplicate links to close, and when.
     retiring: VecDeque<(Instant, LinkId)>,
+    /// Links this node closed for being unused, until they are down.
+    idling: HashSet<LinkId>,
+    /// When unused links are next looked for.
+    next_link_sweep: Instant,
     /// Messages waiting for a link being dialled.
     dialing: HashMap<NodeId, Vec<PeerMessage>>,
     dialing_addr: HashMap<SocketAddr, Vec<PeerMessage>>,
@@ -544,6 +556,8 @@ impl Core {
             links: HashMap::new(),
             link_peers: HashMap::new(),
             retiring: VecDeque::new(),
+            idling: HashSet::new(),
+            next_link_sweep: now + LINK_IDLE / 4,
             dialing: HashMap::new(),
             dialing_addr: HashMap::new(),
             dials: HashMap::new(),
@@ -639,6 +653,7 @@ impl Core {
             self.learner.as_ref().and_then(Learner::poll_timeout),
             self.learn_warning,
             self.retiring.front().map(|(t, _)| *t),
+            Some(self.next_link_sweep),
             Some(self.next_republish),
             self.circuits.next_stale(),
             self.settings.relay.then(|| self.next_rotation()),
@@ -672,6 +687,7 @@ impl Core {
         }
         self.addresses_timeout(now);
         self.retire_links(now);
+        self.close_unused_links(now);
         self.rotate_onion(now);
         if now >= self.next_republish {
             self.republish(now);

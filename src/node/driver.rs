@@ -180,6 +180,7 @@ pub async fn start_with(cfg: Config, hooks: Hooks) -> Result<NodeHandle, Error> 
         guards_file,
         guards_saved: Instant::now(),
         onion_file,
+        received: HashMap::new(),
     };
     let task = tokio::spawn(driver.run(cmd_rx, link_rx, accept_rx, dial_rx, store_rx));
     Ok(NodeHandle {
@@ -251,6 +252,8 @@ struct Driver {
     guards_saved: Instant,
     /// Where a relay's onion keys persist.
     onion_file: std::path::PathBuf,
+    /// Frames received, by kind, since start.
+    received: HashMap<&'static str, super::FrameCount>,
 }
 
 /// The entry guards' file in the data directory.
@@ -368,6 +371,13 @@ impl Driver {
                 frame,
                 len,
             } => {
+                let kind = match &frame {
+                    Frame::Cell(_) => "CELL",
+                    Frame::Message(m) => m.kind().name().unwrap_or("UNKNOWN"),
+                };
+                let count = self.received.entry(kind).or_default();
+                count.frames += 1;
+                count.bytes += len as u64;
                 if let Some(obs) = &self.hooks.observer {
                     obs.observe(&Observation::Frame {
                         at: self.me,
@@ -380,12 +390,19 @@ impl Driver {
                     .handle_frame(LinkId(serial), frame, Instant::now());
             }
             link::Event::Closed {
-                serial, misbehaved, ..
+                serial,
+                misbehaved,
+                idle,
+                ..
             } => {
                 self.links.remove(&LinkId(serial));
                 self.link_count.store(self.links.len(), Ordering::Relaxed);
-                self.core
-                    .handle_link_down(LinkId(serial), misbehaved.is_some(), Instant::now());
+                self.core.handle_link_down(
+                    LinkId(serial),
+                    misbehaved.is_some(),
+                    idle,
+                    Instant::now(),
+                );
             }
         }
     }
@@ -409,6 +426,7 @@ impl Driver {
                         let (code, why): (_, &[u8]) = match reason {
                             CloseReason::Protocol => (close::PROTOCOL, b"protocol violation"),
                             CloseReason::Duplicate => (close::DUPLICATE, b"duplicate link"),
+                            CloseReason::Idle => (close::IDLE, b"idle"),
                         };
                         h.close(code, why);
                     }
@@ -464,6 +482,12 @@ impl Driver {
                 s.misbehaving_peers = s
                     .misbehaving_peers
                     .saturating_add(u64::try_from(refused).unwrap_or(u64::MAX));
+                s.traffic = self.endpoint.traffic();
+                s.frames_received = self
+                    .received
+                    .iter()
+                    .map(|(k, c)| (k.to_string(), *c))
+                    .collect();
                 Reply::Status(s)
             }
             other => other,

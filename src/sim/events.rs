@@ -31,6 +31,8 @@ pub enum Event {
     },
     LinkDown {
         link: LinkId,
+        /// Closed by the other end for being unused.
+        idle: bool,
     },
     Store {
         op: OpId,

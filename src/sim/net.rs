@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use super::events::{Agenda, Event};
 use crate::crypto::Identity;
 use crate::node::core::sampling::Pace;
-use crate::node::core::{Action, Core, LinkId};
+use crate::node::core::{Action, CloseReason, Core, LinkId};
 use crate::node::{self, Answer, Config, NodeClient, Requests, Tap};
 use crate::store::{Limits, Memory};
 use crate::token::{Token, Tokens};
@@ -355,6 +355,7 @@ impl Net {
                         peer,
                         Event::LinkDown {
                             link: end.peer_link,
+                            idle: false,
                         },
                     );
                 }
@@ -563,9 +564,9 @@ impl Net {
             Event::DialFailed { dial, wrong_peer } => {
                 self.nodes[i].core.handle_dial_failed(dial, wrong_peer, now)
             }
-            Event::LinkDown { link } => {
+            Event::LinkDown { link, idle } => {
                 self.links.remove(&link);
-                self.nodes[i].core.handle_link_down(link, false, now);
+                self.nodes[i].core.handle_link_down(link, false, idle, now);
             }
             Event::Store { op, result } => self.nodes[i].core.handle_store(op, result, now),
             Event::Timer => {
@@ -706,9 +707,11 @@ impl Net {
                     }
                 }
             }
-            Action::Close { link, .. } => {
+            Action::Close { link, reason } => {
+                let idle = matches!(reason, CloseReason::Idle);
                 if let Some(end) = self.links.remove(&link) {
-                    self.agenda.push(self.now, i, Event::LinkDown { link });
+                    self.agenda
+                        .push(self.now, i, Event::LinkDown { link, idle });
                     if let Some(peer) = self.links.get(&end.peer_link) {
                         let at = (self.now + end.latency).max(end.last);
                         let node = peer.node;
@@ -717,6 +720,7 @@ impl Net {
                             node,
                             Event::LinkDown {
                                 link: end.peer_link,
+                                idle,
                             },
                         );
                     }

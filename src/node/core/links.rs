@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::{
     Action, CloseReason, Core, DialId, Dialed, LinkId, LinkInfo, OpFor, StoreOp, LINK_GRACE,
-    VERIFIED_CACHE,
+    LINK_IDLE, VERIFIED_CACHE,
 };
 use sha2::{Digest, Sha256};
 
@@ -68,6 +68,7 @@ impl Core {
             peer,
             LinkInfo {
                 id: link,
+                used: now,
                 inbound,
                 remote,
                 misplaced: 0,
@@ -117,7 +118,9 @@ impl Core {
 
     /// A link closed, by either side; `misbehaved` when the peer broke the
     /// protocol (a malformed frame).
-    pub fn handle_link_down(&mut self, link: LinkId, misbehaved: bool, now: Instant) {
+    /// `idle` when the peer closed it for being unused.
+    pub fn handle_link_down(&mut self, link: LinkId, misbehaved: bool, idle: bool, now: Instant) {
+        let idle = self.idling.remove(&link) || idle;
         let Some(peer) = self.link_peers.remove(&link) else {
             return;
         };
@@ -127,9 +130,55 @@ impl Core {
         }
         if self.links.get(&peer).is_some_and(|l| l.id == link) {
             self.links.remove(&peer);
-            self.peer_gone(peer, now);
+            if idle && !misbehaved {
+                self.link_unused(peer, now);
+            } else {
+                self.peer_gone(peer, now);
+            }
         }
         self.flush(now);
+    }
+
+    /// Close the links nothing used for [`LINK_IDLE`] and no circuit
+    /// runs over: each one costs keep-alives for as long as it is open,
+    /// and the next message to its peer dials again. Ring neighbours
+    /// keep theirs by using them.
+    pub(super) fn close_unused_links(&mut self, now: Instant) {
+        if now < self.next_link_sweep {
+            return;
+        }
+        self.next_link_sweep = now + LINK_IDLE / 4;
+        let unused: Vec<(NodeId, LinkId)> = self
+            .links
+            .iter()
+            .filter(|(peer, l)| {
+                now.saturating_duration_since(l.used) >= LINK_IDLE
+                    && !self.circuits.carries(**peer)
+                    && !self.idling.contains(&l.id)
+            })
+            .map(|(peer, l)| (*peer, l.id))
+            .collect();
+        for (_, link) in unused {
+            self.idling.insert(link);
+            self.actions.push_back(Action::Close {
+                link,
+                reason: CloseReason::Idle,
+            });
+        }
+    }
+
+    /// A link closed for being unused: its peer is as alive as before,
+    /// so the ring and the circuits keep it; only what rode on the link
+    /// itself moves on.
+    fn link_unused(&mut self, peer: NodeId, now: Instant) {
+        self.via.link_down(peer);
+        if let Some(l) = &mut self.learner {
+            l.handle_link_down(peer);
+        }
+        self.placement.handle_link_down(peer, now);
+        let mut ctx = super::dispatch::RouteCtx::new(&self.ring, self.settings.replicas);
+        self.router.handle_link_down(peer, now, &mut ctx);
+        self.circuits.link_down(peer, now);
     }
 
     /// The dial `dial` failed; `wrong_peer` when the far end proved to be
@@ -259,6 +308,11 @@ impl Core {
         let Some(&peer) = self.link_peers.get(&link) else {
             return;
         };
+        if let Some(l) = self.links.get_mut(&peer) {
+            if l.id == link {
+                l.used = now;
+            }
+        }
         match frame {
             Frame::Cell(cell) => self.circuits.handle_cell(peer, cell, now),
             Frame::Message(msg) => self.on_message(peer, msg, now),

@@ -321,6 +321,9 @@ impl Core {
             blocks_evicted: self.blocks_evicted,
             exit_streams_refused: circuits.exit_refused,
             exits_stalled: circuits.exits_stalled,
+            // Only the driver sees the socket and the frames' lengths.
+            traffic: Default::default(),
+            frames_received: Default::default(),
         }
     }
 
