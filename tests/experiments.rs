@@ -188,8 +188,10 @@ fn churn_small() {
         .iter()
         .map(|c| col(&t, c)[k])
         .sum();
+        // Each of the four is printed rounded to 0.01: their sum may
+        // pass the rounded total by up to 0.02.
         assert!(
-            causes <= failed + 1e-6,
+            causes <= failed + 0.02,
             "row {k}: causes {causes} > failed {failed}"
         );
     }
