@@ -872,14 +872,7 @@ impl Ring {
                 match fallback {
                     Fallback::Ask(a) => {
                         lookup.steps += 1;
-                        let what = Pending::Alternatives {
-                            lookup,
-                            answerer: a,
-                            skip: candidate.id,
-                        };
-                        let query = self.insert_query(Some(a), what, now);
-                        // It answered just now: its link is up.
-                        self.send(Dest::Link(a), PeerMessage::GetPredecessor { query });
+                        self.ask_alternatives(lookup, a, candidate.id, now);
                     }
                     Fallback::List { from, rest } => self.try_alternatives(lookup, from, rest, now),
                 }

@@ -109,6 +109,25 @@ impl Ring {
         self.send(Dest::Peer(to), PeerMessage::Ping { nonce: query });
     }
 
+    /// Ask `answerer` for its successor list, to try the entries after
+    /// `skip` (a candidate that failed, or ourselves).
+    pub(super) fn ask_alternatives(
+        &mut self,
+        lookup: Lookup,
+        answerer: NodeId,
+        skip: NodeId,
+        now: Instant,
+    ) {
+        let what = Pending::Alternatives {
+            lookup,
+            answerer,
+            skip,
+        };
+        let query = self.insert_query(Some(answerer), what, now);
+        // It answered just now: its link is up.
+        self.send(Dest::Link(answerer), PeerMessage::GetPredecessor { query });
+    }
+
     /// The candidate did not answer: the next one of `rest` (the remainder
     /// of `from`'s successor list, nearest first) that follows the target
     /// and was not tried; none left, and the lookup fails.
@@ -195,13 +214,7 @@ impl Ring {
                 // we were before a restart: what follows us in its
                 // successor list is our successor. Waiting for it to
                 // forget us would never end, since we answer its pings.
-                let what = Pending::Alternatives {
-                    lookup,
-                    answerer: a,
-                    skip: node.id,
-                };
-                let query = self.insert_query(Some(a), what, now);
-                self.send(Dest::Link(a), PeerMessage::GetPredecessor { query });
+                self.ask_alternatives(lookup, a, node.id, now);
                 return;
             }
         }
