@@ -145,6 +145,22 @@ impl Ring {
         }
     }
 
+    /// `base` backed off by the quiet rounds so far, up to `cap` times
+    /// [`Config::quiet_max`] (never below `base`).
+    pub(super) fn period(&self, base: Duration, cap: u32) -> Duration {
+        let max = (self.cfg.quiet_max * cap).max(base);
+        base.saturating_mul(1u32 << self.quiet.min(16)).min(max)
+    }
+
+    /// Something changed around this node, or a neighbour stopped
+    /// answering: maintenance at full pace again, from now.
+    pub(super) fn unsettle(&mut self, now: Instant) {
+        self.quiet = 0;
+        self.next_stabilize = self.next_stabilize.min(now + self.cfg.stabilize_every);
+        self.next_fix = self.next_fix.min(now + self.cfg.fix_fingers_every);
+        self.next_check = self.next_check.min(now + self.cfg.check_predecessor_every);
+    }
+
     /// Tell `p` we may be its predecessor, or, told to our predecessor,
     /// that our successor list changed; members only.
     pub(super) fn notify(&mut self, p: Peer) {
