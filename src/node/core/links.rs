@@ -209,15 +209,9 @@ impl Core {
 
     /// Everything that went through `peer`'s link moves on.
     fn peer_gone(&mut self, peer: NodeId, now: Instant) {
-        self.via.link_down(peer);
-        if let Some(l) = &mut self.learner {
-            l.handle_link_down(peer);
-        }
+        // The ring first, so that requests rerouted below avoid the peer.
         self.ring.handle_failure(peer, now);
-        self.placement.handle_link_down(peer, now);
-        let mut ctx = super::dispatch::RouteCtx::new(&self.ring, self.settings.replicas);
-        self.router.handle_link_down(peer, now, &mut ctx);
-        self.circuits.link_down(peer, now);
+        self.link_unused(peer, now);
         // First-hand: this node's own link to it broke.
         self.circuits.note_down(peer, now);
     }
