@@ -612,6 +612,9 @@ mod tests {
         blocks: Arc<Mutex<Stored>>,
         gets: Arc<std::sync::atomic::AtomicUsize>,
         lost: Arc<Mutex<std::collections::HashSet<RoutingKey>>>,
+        /// Blocks whose next get fails, as a search does while the ring
+        /// repairs itself.
+        flaky: Arc<Mutex<std::collections::HashSet<RoutingKey>>>,
     }
 
     impl Counted {
@@ -625,6 +628,9 @@ mod tests {
             self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             if self.lost.lock().unwrap().contains(&key) {
                 return Err(RequestError::DataNotFound);
+            }
+            if self.flaky.lock().unwrap().remove(&key) {
+                return Err(RequestError::RouteNotFound);
             }
             self.blocks
                 .lock()
@@ -749,6 +755,26 @@ mod tests {
         let seg0 = m.segments[0].data * keys::BLOCK_PAYLOAD;
         assert_eq!(sent, seg0);
         assert!(reader.next().await.is_none(), "nothing after an error");
+    }
+
+    #[tokio::test]
+    async fn a_block_whose_search_failed_once_is_asked_again() {
+        let (b, uri, data) = stored(5 << 20).await;
+        let m = manifest(&b, &uri).await;
+        // More of segment 0's blocks fail once than its parity could
+        // stand in for, and one is lost for good.
+        let s0 = &m.segments[0];
+        for k in &s0.keys {
+            b.flaky.lock().unwrap().insert(k.routing);
+        }
+        b.lost.lock().unwrap().insert(s0.keys[0].routing);
+        let doc = open(&b, &uri, &Budget::unbounded()).await.unwrap();
+        let before = b.gets();
+        assert!(doc.read_all(None).collect().await.unwrap() == data);
+        // Segment 0: no block more than twice; the others once each.
+        let blocks: usize = m.segments.iter().skip(1).map(|s| s.data).sum();
+        let gets = b.gets() - before;
+        assert!(gets <= 2 * (s0.data + s0.parity) + blocks, "{gets} gets");
     }
 
     #[tokio::test(start_paused = true)]

@@ -26,6 +26,12 @@ pub const SEGMENTS_AHEAD: usize = 2;
 /// Chunks waiting for whoever reads the stream; past this the reader
 /// stops asking for blocks until they are taken.
 const QUEUED_CHUNKS: usize = 16;
+/// Times a block is asked for before its segment does without it. A
+/// search that fails while the ring repairs itself (a holder just died,
+/// its neighbours have not yet noticed) often succeeds when asked again
+/// by a fresh route a moment later; a block that is gone fails twice as
+/// fast as it failed once.
+const BLOCK_TRIES: u8 = 2;
 
 /// Bytes a reader of a document holds at most: its segments' blocks,
 /// the blocks on their way, the chunks queued for whoever reads the
@@ -117,6 +123,8 @@ struct Seg {
     /// then the segment's other data chunks (for a rebuild).
     untried: VecDeque<usize>,
     in_flight: usize,
+    /// Times each block was asked for.
+    tries: Vec<u8>,
     /// A block failed: the segment needs any `data` of its blocks.
     degraded: bool,
 }
@@ -137,6 +145,7 @@ impl Seg {
             found: vec![None; s.data + s.parity],
             untried,
             in_flight: 0,
+            tries: vec![0; s.data + s.parity],
             degraded: false,
         }
     }
@@ -161,6 +170,7 @@ impl Seg {
         }
         let i = self.untried.pop_front()?;
         self.in_flight += 1;
+        self.tries[i] = self.tries[i].saturating_add(1);
         Some(i)
     }
 }
@@ -268,7 +278,14 @@ impl<B: Blocks> Run<B> {
                 Err(ClientError::Request(RequestError::Stopped)) => {
                     return Err(RequestError::Stopped.into())
                 }
-                Err(_) => seg.degraded = true,
+                Err(e) => {
+                    tracing::debug!(segment = si, block = i, error = %e, "block not fetched");
+                    seg.degraded = true;
+                    // Asked again after every block not yet tried.
+                    if seg.tries[i] < BLOCK_TRIES {
+                        seg.untried.push_back(i);
+                    }
+                }
             }
             let s = &self.m.segments[si];
             let missing = (seg.next..seg.send.end).any(|j| seg.found[j].is_none());
