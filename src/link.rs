@@ -34,12 +34,14 @@ use crate::crypto::Identity;
 use crate::wire::{self, Frame, NodeId, PeerMessage};
 
 pub mod addr;
+mod emulate;
 mod probe;
 pub mod reach;
 mod socket;
 mod stream;
 pub mod tls;
 
+pub use emulate::Emulation;
 pub use probe::probe;
 pub use socket::Traffic;
 pub use stream::FrameReader;
@@ -90,6 +92,9 @@ pub struct Config {
     pub cell_queue: usize,
     /// How long a dial or an accept may take.
     pub handshake_timeout: Duration,
+    /// Latency and bandwidth emulated on every datagram sent, for
+    /// benchmarks; `None` on any real network.
+    pub emulate: Option<Emulation>,
 }
 
 impl Default for Config {
@@ -105,6 +110,7 @@ impl Default for Config {
             bulk_queue: 64,
             cell_queue: 1024,
             handshake_timeout: Duration::from_secs(5),
+            emulate: None,
         }
     }
 }
@@ -147,6 +153,27 @@ fn transport(cfg: &Config, dialer: bool) -> Result<Arc<quinn::TransportConfig>, 
         .receive_window(VarInt::from_u32(cfg.link_window))
         .send_window(u64::from(cfg.link_window));
     Ok(Arc::new(t))
+}
+
+/// A UDP socket for a QUIC endpoint on the current tokio runtime, through
+/// an emulated path if `emulate` says so (benchmarks build their
+/// baselines on the same path as the nodes they measure).
+pub fn udp_socket(
+    socket: std::net::UdpSocket,
+    emulate: Option<Emulation>,
+) -> Result<Arc<dyn quinn::AsyncUdpSocket>, Error> {
+    let runtime = quinn::default_runtime().ok_or_else(|| Error::Io("no async runtime".into()))?;
+    let socket = runtime
+        .wrap_udp_socket(socket)
+        .map_err(|e| Error::Io(e.to_string()))?;
+    Ok(match emulate {
+        Some(emu) => {
+            let rt = tokio::runtime::Handle::try_current()
+                .map_err(|_| Error::Io("no async runtime".into()))?;
+            Arc::new(emulate::Emulated::new(socket, emu, &rt))
+        }
+        None => socket,
+    })
 }
 
 /// A node's QUIC endpoint: it accepts links and dials them.
@@ -193,9 +220,7 @@ impl Endpoint {
         let socket = std::net::UdpSocket::bind(addr).map_err(|e| Error::Io(e.to_string()))?;
         let runtime =
             quinn::default_runtime().ok_or_else(|| Error::Io("no async runtime".into()))?;
-        let socket = runtime
-            .wrap_udp_socket(socket)
-            .map_err(|e| Error::Io(e.to_string()))?;
+        let socket = udp_socket(socket, cfg.emulate)?;
         let counters = Arc::new(socket::Counters::default());
         let socket = Arc::new(socket::Counting::new(socket, counters.clone()));
         let ep = quinn::Endpoint::new_with_abstract_socket(

@@ -130,6 +130,10 @@ pub struct Config {
     pub id_puzzle_bits: u8,
     /// What peers and clients may make this node hold or do at once.
     pub limits: Limits,
+    /// Latency and bandwidth emulated on every datagram the node sends:
+    /// for benchmarks, set from code only, never from a file or a flag.
+    #[serde(skip)]
+    pub emulate: Option<crate::link::Emulation>,
 }
 
 /// Bounds on what others may make a node hold or do (`[limits]` in the
@@ -293,6 +297,7 @@ impl Default for Config {
             path_network_v6: 48,
             id_puzzle_bits: 16,
             limits: Limits::default(),
+            emulate: None,
         }
     }
 }
@@ -525,6 +530,7 @@ impl Config {
             idle_timeout: timeout,
             keep_alive: (timeout / 4).min(MAX_KEEP_ALIVE),
             max_links: self.max_links,
+            emulate: self.emulate,
             ..crate::link::Config::default()
         }
     }
