@@ -183,7 +183,7 @@ impl Circuits {
             c.waiting.push_back(pending);
         }
         self.count_use(local);
-        self.start_streams(local);
+        self.start_streams(local, now);
     }
 
     fn count_use(&mut self, local: Slot) {
@@ -637,7 +637,7 @@ impl Circuits {
                 result: Ok(hops.clone()),
             });
         }
-        self.start_streams(local);
+        self.start_streams(local, now);
         self.maybe_finish(local);
     }
 }

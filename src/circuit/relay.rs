@@ -421,7 +421,7 @@ impl Circuits {
                 let Some(exit) = self.exit_mut(local) else {
                     return;
                 };
-                if exit.window.sendme(stream, cells).is_err() {
+                if exit.window.sendme(stream, cells, now).is_err() {
                     // More than was ever sent: a client trying to make the
                     // relays buffer for it.
                     self.relay_teardown(local, None, DestroyReason::PROTOCOL);
@@ -643,7 +643,7 @@ impl Circuits {
         let out = match self.exit_mut(local) {
             Some(exit) => {
                 let before = exit.window.queued_bytes();
-                let out = exit.window.drain();
+                let out = exit.window.drain(now);
                 exit.stalled_since = match (exit.window.stalled(), out.is_empty()) {
                     (false, _) => None,
                     (true, true) => exit.stalled_since.or(Some(now)),

@@ -32,13 +32,16 @@ const QUEUED_CHUNKS: usize = 16;
 /// by a fresh route a moment later; a block that is gone fails twice as
 /// fast as it failed once.
 const BLOCK_TRIES: u8 = 2;
-/// Block requests a read starts with; each block that arrives lets one
-/// more be in flight, up to [`WINDOW`] (a slow start, in blocks). The
-/// first chunk, which holds up the answer's first byte, shares the
-/// circuit with three others instead of fifteen: on loopback that
-/// halves the first byte of a large document, and the window is whole
-/// after a dozen blocks.
+/// Block requests a read starts with, so that the first chunk, which
+/// holds up the answer's first byte, shares the circuit with three others
+/// instead of dozens: on loopback that halves the first byte of a large
+/// document.
 const INITIAL_WINDOW: usize = 4;
+/// The window once the first block is in; from there each block that
+/// arrives lets one more be in flight, up to [`WINDOW`] (a slow start,
+/// doubling each round trip: on a long path every round trip spent
+/// growing is a round trip not full).
+const STARTED_WINDOW: usize = 16;
 
 /// Bytes a reader of a document holds at most: its segments' blocks,
 /// the blocks on their way, the chunks queued for whoever reads the
@@ -279,7 +282,7 @@ impl<B: Blocks> Run<B> {
             match result {
                 Ok(plain) => {
                     seg.found[i] = Some(plain);
-                    window = (window + 1).min(WINDOW);
+                    window = (window + 1).clamp(STARTED_WINDOW, WINDOW);
                     report(self.progress.as_ref(), |p| {
                         p.done = (p.done + 1).min(p.total)
                     });

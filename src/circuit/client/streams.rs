@@ -6,7 +6,7 @@ use super::*;
 
 impl Circuits {
     /// Open streams for waiting requests, up to [`MAX_STREAMS`].
-    pub(super) fn start_streams(&mut self, local: Slot) {
+    pub(super) fn start_streams(&mut self, local: Slot, now: Instant) {
         loop {
             let Some(c) = self.own.get_mut(&local) else {
                 return;
@@ -75,16 +75,16 @@ impl Circuits {
                             len,
                         },
                     );
-                    self.client_flush(local);
+                    self.client_flush(local, now);
                 }
             }
         }
     }
 
     /// Send queued data as far as the window allows.
-    pub(super) fn client_flush(&mut self, local: Slot) {
+    pub(super) fn client_flush(&mut self, local: Slot, now: Instant) {
         let out = match self.own.get_mut(&local) {
-            Some(c) => c.window.drain(),
+            Some(c) => c.window.drain(now),
             None => return,
         };
         for m in out {
@@ -161,13 +161,13 @@ impl Circuits {
             }
             _ if building => self.client_violation(local, "relay message during the build"),
             RelayMessage::Data { stream, data } => self.client_data(local, stream, data),
-            RelayMessage::End { stream, status } => self.client_end(local, stream, status),
+            RelayMessage::End { stream, status } => self.client_end(local, stream, status, now),
             RelayMessage::Sendme { stream, cells } => {
-                if c.window.sendme(stream, cells).is_err() {
+                if c.window.sendme(stream, cells, now).is_err() {
                     self.client_violation(local, "sendme beyond the window");
                     return;
                 }
-                self.client_flush(local);
+                self.client_flush(local, now);
             }
             RelayMessage::Drop | RelayMessage::Unrecognized { .. } => {}
             _ => self.client_violation(local, "unexpected relay message"),
@@ -207,7 +207,13 @@ impl Circuits {
         }
     }
 
-    pub(super) fn client_end(&mut self, local: Slot, stream: StreamId, status: EndStatus) {
+    pub(super) fn client_end(
+        &mut self,
+        local: Slot,
+        stream: StreamId,
+        status: EndStatus,
+        now: Instant,
+    ) {
         let Some(c) = self.own.get_mut(&local) else {
             return;
         };
@@ -234,7 +240,7 @@ impl Circuits {
         });
         // The exit answered: the circuit works end to end.
         self.judge(local, true);
-        self.start_streams(local);
+        self.start_streams(local, now);
         self.maybe_finish(local);
     }
 
