@@ -969,9 +969,11 @@ async fn an_exit_lets_go_of_a_client_that_does_not_read() {
     use umbra::wire::{KeyKind, StreamId, BLOCK_DATA_LEN};
     let _one = ONE_AT_A_TIME.lock().await;
     let net = Testnet::start_with(3, &[], 0, |c| c.limits.exit_stall_secs = 2).await;
-    // Sixty blocks in the ring, far more than a circuit window's worth.
+    // More blocks in the ring than a circuit may have streams open, far
+    // more than a circuit window's worth.
+    let wanted = umbra::circuit::MAX_STREAMS + 36;
     let mut keys = Vec::new();
-    for i in 0..60u8 {
+    for i in 0..u8::try_from(wanted).unwrap() {
         let block = vec![i; BLOCK_DATA_LEN];
         let key = umbra::keys::chk_routing_key(&block);
         net.relays[1]
@@ -1011,11 +1013,12 @@ async fn an_exit_lets_go_of_a_client_that_does_not_read() {
     assert!(cells >= 128, "a window of cells came first: {cells}");
     let s = net.relays[0].0.status().await.unwrap();
     assert_eq!(s.exits_stalled, 1);
-    // A stream counts until its END is sent, so beyond 32 unanswered or
-    // unread the rest were refused: only the streams whose every cell fit
-    // in the window (at most 128 / cells per block) made room.
+    // A stream counts until its END is sent, so beyond MAX_STREAMS
+    // unanswered or unread the rest were refused: only the streams whose
+    // every cell fit in the window (at most 128 / cells per block, as no
+    // SENDME ever let it grow) made room.
     let per_block = BLOCK_DATA_LEN.div_ceil(umbra::wire::RELAY_BODY_MAX) as u64;
-    let least = 60 - 32 - 128 / per_block;
+    let least = (wanted - umbra::circuit::MAX_STREAMS) as u64 - 128 / per_block;
     assert!(
         s.exit_streams_refused >= least,
         "{} refused, at least {least} expected",
