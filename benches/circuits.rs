@@ -10,7 +10,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rand::RngCore;
+mod common;
+
+use common::{median, random};
 use tempfile::TempDir;
 use umbra::circuit::Isolation;
 use umbra::client::{self, Target};
@@ -39,17 +41,6 @@ async fn wait_for(what: &str, mut ok: impl AsyncFnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn random(len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    rand::thread_rng().fill_bytes(&mut v);
-    v
 }
 
 /// Insert a fresh document from `inserter`, then time fetching it with

@@ -12,25 +12,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rand::RngCore;
+mod common;
+
+use common::{median, ms, random};
 use umbra::client::{self, Target};
 use umbra::gateway::remote;
 use umbra::testnet::{self, Testnet};
-
-fn random(len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    rand::thread_rng().fill_bytes(&mut v);
-    v
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
 
 fn main() {
     let measuring = std::env::args().any(|a| a == "--bench");

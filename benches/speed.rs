@@ -18,25 +18,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::RngCore;
+mod common;
+
+use common::{median, ms, random};
 use umbra::client::{self, Target};
 use umbra::link::{self, Emulation};
 use umbra::testnet::{self, Testnet};
-
-fn random(len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    rand::thread_rng().fill_bytes(&mut v);
-    v
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
 
 fn mb_s(len: usize, d: Duration) -> f64 {
     len as f64 / d.as_secs_f64() / 1e6

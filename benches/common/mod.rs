@@ -1,5 +1,6 @@
-//! What the benchmarks that run real `umbra node` processes share: start
-//! them on 127.0.0.1, read their status, wait for a joined ring.
+//! What the benchmarks share: start real `umbra node` processes on
+//! 127.0.0.1, read their status, wait for a joined ring; random bytes and
+//! medians.
 
 // Each benchmark uses its own part of this.
 #![allow(dead_code)]
@@ -9,6 +10,24 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// `len` random bytes.
+pub fn random(len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut v);
+    v
+}
+
+/// The middle of `v` (the upper one of an even count).
+pub fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Milliseconds, for printing.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
 
 pub struct Proc {
     pub child: Child,
