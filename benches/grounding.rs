@@ -68,6 +68,22 @@ struct Measured {
 fn real(n: usize, quiet: Duration, fetches: usize, rng: &mut StdRng) -> Measured {
     let root = tempfile::tempdir().expect("temp dir");
     let procs = common::network(root.path(), n);
+    // Every gateway able to answer first: until its node can build a
+    // circuit, a fetch is answered 503, not 404.
+    let ready_by = std::time::Instant::now() + Duration::from_secs(120);
+    for p in &procs {
+        loop {
+            let code = fetch(&p.gateway, "umbra:ksk:grounding-ready");
+            if code == 404 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < ready_by,
+                "a gateway still answers {code} after 120 s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
     std::thread::sleep(quiet / 2);
     let a = counters(&procs);
     std::thread::sleep(quiet);
