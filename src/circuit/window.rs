@@ -165,8 +165,7 @@ impl Window {
         let rtt = now
             .saturating_duration_since(mark)
             .max(Duration::from_micros(1));
-        let min = *self.min_rtt.get_or_insert(rtt);
-        let min = min.min(rtt);
+        let min = self.min_rtt.map_or(rtt, |m| m.min(rtt));
         self.min_rtt = Some(min);
         let queue = f64::from(self.cwnd) * (1.0 - min.as_secs_f64() / rtt.as_secs_f64());
         if self.slow_start {
