@@ -131,13 +131,29 @@ pub fn ring_correct(gateways: &[&str]) -> Result<(), String> {
         |e| {
             // What each node refused of what it was shown, for a ring
             // that does not settle.
+            // And every node's view, to tell which side of a missing
+            // link is wrong.
+            let short = |id: &str| id.get(..8).unwrap_or(id).to_string();
             let refused: Vec<String> = statuses
                 .iter()
-                .map(|s| format!("{}/{}", s.successor_lists_refused, s.tables_refused))
+                .map(|s| {
+                    format!(
+                        "{} pred {} succ [{}] refused {}/{}",
+                        short(&s.id),
+                        s.predecessor.as_deref().map_or("-".into(), short),
+                        s.successors
+                            .iter()
+                            .map(|x| short(x))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        s.successor_lists_refused,
+                        s.tables_refused
+                    )
+                })
                 .collect();
             format!(
-                "{e} (successor lists/tables refused per node: {})",
-                refused.join(" ")
+                "{e}; every node (successor lists/tables refused): {}",
+                refused.join("; ")
             )
         },
     )

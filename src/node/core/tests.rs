@@ -106,3 +106,32 @@ fn a_relay_makes_a_new_onion_key_each_week_and_keeps_the_last() {
     let keys = onion::OnionKeys::decode(&c.take_onion_changed().expect("saved")).unwrap();
     assert_eq!(keys.previous.as_ref().map(public), Some(second));
 }
+
+/// A peer that dials again while its old link is still open here
+/// restarted: the new link is kept and the old one closed, whichever id is
+/// the smaller. (Keeping the old one would send everything for the peer
+/// down a link whose other end no longer exists.)
+#[test]
+fn a_peer_that_dials_again_gets_its_new_link() {
+    let mut rng = StdRng::seed_from_u64(2);
+    for _ in 0..4 {
+        let mut c = core(&mut rng);
+        let peer = Identity::generate_solving(&mut rng, 4).id();
+        let from: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        let now = Instant::now();
+        let (old, new) = (LinkId(1), LinkId(2));
+        c.handle_link_up(old, peer, from, true, None, now);
+        c.handle_link_up(new, peer, from, true, None, now);
+        c.handle_timeout(now + LINK_GRACE);
+        let closed: Vec<LinkId> = std::iter::from_fn(|| c.poll_action())
+            .filter_map(|a| match a {
+                Action::Close {
+                    link,
+                    reason: CloseReason::Duplicate,
+                } => Some(link),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(closed, vec![old], "peer {peer:?}, this node {:?}", c.id());
+    }
+}
