@@ -63,18 +63,20 @@ impl Ring {
         }
         list.push(succ.clone());
         let at = list.len();
+        let mut wraps = false;
         for d in their_succs {
             let p = Peer::new(d);
             if p.id == self.me.id {
                 // The list wraps around to us: the ring is smaller than
                 // the list.
+                wraps = true;
                 break;
             }
             if !self.dead.contains_key(&p.id) && !list.contains(&p) {
                 list.push(p);
             }
         }
-        if !self.list_plausible(&succ, &list[at..]) {
+        if !self.list_plausible(&succ, &list[at..], wraps) {
             // Our own list after the successor stands.
             self.successor_lists_refused += 1;
             list.truncate(at);
@@ -121,7 +123,14 @@ impl Ring {
     /// successor list alone). A successor that lies names its accomplices,
     /// whose gaps are 1 / f as wide; Chord's stabilization would take them
     /// on its word and make them this node's replicas and fallbacks.
-    fn list_plausible(&self, succ: &Peer, shown: &[Peer]) -> bool {
+    ///
+    /// A list that `wraps` around to this node claims to be the whole
+    /// ring, however unevenly its ids fall (a small ring crowded into one
+    /// arc looks far sparser across the empty rest than a node's crowded
+    /// neighbourhood predicts). It is taken if it leaves out no live node
+    /// this node knows of: a liar can then hide only nodes this node has
+    /// never heard of.
+    fn list_plausible(&self, succ: &Peer, shown: &[Peer], wraps: bool) -> bool {
         let from = walk::position(&succ.id);
         let mut last = 0.0;
         for p in shown {
@@ -130,6 +139,16 @@ impl Ring {
                 return false;
             }
             last = g;
+        }
+        if wraps
+            && self.known().iter().all(|p| {
+                p.id == self.me.id
+                    || p.id == succ.id
+                    || self.dead.contains_key(&p.id)
+                    || shown.contains(p)
+            })
+        {
+            return true;
         }
         let me = walk::position(&self.me.id);
         let own = self

@@ -40,8 +40,22 @@ impl Sim {
     }
 
     fn add(&mut self, bootstrap: Option<SocketAddr>) -> (NodeId, SocketAddr) {
+        self.add_within(bootstrap, |_| true)
+    }
+
+    /// A node whose id `keep` accepts.
+    fn add_within(
+        &mut self,
+        bootstrap: Option<SocketAddr>,
+        keep: impl Fn(&NodeId) -> bool,
+    ) -> (NodeId, SocketAddr) {
         let port = 10_000 + u16::try_from(self.nodes.len()).unwrap();
-        let desc = descriptor(&mut self.rng, port);
+        let desc = loop {
+            let d = descriptor(&mut self.rng, port);
+            if keep(&node_id(&d.identity)) {
+                break d;
+            }
+        };
         let addr = desc.addrs[0].0;
         let seed: [u8; 32] = self.rng.gen();
         let mut ring = Ring::new(desc, Config::default(), self.now, seed);
@@ -383,6 +397,14 @@ fn a_successor_that_shows_its_accomplices_as_its_list_is_not_believed() {
     let after: Vec<NodeId> = ring.successors().iter().map(|p| p.id).collect();
     assert_eq!(after, before, "the accomplices did not become successors");
     assert_eq!(ring.successor_lists_refused(), 1);
+    // Nor if the list claims to be the whole ring, wrapping around to a.
+    let mut whole: Vec<NodeDescriptor> = (1..=4).map(|k| desc(&sim, &order[1 + 10 * k])).collect();
+    whole.push(desc(&sim, &a));
+    let ring = sim.nodes.get_mut(&a).unwrap();
+    ring.stabilize_reply(b, None, whole, now);
+    let after: Vec<NodeId> = ring.successors().iter().map(|p| p.id).collect();
+    assert_eq!(after, before, "a made-up small ring was believed");
+    assert_eq!(ring.successor_lists_refused(), 2);
     // The true list, less a node that died, is taken.
     let honest: Vec<NodeDescriptor> = order[2..10]
         .iter()
@@ -393,7 +415,33 @@ fn a_successor_that_shows_its_accomplices_as_its_list_is_not_believed() {
     ring.stabilize_reply(b, None, honest, now);
     let after: Vec<NodeId> = ring.successors().iter().map(|p| p.id).collect();
     assert!(!after.contains(&order[3]), "the honest list is taken");
-    assert_eq!(ring.successor_lists_refused(), 1);
+    assert_eq!(ring.successor_lists_refused(), 2);
+}
+
+/// Eight nodes whose ids all fall in a quarter of the ring: every list
+/// wraps around the empty three quarters, far sparser than a node's
+/// crowded neighbourhood predicts. The defence against lying successors
+/// must not refuse them.
+#[test]
+fn a_small_ring_crowded_into_one_arc_converges() {
+    for seed in 0..4 {
+        let mut sim = Sim::new(100 + seed);
+        let arc = |id: &NodeId| (0x40..0x80).contains(&id.0[0]);
+        let (_, first) = sim.add_within(None, arc);
+        for _ in 1..8 {
+            sim.add_within(Some(first), arc);
+            sim.run(Duration::from_millis(200));
+        }
+        sim.converge(Duration::from_secs(60));
+        // Settled, it refuses nothing (while nodes join, a list may
+        // briefly leave out one that is known here, and is refused).
+        let refused =
+            |sim: &Sim| -> u64 { sim.nodes.values().map(Ring::successor_lists_refused).sum() };
+        let before = refused(&sim);
+        sim.run(Duration::from_secs(30));
+        assert_eq!(refused(&sim), before, "seed {seed}: honest lists refused");
+        assert!(sim.check().is_empty());
+    }
 }
 
 #[test]
