@@ -49,21 +49,21 @@ use relay::RelayCirc;
 /// grows from here while the path carries more without queueing
 /// (`window.rs`), up to [`MAX_CIRCUIT_WINDOW`].
 pub const CIRCUIT_WINDOW: u32 = 128;
-/// The most a circuit's window grows to: 512 cells, 2 MiB, what a path
-/// of 180 ms round trip carries at 11 MB/s. Half a link's cell queue, so
+/// The most a circuit's window grows to: 1,024 cells, 4 MiB, what a path
+/// of 190 ms round trip carries at 22 MB/s. Half a link's cell queue, so
 /// that one circuit alone never fills a relay's queue.
-pub const MAX_CIRCUIT_WINDOW: u32 = 512;
+pub const MAX_CIRCUIT_WINDOW: u32 = 1024;
 /// A SENDME acknowledges this many data cells.
 pub const SENDME_EVERY: u16 = 32;
 /// Request streams open at once on one circuit, at the exit; a stream
 /// counts until the client has been sent its END, so answers held back
 /// by the window count too, and one circuit holds at most this many
 /// blocks for a client that does not read.
-pub const MAX_STREAMS: usize = 64;
+pub const MAX_STREAMS: usize = 128;
 /// By default, requests in progress at this exit for the circuits of one previous
 /// hop: one link (one client, or one relay carrying many) cannot take the
 /// exit's whole share of the node's request budget.
-pub const EXIT_ROUTES_PER_LINK: usize = 128;
+pub const EXIT_ROUTES_PER_LINK: usize = 256;
 /// By default, answers an exit holds back for all its clients at once, in bytes;
 /// beyond it new streams are refused (REJECTED) until readers catch up.
 pub const MAX_EXIT_QUEUED: usize = 64 << 20;

@@ -29,11 +29,12 @@ mod stream;
 
 pub use stream::{Reader, SEGMENTS_AHEAD};
 
-/// Block requests in flight at once for one document, at most: 2 MiB,
-/// what a path of 250 ms round trip (a circuit and a routed path at
-/// some 30 ms a link) carries at 8 MB/s. A read starts with fewer and
-/// adds one per block that arrives (`stream.rs`).
-pub const WINDOW: usize = 64;
+/// Block requests in flight at once for one document, at most: 4 MiB,
+/// what a path of 280 ms round trip (a circuit and a routed path at
+/// some 30 ms a link) carries at 15 MB/s. A read starts with a few, so
+/// that its first block does not share the circuit with many, and takes
+/// the whole window once that block is in (`stream.rs`).
+pub const WINDOW: usize = 128;
 
 /// Getting and putting single blocks, wherever they go.
 pub trait Blocks: Clone + Send + Sync + 'static {

@@ -15,10 +15,13 @@ use crate::wire::{RelayMessage, StreamId};
 
 /// Cells estimated to queue on the path below which the window grows by
 /// a SENDME's worth per round trip, above which (`BETA`) it shrinks; past
-/// `GAMMA` slow start ends.
-const ALPHA: f64 = SENDME_EVERY as f64;
-const BETA: f64 = 3.0 * SENDME_EVERY as f64;
-const GAMMA: f64 = 2.0 * SENDME_EVERY as f64;
+/// `GAMMA` slow start ends. Measured at 30 ms a link, a path with nothing
+/// but its own pacing on it shows some 30 cells queued at a window of
+/// 400: thresholds nearer that stop a window growing long before the
+/// path is full.
+const ALPHA: f64 = 2.0 * SENDME_EVERY as f64;
+const BETA: f64 = 5.0 * SENDME_EVERY as f64;
+const GAMMA: f64 = 3.0 * SENDME_EVERY as f64;
 
 /// A SENDME that acknowledges more than was ever sent, or names a stream:
 /// the other end is trying to make this one send without bound.
@@ -38,6 +41,11 @@ pub struct Window {
     marks: VecDeque<Instant>,
     /// The least round trip seen: the path with nothing queued.
     min_rtt: Option<Duration>,
+    /// The round trip averaged over about one window of SENDMEs (an
+    /// exponential moving average, as Tor's Vegas keeps it): one late
+    /// SENDME, a burst or a busy moment at some relay, is not taken for a
+    /// queue on the path.
+    ewma_rtt: Option<Duration>,
     slow_start: bool,
     /// The window filled since the last SENDME: the sender had more to
     /// send than it allowed. Only then does a short round trip say the
@@ -62,6 +70,7 @@ impl Default for Window {
             sent: 0,
             marks: VecDeque::new(),
             min_rtt: None,
+            ewma_rtt: None,
             slow_start: true,
             limited: false,
             acked: 0,
@@ -167,7 +176,17 @@ impl Window {
             .max(Duration::from_micros(1));
         let min = self.min_rtt.map_or(rtt, |m| m.min(rtt));
         self.min_rtt = Some(min);
-        let queue = f64::from(self.cwnd) * (1.0 - min.as_secs_f64() / rtt.as_secs_f64());
+        // N = the SENDMEs a window draws per round trip (at least 2).
+        let n = f64::from((self.cwnd / u32::from(SENDME_EVERY)).max(2));
+        let ewma = match self.ewma_rtt {
+            None => rtt,
+            Some(e) => {
+                let k = 2.0 / (n + 1.0);
+                Duration::from_secs_f64(k * rtt.as_secs_f64() + (1.0 - k) * e.as_secs_f64())
+            }
+        };
+        self.ewma_rtt = Some(ewma);
+        let queue = f64::from(self.cwnd) * (1.0 - min.as_secs_f64() / ewma.as_secs_f64());
         if self.slow_start {
             if queue > GAMMA {
                 self.slow_start = false;

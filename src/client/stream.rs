@@ -21,8 +21,10 @@ use crate::keys::{DocError, Manifest, BLOCK_PAYLOAD};
 use crate::node::RequestError;
 
 /// Segments a reader works on at once: the one it sends from, and the
-/// next whose blocks it already asks for.
-pub const SEGMENTS_AHEAD: usize = 2;
+/// next two whose blocks it already asks for. With one only, a read
+/// could not keep much more than a segment's 64 blocks in flight,
+/// whatever its window: the segment being sent waits for its last block.
+pub const SEGMENTS_AHEAD: usize = 3;
 /// Chunks waiting for whoever reads the stream; past this the reader
 /// stops asking for blocks until they are taken.
 const QUEUED_CHUNKS: usize = 16;
@@ -37,11 +39,6 @@ const BLOCK_TRIES: u8 = 2;
 /// instead of dozens: on loopback that halves the first byte of a large
 /// document.
 const INITIAL_WINDOW: usize = 4;
-/// The window once the first block is in; from there each block that
-/// arrives lets one more be in flight, up to [`WINDOW`] (a slow start,
-/// doubling each round trip: on a long path every round trip spent
-/// growing is a round trip not full).
-const STARTED_WINDOW: usize = 16;
 
 /// Bytes a reader of a document holds at most: its segments' blocks,
 /// the blocks on their way, the chunks queued for whoever reads the
@@ -222,6 +219,7 @@ impl<B: Blocks> Run<B> {
         let mut active: VecDeque<Seg> = VecDeque::new();
         let mut set: JoinSet<Answer> = JoinSet::new();
         let mut window = INITIAL_WINDOW.min(WINDOW);
+        let mut answered = 0;
         loop {
             while active.len() < SEGMENTS_AHEAD && next_seg <= last_seg {
                 let (base, data) = (bases[next_seg], self.m.segments[next_seg].data);
@@ -238,6 +236,15 @@ impl<B: Blocks> Run<B> {
             if !self.send_ready(seg, &range).await? {
                 // Whoever read the stream is gone.
                 return Ok(());
+            }
+            // Once the first chunk is out (or the first blocks asked are
+            // all answered, however), the whole window at once: the
+            // circuit's own window paces what comes back, and on a long
+            // path every round trip spent growing this one is a round
+            // trip not full. Not before: blocks asked for behind the first
+            // would share the circuit with it and delay the first byte.
+            if seg.next > seg.send.start || answered >= INITIAL_WINDOW {
+                window = WINDOW;
             }
             if seg.next == seg.send.end {
                 active.pop_front();
@@ -279,10 +286,10 @@ impl<B: Blocks> Run<B> {
                 continue;
             };
             seg.in_flight -= 1;
+            answered += 1;
             match result {
                 Ok(plain) => {
                     seg.found[i] = Some(plain);
-                    window = (window + 1).clamp(STARTED_WINDOW, WINDOW);
                     report(self.progress.as_ref(), |p| {
                         p.done = (p.done + 1).min(p.total)
                     });
