@@ -1070,3 +1070,244 @@ async fn an_insert_of_unknown_length_is_streamed_and_held_to_the_insert_limit() 
     assert_eq!(text(&put.stdout).trim(), uri);
     net.shutdown().await;
 }
+
+/// What the browser asked of the gateway through [`front`]: each request's
+/// path, its `Range` header and the status the gateway answered.
+#[derive(Debug, Clone)]
+struct Asked {
+    path: String,
+    range: Option<String>,
+    status: String,
+}
+
+/// A front for the gateway on a port of its own, the way a site's page
+/// and its video share an origin: `/page` is `page` (a test page, with
+/// script, which stored documents may not have), `/report?...` is
+/// recorded in `reports`, everything else goes to the gateway one request
+/// per connection and is recorded in `asked`.
+async fn front(
+    gateway: SocketAddr,
+    page: String,
+) -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<Asked>>>,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (tx, reports) = tokio::sync::mpsc::unbounded_channel();
+    let log = asked.clone();
+    let server = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (page, log, tx) = (page.clone(), log.clone(), tx.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 16 << 10 {
+                    if s.read_exact(&mut byte).await.is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                if path == "/page" {
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
+                         Connection: close\r\n\r\n{page}",
+                        page.len()
+                    );
+                    let _ = s.write_all(answer.as_bytes()).await;
+                    return;
+                }
+                if let Some(q) = path.strip_prefix("/report?") {
+                    let _ = tx.send(q.to_string());
+                    let _ = s
+                        .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+                        .await;
+                    return;
+                }
+                let range = head
+                    .lines()
+                    .find(|l| l.to_ascii_lowercase().starts_with("range:"))
+                    .map(|l| l[6..].trim().to_string());
+                // One request per connection: the gateway closes after
+                // answering, and so does the front.
+                let forward: String = head
+                    .lines()
+                    .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+                    .take_while(|l| !l.is_empty())
+                    .map(|l| format!("{l}\r\n"))
+                    .collect::<String>()
+                    + "Connection: close\r\n\r\n";
+                let Ok(mut g) = TcpStream::connect(gateway).await else {
+                    return;
+                };
+                if g.write_all(forward.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut buf = vec![0u8; 64 << 10];
+                let mut status = None;
+                loop {
+                    let n = match g.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if status.is_none() {
+                        let line = String::from_utf8_lossy(&buf[..n]);
+                        status = line.split(' ').nth(1).map(str::to_string);
+                        log.lock().unwrap().push(Asked {
+                            path: path.clone(),
+                            range: range.clone(),
+                            status: status.clone().unwrap_or_default(),
+                        });
+                    }
+                    if s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (url, asked, reports, server)
+}
+
+/// A video stored in umbra plays in Chromium's `<video>` element, and a
+/// seek to near its end is served by a range request from the middle of
+/// the document, not by reading it from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_plays_a_stored_video_and_seeks_in_it() {
+    // 40 s of VP8 at 2 Mbit/s with a key frame each second: some 10 MB,
+    // five segments.
+    let dir = tempfile::tempdir().unwrap();
+    let video = dir.path().join("v.webm");
+    let made = tokio::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        .arg("testsrc=duration=40:size=320x240:rate=25,noise=alls=30:allf=t")
+        .args(["-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8"])
+        .args(["-b:v", "2M", "-g", "25"])
+        .arg(&video)
+        .output()
+        .await
+        .expect("ffmpeg makes the test video (scripts/test installs it)");
+    assert!(made.status.success(), "ffmpeg: {}", text(&made.stderr));
+    let bytes = std::fs::read(&video).unwrap();
+    assert!(bytes.len() > 6 << 20, "a video of {} bytes", bytes.len());
+
+    let net = network(10_000).await;
+    let uri = client::insert(&net.entry().client(), "video/webm", &bytes, Target::Chk)
+        .await
+        .unwrap();
+    let page = format!(
+        "<!doctype html><html><head><title>video</title></head><body>\
+         <video id=v muted preload=metadata src=\"/{uri}\"></video><script>\
+         const v = document.getElementById('v'); let seeked = false;\
+         const say = (s) => fetch('/report?' + encodeURIComponent(s));\
+         v.onloadedmetadata = () => {{ say('duration ' + v.duration); v.currentTime = 36; }};\
+         v.onseeked = () => {{ seeked = true; say('seeked ' + v.currentTime);\
+           v.play().catch((e) => say('play failed ' + e)); }};\
+         v.ontimeupdate = () => {{ if (seeked && v.currentTime > 36.5) {{\
+           v.ontimeupdate = null; say('played ' + v.currentTime); }} }};\
+         v.onerror = () => say('error ' + (v.error && v.error.code));\
+         </script></body></html>"
+    );
+    let gateway = net.entry().http.expect("the entry node has a gateway");
+    let (url, asked, mut reports, server) = front(gateway, page).await;
+    let profile = tempfile::tempdir().unwrap();
+    let profile_arg = format!("--user-data-dir={}", profile.path().display());
+    let mut browser = tokio::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--autoplay-policy=no-user-gesture-required",
+            &profile_arg,
+            &format!("{url}/page"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromium starts (scripts/test installs it)");
+
+    // What the page says, until it has played past the seek or failed.
+    let mut said = Vec::new();
+    let played = tokio::time::timeout(CLIENT_LIMIT, async {
+        while let Some(r) = reports.recv().await {
+            let r = percent_decode(&r);
+            said.push(r.clone());
+            if r.starts_with("played") || r.starts_with("error") || r.starts_with("play failed") {
+                return r;
+            }
+        }
+        String::new()
+    })
+    .await;
+    let _ = browser.kill().await;
+    server.abort();
+    let asked = asked.lock().unwrap().clone();
+    let played = played.unwrap_or_else(|_| {
+        panic!("the video did not play past the seek: the page said {said:?}; asked {asked:?}")
+    });
+    let at: f64 = played
+        .strip_prefix("played ")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{played}; the page said {said:?}; asked {asked:?}"));
+    assert!(at > 36.5, "{played}");
+    let duration = said
+        .iter()
+        .find_map(|s| s.strip_prefix("duration ")?.parse::<f64>().ok());
+    assert!(
+        duration.is_some_and(|d| (39.5..40.5).contains(&d)),
+        "the whole length known from the first answers: {said:?}"
+    );
+
+    // The seek was a range request from well into the document, answered
+    // with part of it.
+    let video_path = format!("/{uri}");
+    let from_middle = asked.iter().any(|a| {
+        a.path == video_path
+            && a.status == "206"
+            && a.range
+                .as_deref()
+                .and_then(|r| r.strip_prefix("bytes="))
+                .and_then(|r| r.split('-').next())
+                .and_then(|s| s.parse::<usize>().ok())
+                .is_some_and(|start| start > bytes.len() / 2)
+    });
+    assert!(
+        from_middle,
+        "no range request from the second half: {asked:?}"
+    );
+    net.shutdown().await;
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).to_string()
+}
