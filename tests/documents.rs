@@ -361,8 +361,12 @@ async fn a_node_that_never_answers_is_routed_around_then_passed_over() {
             .put_block(KeyKind::CHK, *k, b.clone())
             .await;
     }
-    eventually("replicated", Duration::from_secs(60), || {
+    // The silent node never acknowledges a push, so pushes to it wait out
+    // their timeout before a pass tries again: allow several.
+    eventually("replicated", Duration::from_secs(120), || async {
         net.at_least_placed(&keys)
+            .await
+            .map_err(|e| format!("{e}; the silent node is {silent_id:?}"))
     })
     .await;
     // The silent node's predecessor asks its successor first: a request

@@ -157,13 +157,20 @@ impl Net {
     pub async fn at_least_placed(&self, keys: &[RoutingKey]) -> Result<(), String> {
         for key in keys {
             let have = self.holders(key).await?;
-            let missing = self
-                .expected_holders(key)
-                .into_iter()
-                .filter(|w| !have.contains(w))
-                .count();
-            if missing > 0 {
-                return Err(format!("a block lacks {missing} of its {REPLICAS} copies"));
+            let want = self.expected_holders(key);
+            let missing: Vec<String> = want
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| !have.contains(w))
+                .map(|(k, w)| format!("{w:?} (holder {k} of {REPLICAS})"))
+                .collect();
+            if !missing.is_empty() {
+                // Which of its holders lack it, and who has it instead.
+                return Err(format!(
+                    "a block lacks {} of its {REPLICAS} copies: not on {}; on {have:?}",
+                    missing.len(),
+                    missing.join(", ")
+                ));
             }
         }
         Ok(())
