@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -39,6 +40,10 @@ const BLOCK_TRIES: u8 = 2;
 /// instead of dozens: on loopback that halves the first byte of a large
 /// document.
 const INITIAL_WINDOW: usize = 4;
+/// A read that has no answer this long after it started takes its whole
+/// window without waiting for one (on loopback the first answers come
+/// within a few milliseconds).
+const WIDEN_AFTER: Duration = Duration::from_millis(20);
 
 /// Bytes a reader of a document holds at most: its segments' blocks,
 /// the blocks on their way, the chunks queued for whoever reads the
@@ -219,6 +224,7 @@ impl<B: Blocks> Run<B> {
         let mut active: VecDeque<Seg> = VecDeque::new();
         let mut set: JoinSet<Answer> = JoinSet::new();
         let mut window = INITIAL_WINDOW.min(WINDOW);
+        let widen_at = tokio::time::Instant::now() + WIDEN_AFTER;
         let mut answered = 0;
         loop {
             while active.len() < SEGMENTS_AHEAD && next_seg <= last_seg {
@@ -276,7 +282,22 @@ impl<B: Blocks> Run<B> {
                     .into());
                 }
             }
-            let Some(answer) = set.join_next().await else {
+            // A long path: no answer yet after what a loopback network
+            // answers in, so the first block's answer is a round trip
+            // away whatever else is asked now; asking the rest now rather
+            // than after that round trip costs its first byte little.
+            let next = if window < WINDOW {
+                match tokio::time::timeout_at(widen_at, set.join_next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        window = WINDOW;
+                        continue;
+                    }
+                }
+            } else {
+                set.join_next().await
+            };
+            let Some(answer) = next else {
                 // Nothing in flight and nothing to send: a segment that
                 // needs nothing more must have been sent.
                 return Err(DocError::Erasure("a reader stalled".into()).into());
