@@ -624,6 +624,8 @@ mod tests {
         /// Blocks whose next get fails, as a search does while the ring
         /// repairs itself.
         flaky: Arc<Mutex<std::collections::HashSet<RoutingKey>>>,
+        /// How long each get takes: a path's round trip.
+        delay: Arc<Mutex<Duration>>,
     }
 
     impl Counted {
@@ -635,6 +637,10 @@ mod tests {
     impl Blocks for Counted {
         async fn get(&self, kind: KeyKind, key: RoutingKey) -> Result<Vec<u8>, RequestError> {
             self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let delay = *self.delay.lock().unwrap();
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             if self.lost.lock().unwrap().contains(&key) {
                 return Err(RequestError::DataNotFound);
             }
@@ -807,6 +813,27 @@ mod tests {
             rest += piece.unwrap().len();
         }
         assert!(rest > 10 << 20);
+    }
+
+    /// On a long path (every answer 200 ms away) a read asks for 4 blocks,
+    /// and for its whole window once 20 ms pass with no answer, not a
+    /// round trip later.
+    #[tokio::test(start_paused = true)]
+    async fn a_read_on_a_long_path_asks_for_its_whole_window_before_the_first_answer() {
+        let (b, uri, data) = stored(6 << 20).await;
+        *b.delay.lock().unwrap() = Duration::from_millis(200);
+        let doc = open(&b, &uri, &Budget::unbounded()).await.unwrap();
+        let before = b.gets();
+        let mut reader = doc.read_all(None);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(b.gets() - before, 4, "a read starts with a few");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(b.gets() - before, WINDOW, "and widens with no answer yet");
+        let mut got = Vec::new();
+        while let Some(piece) = reader.next().await {
+            got.extend_from_slice(&piece.unwrap());
+        }
+        assert!(got == data);
     }
 
     #[tokio::test]
