@@ -1246,7 +1246,7 @@ async fn chromium_plays_a_stored_video_and_seeks_in_it() {
     let mut said = Vec::new();
     let played = tokio::time::timeout(CLIENT_LIMIT, async {
         while let Some(r) = reports.recv().await {
-            let r = percent_decode(&r);
+            let r = umbra::gateway::url::percent_decode(&r).unwrap_or(r);
             said.push(r.clone());
             if r.starts_with("played") || r.starts_with("error") || r.starts_with("play failed") {
                 return r;
@@ -1292,22 +1292,4 @@ async fn chromium_plays_a_stored_video_and_seeks_in_it() {
         "no range request from the second half: {asked:?}"
     );
     net.shutdown().await;
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).to_string()
 }
