@@ -220,6 +220,7 @@ impl Endpoint {
             None
         };
         let socket = std::net::UdpSocket::bind(addr).map_err(|e| Error::Io(e.to_string()))?;
+        socket::size_buffers(&socket);
         let runtime =
             quinn::default_runtime().ok_or_else(|| Error::Io("no async runtime".into()))?;
         let socket = udp_socket(socket, cfg.emulate)?;

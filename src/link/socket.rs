@@ -52,6 +52,27 @@ impl Counters {
     }
 }
 
+/// What a link socket asks the kernel to buffer each way. Linux's
+/// default of 208 KiB holds a few milliseconds of a busy node's traffic:
+/// when the node's tasks are late to read, the kernel drops datagrams,
+/// and QUIC takes each loss for congestion and slows the link. The
+/// kernel caps the request at `net.core.rmem_max` (`wmem_max`): this
+/// asks, it does not force.
+pub const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Ask for [`SOCKET_BUFFER`] each way; the receive buffer granted (Linux
+/// reports twice what it grants, its own bookkeeping included).
+pub(crate) fn size_buffers(socket: &std::net::UdpSocket) -> usize {
+    let s = socket2::SockRef::from(socket);
+    if let Err(e) = s.set_recv_buffer_size(SOCKET_BUFFER) {
+        tracing::debug!("receive buffer not resized: {e}");
+    }
+    if let Err(e) = s.set_send_buffer_size(SOCKET_BUFFER) {
+        tracing::debug!("send buffer not resized: {e}");
+    }
+    s.recv_buffer_size().unwrap_or(0)
+}
+
 /// Datagrams in `len` bytes sent or received in segments of `stride`
 /// (generic segmentation offload: one call, many datagrams).
 fn datagrams(len: usize, stride: usize) -> u64 {
@@ -142,5 +163,24 @@ mod tests {
         assert_eq!(datagrams(3000, 1200), 3);
         assert_eq!(datagrams(2400, 1200), 2);
         assert_eq!(datagrams(5, 0), 1);
+    }
+
+    #[test]
+    fn a_link_socket_gets_the_buffer_the_system_allows() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let before = socket2::SockRef::from(&socket)
+            .recv_buffer_size()
+            .expect("buffer size");
+        let cap: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .expect("Linux reports its socket buffer cap")
+            .trim()
+            .parse()
+            .expect("a number");
+        let granted = size_buffers(&socket);
+        let want = SOCKET_BUFFER.min(cap);
+        assert!(
+            granted >= want,
+            "asked for {want} bytes (cap {cap}), granted {granted}, was {before}"
+        );
     }
 }
