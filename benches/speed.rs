@@ -5,7 +5,8 @@
 //! inside the process: this kernel has no netem).
 //!
 //! For each delay per link (0, 10, 30 and 80 ms; `UMBRA_SPEED_DELAYS=0,30`
-//! for others), a fresh network; each document inserted once, fetched
+//! for others; `UMBRA_SPEED_LOSS=0.1` for random loss, in percent, on
+//! every link), a fresh network; each document inserted once, fetched
 //! once to warm the circuit, then fetched `UMBRA_SPEED_REPS` times (5):
 //! medians of curl's time to first byte and total time. The direct stream
 //! is measured the same way on one warm connection with quinn's default
@@ -70,6 +71,13 @@ async fn run(measuring: bool) {
     } else {
         1
     };
+    // Random loss on every link, in percent (`UMBRA_SPEED_LOSS=1`).
+    let loss_ppm = std::env::var("UMBRA_SPEED_LOSS")
+        .map(|v| (v.parse::<f64>().expect("a percentage") * 10_000.0) as u32)
+        .unwrap_or(0);
+    if loss_ppm > 0 {
+        println!("every link loses {} per million datagrams", loss_ppm);
+    }
     let sizes: &[usize] = if measuring {
         &[50 << 10, 10 << 20]
     } else {
@@ -80,7 +88,10 @@ async fn run(measuring: bool) {
     );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     for &delay in &delays {
-        let emu = (delay > 0).then(|| Emulation::delay(Duration::from_millis(delay)));
+        let emu = (delay > 0 || loss_ppm > 0).then(|| Emulation {
+            loss_ppm,
+            ..Emulation::delay(Duration::from_millis(delay))
+        });
         let direct = Direct::start(emu).await;
         let mut settings = testnet::Settings::new(8);
         settings.socks = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -153,6 +164,7 @@ async fn through_socks(net: &Testnet, socks: SocketAddr, len: usize, reps: usize
         );
         let secs = |s: &str| Duration::from_secs_f64(s.parse().expect("seconds"));
         if i > 0 {
+            eprintln!("  SOCKS, {len} bytes: {} s", f[3]);
             runs.push(Timing {
                 first: secs(f[2]),
                 total: secs(f[3]),

@@ -36,6 +36,10 @@ pub struct Emulation {
     /// Bytes that may wait for the line; a datagram that finds the queue
     /// fuller is dropped. Only with a rate.
     pub queue: u64,
+    /// Datagrams lost at random, in parts per million, each on its own
+    /// (the datagrams of one segmented send too), as a lossy path loses
+    /// them.
+    pub loss_ppm: u32,
 }
 
 impl Emulation {
@@ -46,6 +50,7 @@ impl Emulation {
             jitter: Duration::ZERO,
             rate: None,
             queue: 0,
+            loss_ppm: 0,
         }
     }
 }
@@ -155,13 +160,10 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-impl AsyncUdpSocket for Emulated {
-    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
-        // Sends never wait: the queue takes them or drops them.
-        Box::pin(AlwaysWritable)
-    }
-
-    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+impl Emulated {
+    /// Queue one send for its due time, or drop it if the line's queue
+    /// is full.
+    fn enqueue(&self, transmit: &Transmit) -> io::Result<()> {
         let now = Instant::now();
         let len = transmit.contents.len() as u64;
         let due = {
@@ -197,6 +199,38 @@ impl AsyncUdpSocket for Emulated {
         self.tx
             .send(q)
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "emulated path stopped"))
+    }
+}
+
+impl AsyncUdpSocket for Emulated {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        // Sends never wait: the queue takes them or drops them.
+        Box::pin(AlwaysWritable)
+    }
+
+    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        if self.emu.loss_ppm == 0 {
+            return self.enqueue(transmit);
+        }
+        // Each datagram of a segmented send is lost or kept on its own.
+        let stride = transmit
+            .segment_size
+            .unwrap_or(transmit.contents.len())
+            .max(1);
+        let mut rng = rand::thread_rng();
+        for one in transmit.contents.chunks(stride) {
+            if rng.gen_range(0..1_000_000) < self.emu.loss_ppm {
+                self.dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
+            self.enqueue(&Transmit {
+                contents: one,
+                segment_size: None,
+                ..*transmit
+            })?;
+        }
+        Ok(())
     }
 
     fn poll_recv(
@@ -244,6 +278,7 @@ mod tests {
         let raw = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let inner = runtime.wrap_udp_socket(raw).unwrap();
         let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        crate::link::socket::size_buffers(&rx);
         rx.set_nonblocking(true).unwrap();
         let rx = tokio::net::UdpSocket::from_std(rx).unwrap();
         let socket = Emulated::new(inner, emu, &tokio::runtime::Handle::current());
@@ -314,5 +349,46 @@ mod tests {
         assert_eq!(s.dropped.load(std::sync::atomic::Ordering::Relaxed), 19);
         // The last left the line 210 ms after the first began.
         assert!(last >= Duration::from_millis(210), "{last:?}");
+    }
+
+    #[tokio::test]
+    async fn a_lossy_path_loses_single_datagrams_of_a_segmented_send() {
+        let emu = Emulation {
+            loss_ppm: 500_000,
+            ..Emulation::delay(Duration::ZERO)
+        };
+        let (s, rx) = pair(emu);
+        let to = rx.local_addr().unwrap();
+        // 100 sends of 10 datagrams of 100 bytes each, numbered.
+        let mut sent = 0u16;
+        for _ in 0..100 {
+            let mut batch = Vec::new();
+            for _ in 0..10 {
+                batch.extend_from_slice(&[(sent >> 8) as u8, sent as u8]);
+                batch.resize(batch.len() + 98, 0);
+                sent += 1;
+            }
+            s.try_send(&Transmit {
+                destination: to,
+                ecn: None,
+                contents: &batch,
+                segment_size: Some(100),
+                src_ip: None,
+            })
+            .unwrap();
+        }
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2000];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(300), rx.recv(&mut buf)).await
+        {
+            assert_eq!(n, 100, "datagrams arrive one by one, not as the batch");
+            got.push(u16::from_be_bytes([buf[0], buf[1]]));
+        }
+        let dropped = s.dropped.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(got.len() as u64 + dropped, 1000);
+        // Half lost, give or take six standard deviations.
+        assert!((400..=600).contains(&got.len()), "{} arrived", got.len());
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "in order");
     }
 }
