@@ -30,6 +30,25 @@ fn raw_aead(c: &mut Criterion) {
         });
     }
     g.finish();
+    let mut g = c.benchmark_group("raw_chacha20poly1305_seal_ring");
+    let key = ring::aead::LessSafeKey::new(
+        ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &[7u8; 32]).unwrap(),
+    );
+    for size in [512usize, 4096, 16384] {
+        let mut buf = vec![0u8; size];
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, _| {
+            b.iter(|| {
+                key.seal_in_place_separate_tag(
+                    ring::aead::Nonce::assume_unique_for_key([0u8; 12]),
+                    ring::aead::Aad::empty(),
+                    &mut buf,
+                )
+                .unwrap()
+            })
+        });
+    }
+    g.finish();
 }
 
 fn keys(i: u8) -> LayerKeys {

@@ -27,9 +27,8 @@
 
 use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use chacha20::ChaCha20;
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
 use rand::{CryptoRng, RngCore};
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, CHACHA20_POLY1305};
 use zeroize::Zeroizing;
 
 use super::{Error, LayerKeys};
@@ -39,10 +38,22 @@ use crate::wire::{MAX_HOPS, ONION_LEN, RELAY_PAYLOAD_LEN, TAG_LEN};
 const PLAIN_LEN: usize = ONION_LEN - TAG_LEN;
 
 /// The 96-bit nonce for cell number `ctr` in one direction.
-fn nonce(ctr: u64) -> Nonce {
+fn nonce_bytes(ctr: u64) -> [u8; 12] {
     let mut n = [0u8; 12];
     n[4..].copy_from_slice(&ctr.to_be_bytes());
-    n.into()
+    n
+}
+
+/// The same nonce for the AEAD. Unique per key: each direction of each
+/// hop has its own key, and its counter never repeats.
+fn nonce(ctr: u64) -> Nonce {
+    Nonce::assume_unique_for_key(nonce_bytes(ctr))
+}
+
+fn tag_of(bytes: &[u8]) -> Tag {
+    let mut t = [0u8; TAG_LEN];
+    t.copy_from_slice(bytes);
+    Tag::from(t)
 }
 
 /// XOR into `buf` the keystream that ChaCha20-Poly1305 under `key` and cell
@@ -50,7 +61,7 @@ fn nonce(ctr: u64) -> Nonce {
 /// section 2.8: block 0 makes the Poly1305 key, so the plaintext keystream
 /// starts 64 bytes in.
 fn aead_keystream_xor(key: &[u8; 32], ctr: u64, start: usize, buf: &mut [u8]) {
-    let mut c = ChaCha20::new(key.into(), &nonce(ctr));
+    let mut c = ChaCha20::new(key.into(), &nonce_bytes(ctr).into());
     c.seek(64 + start);
     c.apply_keystream(buf);
 }
@@ -58,14 +69,14 @@ fn aead_keystream_xor(key: &[u8; 32], ctr: u64, start: usize, buf: &mut [u8]) {
 /// The 16 bytes a relay appends after stripping its forward tag.
 fn forward_pad(pad_key: &[u8; 32], ctr: u64) -> [u8; TAG_LEN] {
     let mut p = [0u8; TAG_LEN];
-    ChaCha20::new(pad_key.into(), &nonce(ctr)).apply_keystream(&mut p);
+    ChaCha20::new(pad_key.into(), &nonce_bytes(ctr).into()).apply_keystream(&mut p);
     p
 }
 
 /// One direction of one hop: its cipher, raw key (for computing fillers)
 /// and the counter of the next cell.
 struct Direction {
-    aead: ChaCha20Poly1305,
+    aead: LessSafeKey,
     key: Zeroizing<[u8; 32]>,
     next: u64,
 }
@@ -73,7 +84,10 @@ struct Direction {
 impl Direction {
     fn new(key: &[u8; 32]) -> Direction {
         Direction {
-            aead: ChaCha20Poly1305::new(key.into()),
+            aead: LessSafeKey::new(
+                UnboundKey::new(&CHACHA20_POLY1305, key)
+                    .expect("a 32-byte key is the right length"),
+            ),
             key: Zeroizing::new(*key),
             next: 0,
         }
@@ -121,19 +135,18 @@ impl RelayLayer {
             return Err(Error::Broken);
         }
         let ctr = self.fwd.peek()?;
-        let (tag, body) = onion.split_at_mut(TAG_LEN);
-        let tag = *Tag::from_slice(tag);
+        let tag = tag_of(&onion[..TAG_LEN]);
+        // Opened and moved to the front in one pass.
         if self
             .fwd
             .aead
-            .decrypt_in_place_detached(&nonce(ctr), &[], body, &tag)
+            .open_in_place_separate_tag(nonce(ctr), Aad::empty(), tag, &mut onion[..], TAG_LEN..)
             .is_err()
         {
             self.broken = true;
             return Err(Error::BadLayer { hop: 0 });
         }
         self.fwd.advance();
-        onion.copy_within(TAG_LEN.., 0);
         onion[PLAIN_LEN..].copy_from_slice(&forward_pad(&self.pad_key, ctr));
         Ok(())
     }
@@ -154,11 +167,11 @@ impl RelayLayer {
         let tag = self
             .bwd
             .aead
-            .encrypt_in_place_detached(&nonce(ctr), &dropped, &mut onion[..PLAIN_LEN])
+            .seal_in_place_separate_tag(nonce(ctr), Aad::from(dropped), &mut onion[..PLAIN_LEN])
             .map_err(|_| Error::Broken)?;
         self.bwd.advance();
         onion.copy_within(..PLAIN_LEN, TAG_LEN);
-        onion[..TAG_LEN].copy_from_slice(&tag);
+        onion[..TAG_LEN].copy_from_slice(tag.as_ref());
         Ok(())
     }
 
@@ -308,18 +321,22 @@ impl ClientCircuit {
         }
 
         for (j, hop) in self.hops.iter().enumerate() {
-            let (tag, body) = onion.split_at_mut(TAG_LEN);
-            let tag = *Tag::from_slice(tag);
+            let tag = tag_of(&onion[..TAG_LEN]);
             if hop
                 .bwd
                 .aead
-                .decrypt_in_place_detached(&nonce(ctrs[j]), &dropped[j], body, &tag)
+                .open_in_place_separate_tag(
+                    nonce(ctrs[j]),
+                    Aad::from(dropped[j]),
+                    tag,
+                    &mut onion[..],
+                    TAG_LEN..,
+                )
                 .is_err()
             {
                 self.broken = true;
                 return Err(Error::BadLayer { hop: j });
             }
-            onion.copy_within(TAG_LEN.., 0);
             onion[PLAIN_LEN..].copy_from_slice(&dropped[j]);
         }
         for hop in &mut self.hops {
@@ -341,9 +358,9 @@ fn seal_forward(dir: &Direction, ctr: u64, onion: &mut [u8; ONION_LEN]) -> Resul
     // Fails only for messages over 256 GiB; a cell is 4 KiB.
     let tag = dir
         .aead
-        .encrypt_in_place_detached(&nonce(ctr), &[], body)
+        .seal_in_place_separate_tag(nonce(ctr), Aad::empty(), body)
         .map_err(|_| Error::Broken)?;
-    tag_out.copy_from_slice(&tag);
+    tag_out.copy_from_slice(tag.as_ref());
     Ok(())
 }
 
@@ -354,12 +371,32 @@ mod tests {
     #[test]
     fn raw_keystream_matches_the_aead() {
         let key = [9u8; 32];
-        let aead = ChaCha20Poly1305::new(&key.into());
+        let aead = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &key).unwrap());
         let mut zeros = vec![0u8; 300];
-        aead.encrypt_in_place_detached(&nonce(5), &[], &mut zeros)
+        aead.seal_in_place_separate_tag(nonce(5), Aad::empty(), &mut zeros)
             .unwrap();
         let mut ks = vec![0u8; 100];
         aead_keystream_xor(&key, 5, 200, &mut ks);
         assert_eq!(ks, zeros[200..]);
+    }
+
+    /// The layers are RFC 8439's AEAD whichever implementation computes
+    /// them: ring's output is the portable crate's, bit for bit, tag
+    /// included, so nodes built either way interoperate.
+    #[test]
+    fn the_layer_cipher_is_rfc_8439() {
+        use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+        let key = [3u8; 32];
+        let aad = [5u8; TAG_LEN];
+        let mut a: Vec<u8> = (0..PLAIN_LEN).map(|i| i as u8).collect();
+        let mut b = a.clone();
+        let tag_a = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &key).unwrap())
+            .seal_in_place_separate_tag(nonce(77), Aad::from(aad), &mut a)
+            .unwrap();
+        let tag_b = chacha20poly1305::ChaCha20Poly1305::new(&key.into())
+            .encrypt_in_place_detached(&nonce_bytes(77).into(), &aad, &mut b)
+            .unwrap();
+        assert_eq!(a, b);
+        assert_eq!(tag_a.as_ref(), tag_b.as_slice());
     }
 }
