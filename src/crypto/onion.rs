@@ -373,7 +373,8 @@ mod tests {
         let key = [9u8; 32];
         let aead = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &key).unwrap());
         let mut zeros = vec![0u8; 300];
-        aead.seal_in_place_separate_tag(nonce(5), Aad::empty(), &mut zeros)
+        let _tag = aead
+            .seal_in_place_separate_tag(nonce(5), Aad::empty(), &mut zeros)
             .unwrap();
         let mut ks = vec![0u8; 100];
         aead_keystream_xor(&key, 5, 200, &mut ks);
