@@ -59,6 +59,11 @@ pub const LEARN_PATIENCE: Duration = Duration::from_secs(120);
 /// A duplicate link stays open this long after another link to the same
 /// peer won, so that what is already on its way arrives.
 pub const LINK_GRACE: Duration = Duration::from_secs(2);
+/// Two links to one peer that came up further apart than this were not
+/// dialled at the same time from both sides: the later one is the peer
+/// dialling again after losing the first (it restarted, or its end of
+/// the link timed out), and wins whichever side dialled the first.
+pub const LINK_RACE: Duration = Duration::from_secs(10);
 /// A link no frame came in on for this long, and that carries no
 /// circuit, is closed: keeping it open costs keep-alives both ways, and
 /// the next message dials again (Tor closes idle channels the same way).
@@ -325,6 +330,8 @@ impl Verified {
 #[derive(Debug, Clone, Copy)]
 struct LinkInfo {
     id: LinkId,
+    /// When it came up.
+    since: Instant,
     /// When a frame last came in on it.
     used: Instant,
     /// The peer dialled us.

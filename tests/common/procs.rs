@@ -113,7 +113,11 @@ pub fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> Result
     let start = Instant::now();
     loop {
         match check() {
-            Ok(()) => return,
+            Ok(()) => {
+                // Shown with a failing test's output: which waits were long.
+                eprintln!("{what}: after {:.1} s", start.elapsed().as_secs_f64());
+                return;
+            }
             Err(e) if start.elapsed() > limit => panic!("{what}: not within {limit:?}: {e}"),
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }

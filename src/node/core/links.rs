@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::{
     Action, CloseReason, Core, DialId, Dialed, LinkId, LinkInfo, OpFor, StoreOp, LINK_GRACE,
-    LINK_IDLE, VERIFIED_CACHE,
+    LINK_IDLE, LINK_RACE, VERIFIED_CACHE,
 };
 use sha2::{Digest, Sha256};
 
@@ -49,17 +49,19 @@ impl Core {
         if let Some(old) = self.links.get(&peer).copied() {
             // Two links to one peer, dialled at the same time from both
             // sides: both ends keep the one dialled by the smaller id.
-            // Both dialled by the same side: the newer one. A node dials
-            // a peer only when it holds no link to it, so it dialling
+            // Both dialled by the same side, or the peer dialling long
+            // after the old link came up: the newer one. A node dials a
+            // peer only when it holds no link to it, so it dialling
             // again means the old link is gone at its end: it restarted
             // (kill -9 says nothing), and the old link, still open here
             // until it times out, would swallow every message to it.
             let me = self.id();
             let dialer = |inbound: bool| if inbound { peer } else { me };
+            let redialled = inbound && now.saturating_duration_since(old.since) >= LINK_RACE;
             // The other link is closed only after a grace period: both ends
             // stop sending on it at once (they agree which one loses), and
             // what was already on its way still arrives and is read.
-            if dialer(old.inbound) < dialer(inbound) {
+            if !redialled && dialer(old.inbound) < dialer(inbound) {
                 self.retiring.push_back((now + LINK_GRACE, link));
                 self.flush_queued(peer, remote, inbound);
                 self.flush(now);
@@ -73,6 +75,7 @@ impl Core {
             peer,
             LinkInfo {
                 id: link,
+                since: now,
                 used: now,
                 inbound,
                 remote,

@@ -1,7 +1,7 @@
 //! The core on its own, fed by hand.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -134,4 +134,47 @@ fn a_peer_that_dials_again_gets_its_new_link() {
             .collect();
         assert_eq!(closed, vec![old], "peer {peer:?}, this node {:?}", c.id());
     }
+}
+
+/// The same when the old link was dialled by this node and the peer dials
+/// long after it came up: the peer restarted, whichever id is smaller.
+/// Links that come up together are a race, and keep the smaller id's.
+#[test]
+fn a_restarted_peer_that_dials_back_gets_its_new_link() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut orders = std::collections::HashSet::new();
+    for _ in 0..8 {
+        for apart in [Duration::from_millis(300), LINK_RACE] {
+            let mut c = core(&mut rng);
+            let peer = Identity::generate_solving(&mut rng, 4).id();
+            orders.insert(peer < c.id());
+            let to: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+            let t0 = Instant::now();
+            let (ours, theirs) = (LinkId(1), LinkId(2));
+            c.handle_link_up(ours, peer, to, false, None, t0);
+            c.handle_link_up(theirs, peer, to, true, None, t0 + apart);
+            c.handle_timeout(t0 + apart + LINK_GRACE);
+            let closed: Vec<LinkId> = std::iter::from_fn(|| c.poll_action())
+                .filter_map(|a| match a {
+                    Action::Close {
+                        link,
+                        reason: CloseReason::Duplicate,
+                    } => Some(link),
+                    _ => None,
+                })
+                .collect();
+            let expected = if apart >= LINK_RACE || peer < c.id() {
+                ours
+            } else {
+                theirs
+            };
+            assert_eq!(
+                closed,
+                vec![expected],
+                "{apart:?} apart, peer {peer:?}, this node {:?}",
+                c.id()
+            );
+        }
+    }
+    assert_eq!(orders.len(), 2, "both id orders tried");
 }
