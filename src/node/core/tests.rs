@@ -107,6 +107,19 @@ fn a_relay_makes_a_new_onion_key_each_week_and_keeps_the_last() {
     assert_eq!(keys.previous.as_ref().map(public), Some(second));
 }
 
+/// The links a core closed as duplicates, from its pending actions.
+fn duplicates_closed(c: &mut Core) -> Vec<LinkId> {
+    std::iter::from_fn(|| c.poll_action())
+        .filter_map(|a| match a {
+            Action::Close {
+                link,
+                reason: CloseReason::Duplicate,
+            } => Some(link),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A peer that dials again while its old link is still open here
 /// restarted: the new link is kept and the old one closed, whichever id is
 /// the smaller. (Keeping the old one would send everything for the peer
@@ -123,15 +136,7 @@ fn a_peer_that_dials_again_gets_its_new_link() {
         c.handle_link_up(old, peer, from, true, None, now);
         c.handle_link_up(new, peer, from, true, None, now);
         c.handle_timeout(now + LINK_GRACE);
-        let closed: Vec<LinkId> = std::iter::from_fn(|| c.poll_action())
-            .filter_map(|a| match a {
-                Action::Close {
-                    link,
-                    reason: CloseReason::Duplicate,
-                } => Some(link),
-                _ => None,
-            })
-            .collect();
+        let closed = duplicates_closed(&mut c);
         assert_eq!(closed, vec![old], "peer {peer:?}, this node {:?}", c.id());
     }
 }
@@ -154,15 +159,7 @@ fn a_restarted_peer_that_dials_back_gets_its_new_link() {
             c.handle_link_up(ours, peer, to, false, None, t0);
             c.handle_link_up(theirs, peer, to, true, None, t0 + apart);
             c.handle_timeout(t0 + apart + LINK_GRACE);
-            let closed: Vec<LinkId> = std::iter::from_fn(|| c.poll_action())
-                .filter_map(|a| match a {
-                    Action::Close {
-                        link,
-                        reason: CloseReason::Duplicate,
-                    } => Some(link),
-                    _ => None,
-                })
-                .collect();
+            let closed = duplicates_closed(&mut c);
             let expected = if apart >= LINK_RACE || peer < c.id() {
                 ours
             } else {
