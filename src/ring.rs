@@ -230,6 +230,15 @@ struct Query {
     what: Pending,
 }
 
+/// How far behind a node a key lies (see [`Ring::may_hold`]).
+#[derive(Clone, Copy, Debug)]
+enum Behind {
+    /// Known nodes from the key up to this one.
+    Counted(usize),
+    /// Mean gaps of the ring.
+    Gaps(f64),
+}
+
 pub struct Ring {
     me: Peer,
     cfg: Config,
@@ -473,30 +482,70 @@ impl Ring {
 
     /// Whether this node may be asked to hold `key`: it is the key's
     /// successor, or close enough after it to be one of the `copies`
-    /// nodes that follow it. The distance from the key, in mean gaps of
-    /// the ring as this node's successor list measures it, must be one
-    /// that `2 × (copies + 1)` gaps cover at their 99.9th percentile, so
-    /// an honest node's view, however rough, is never refused, while a
-    /// block for a key across the ring is. A client holds nothing; a
-    /// node that cannot measure the ring yet holds what it is given.
+    /// nodes that follow it. When the successor list is not full, it
+    /// names every node this one knows after itself, up to itself again
+    /// (a ring smaller than the list): the nodes between the key and this
+    /// one are counted, and one more than `copies` allows for a node that
+    /// joined unseen. Otherwise the distance from the key, in mean gaps of
+    /// the ring at the measured density (`density`), must be one that
+    /// `2 × (copies + 1)` gaps cover at their 99.9th percentile, so an
+    /// honest node's view, however rough, is never refused, while a block
+    /// for a key across the ring is. A client holds nothing.
     pub fn may_hold(&self, key: &[u8; 32], copies: usize) -> bool {
+        match self.behind(key) {
+            None => false,
+            Some(Behind::Counted(c)) => c <= copies,
+            Some(Behind::Gaps(g)) => !walk::too_wide(g, 2 * (copies + 1)),
+        }
+    }
+
+    /// How far behind `key` this node sits, if it is surely not one of
+    /// the key's `copies` holders: farther than `2 × copies` gaps reach at
+    /// their 99.9th percentile (twice the holders' gaps, for the error of
+    /// the measured density), or, on a ring
+    /// smaller than the successor list, behind `copies` nodes. A full
+    /// store gives up such blocks, the farthest first: one given up
+    /// wrongly is pushed to it again by the key's successor, one kept
+    /// wrongly keeps out a block this node should hold. A client holds
+    /// nothing to give up.
+    pub fn past_holders(&self, key: &[u8; 32], copies: usize) -> Option<f64> {
+        match self.behind(key)? {
+            Behind::Counted(c) => (c >= copies).then_some(c as f64),
+            Behind::Gaps(g) => walk::too_wide(g, 2 * copies).then_some(g),
+        }
+    }
+
+    /// How far behind this node `key` lies: the known nodes from the key
+    /// to this one when the successor list is short enough to name them
+    /// all, else the distance in mean gaps. `None` for a client.
+    fn behind(&self, key: &[u8; 32]) -> Option<Behind> {
         if self.cfg.client {
-            return false;
+            return None;
         }
         if self.owns(key) {
-            return true;
+            return Some(Behind::Counted(0));
         }
-        let me = walk::position(&self.me.id);
-        let Some(last) = self.successors.last().filter(|l| l.id != self.me.id) else {
-            return true;
+        let me = &self.me.id;
+        if self.successors.len() < self.cfg.successors {
+            // The nodes that hold the key before this one: those at or
+            // after it, up to this node.
+            let count = self
+                .successors
+                .iter()
+                .filter(|p| p.id != *me && (p.id.0 == *key || in_open(&p.id.0, key, &me.0)))
+                .count();
+            return Some(Behind::Counted(count));
+        }
+        let here = walk::position(me);
+        // The measured tables' estimate where there are any: one list of
+        // eight successors is rough enough to put an honest holder twenty
+        // gaps behind now and then.
+        let Some(n) = self.density() else {
+            return Some(Behind::Counted(0));
         };
-        let span = walk::gap(me, walk::position(&last.id));
-        if span <= 0.0 {
-            return true;
-        }
-        let n = self.successors.len() as f64 / span;
-        let behind = walk::gap(walk::position(&NodeId(*key)), me);
-        !walk::too_wide(behind * n, 2 * (copies + 1))
+        Some(Behind::Gaps(
+            walk::gap(walk::position(&NodeId(*key)), here) * n,
+        ))
     }
 
     /// Known nodes ranked as next hops for a request toward `key`: the

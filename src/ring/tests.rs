@@ -464,10 +464,63 @@ fn a_node_holds_keys_it_is_a_replica_for_and_refuses_keys_across_the_ring() {
             let key = just_after(&order[(i + n - back) % n]);
             assert!(ring.may_hold(&key, 3), "node {i}, {back} back");
         }
-        // Keys a third of the ring or more behind it.
-        for back in [40, 60, 80, 119] {
+        // Keys nearly half the ring or more behind it.
+        for back in [50, 60, 80, 119] {
             let key = just_after(&order[(i + n - back) % n]);
             assert!(!ring.may_hold(&key, 3), "node {i}, {back} back");
+        }
+        // A full store keeps its own and gives up those half the ring or
+        // more behind, the farther the surer.
+        for back in 1..=3 {
+            let key = just_after(&order[(i + n - back) % n]);
+            assert_eq!(ring.past_holders(&key, 3), None, "node {i}, {back} back");
+        }
+        let far: Vec<f64> = [60, 80, 119]
+            .iter()
+            .map(|back| {
+                let key = just_after(&order[(i + n - back) % n]);
+                ring.past_holders(&key, 3)
+                    .unwrap_or_else(|| panic!("node {i}, {back} back, kept"))
+            })
+            .collect();
+        assert!(far.windows(2).all(|w| w[0] < w[1]), "node {i}: {far:?}");
+    }
+}
+
+/// A ring smaller than the successor list, its ids crowded into a tenth
+/// of the ring: each node knows every other, and counts rather than
+/// measures. Measured, the crowd would look like a ring ten times as
+/// large, and a replica pushed for a key in the empty nine tenths would
+/// be refused.
+#[test]
+fn a_ring_smaller_than_the_list_counts_the_holders_of_a_key() {
+    for seed in 0..4 {
+        let mut sim = Sim::new(200 + seed);
+        let arc = |id: &NodeId| (0xd0..0xea).contains(&id.0[0]);
+        let (_, first) = sim.add_within(None, arc);
+        for _ in 1..5 {
+            sim.add_within(Some(first), arc);
+            sim.run(Duration::from_millis(200));
+        }
+        sim.converge(Duration::from_secs(60));
+        let order: Vec<NodeId> = sim.nodes.keys().copied().collect();
+        let n = order.len();
+        for (i, id) in order.iter().enumerate() {
+            let ring = &sim.nodes[id];
+            // Owned by the node `back` places before this one: this node
+            // is its holder number `back` (0 for the owner).
+            for back in 0..n {
+                let owner = &order[(i + n - back) % n];
+                let before = &order[(i + n - back - 1) % n];
+                // The middle of the arc the owner holds, wrapping or not.
+                let mut key = before.0;
+                let half = walk::gap(walk::position(before), walk::position(owner)) / 2.0;
+                let step = (half * 18_446_744_073_709_551_616.0) as u64;
+                key[..8].copy_from_slice(&walk::position(before).wrapping_add(step).to_be_bytes());
+                let seen = format!("seed {seed}, node {i}, holder {back}");
+                assert_eq!(ring.may_hold(&key, 2), back <= 2, "{seen}");
+                assert_eq!(ring.past_holders(&key, 2).is_some(), back >= 2, "{seen}");
+            }
         }
     }
 }

@@ -143,8 +143,21 @@ impl Net {
             want.sort();
             let have = self.holders(key).await?;
             if have != want {
+                // Where the holders sit, counted in ring order from the
+                // key's successor (0): which ones took copies they should
+                // not have, and which lack theirs.
+                let ids = self.sorted_ids();
+                let first = self.expected_holders(key)[0];
+                let owner = ids.iter().position(|i| *i == first);
+                let places: Vec<usize> = have
+                    .iter()
+                    .filter_map(|h| {
+                        let at = ids.iter().position(|i| i == h)?;
+                        Some((at + ids.len() - owner?) % ids.len())
+                    })
+                    .collect();
                 return Err(format!(
-                    "block held by {} nodes, {} of them the right ones",
+                    "block held by {} nodes, {} of them the right ones, at places {places:?} after its successor",
                     have.len(),
                     have.iter().filter(|h| want.contains(h)).count()
                 ));

@@ -247,14 +247,18 @@ impl Core {
         }
         self.evict_searched = Some(now);
         let replicas = self.settings.replicas;
-        let misplaced: Vec<(KeyKind, RoutingKey)> = self
+        let mut misplaced: Vec<(f64, KeyKind, RoutingKey)> = self
             .held
             .iter()
-            .filter(|(_, key)| !self.ring.may_hold(&key.0, replicas))
-            .take(super::EVICT_BATCH)
-            .copied()
+            .filter_map(|&(kind, key)| {
+                let far = self.ring.past_holders(&key.0, replicas)?;
+                Some((far, kind, key))
+            })
             .collect();
-        for (kind, key) in misplaced {
+        // The farthest first: the surest not to be this node's to hold.
+        misplaced.sort_by(|a, b| b.0.total_cmp(&a.0));
+        misplaced.truncate(super::EVICT_BATCH);
+        for (_, kind, key) in misplaced {
             self.op(OpFor::Evict { kind, key }, StoreOp::Forget { kind, key });
         }
     }

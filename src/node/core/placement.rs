@@ -25,6 +25,10 @@ pub const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Replication waits this long after a membership change, so that a burst
 /// of changes causes one pass.
 pub const REPLICATE_DELAY: Duration = Duration::from_millis(300);
+/// A lookup for a block's owner that failed, or named this node while its
+/// own view says otherwise (the ring still settling), is tried again
+/// after this long, whether or not the membership changes meanwhile.
+pub const PLACE_RETRY: Duration = Duration::from_secs(3);
 /// Pushes (reading or awaiting acknowledgement) at once; the rest wait
 /// their turn, so replication after a change is a stream, not a flood.
 pub const PUSHES_IN_FLIGHT: usize = 16;
@@ -168,7 +172,10 @@ impl Placement {
     }
 
     fn replicate_soon(&mut self, now: Instant) {
-        let at = now + REPLICATE_DELAY;
+        self.replicate_after(now + REPLICATE_DELAY);
+    }
+
+    fn replicate_after(&mut self, at: Instant) {
         if self.replicate_at.is_none_or(|t| t > at) {
             self.replicate_at = Some(at);
         }
@@ -320,6 +327,8 @@ impl Placement {
                     // If the push fails, the next pass looks again.
                     self.placed.insert(key);
                     self.push(kind, key, peer);
+                } else {
+                    self.replicate_after(now + PLACE_RETRY);
                 }
             }
             LookupFor::Store(token, kind, key, block) => match found {
@@ -580,5 +589,61 @@ mod tests {
         // blocks it held for others go.
         assert!(p.poll_timeout().is_some_and(|t| t <= now + REPLICATE_DELAY));
         assert!(p.placed.is_empty());
+    }
+
+    /// A lookup for the owner of a block held here that fails, or that
+    /// names this node while its ring says another owns the key, is
+    /// tried again: a ring that settles without another change must not
+    /// leave the block short of its owner for good.
+    #[test]
+    fn a_lookup_for_an_owner_that_fails_is_tried_again() {
+        let now = Instant::now();
+        // Three nodes in ring order.
+        let mut three = [peer(1), peer(2), peer(3)];
+        three.sort_by_key(|p| p.id);
+        let [pred, me, succ] = three;
+        let mut ring = Ring::new(
+            (*me.desc).clone(),
+            crate::ring::Config::default(),
+            now,
+            [7; 32],
+        );
+        ring.settle(Some(pred.clone()), vec![succ.clone()], Vec::new());
+        // A key the ring puts on the node after this one.
+        let key = RoutingKey(succ.id.0);
+        assert!(!ring.owns(&key.0));
+        let held = BTreeSet::from([(KeyKind::CHK, key)]);
+        let view = View {
+            ring: &ring,
+            held: &held,
+        };
+        let mut p = Placement::new(3);
+        p.handle_membership_changed(now);
+        let lookup = |p: &mut Placement| {
+            std::iter::from_fn(|| p.poll_action()).find_map(|a| match a {
+                Action::Lookup { id, key } => Some((id, key)),
+                _ => None,
+            })
+        };
+        let mut t = now;
+        for found in [None, Some(me.clone())] {
+            let due = p.poll_timeout().expect("a pass is due");
+            t = t.max(due);
+            p.handle_timeout(t, &view);
+            let (id, asked) = lookup(&mut p).expect("the owner is looked up");
+            assert_eq!(asked, key);
+            p.handle_lookup_done(id, found, &view, t);
+            assert!(!p.placed.contains(&key));
+            let again = p.poll_timeout().expect("tried again");
+            assert!(again > t && again <= t + PLACE_RETRY, "{:?}", again - t);
+        }
+        // Found at last: pushed there, and not looked up again.
+        let due = p.poll_timeout().unwrap();
+        p.handle_timeout(due, &view);
+        let (id, _) = lookup(&mut p).expect("looked up once more");
+        p.handle_lookup_done(id, Some(succ.clone()), &view, due);
+        assert!(p.placed.contains(&key));
+        p.pump(due);
+        assert_eq!(reads(&mut p), vec![key]);
     }
 }
