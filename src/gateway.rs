@@ -7,8 +7,12 @@
 //! GET  /?uri=URI           303 to /URI (the fetch form)
 //! GET  /status             the node's status, JSON
 //! GET  /URI                the document, served with its content type
+//! GET  /URI/NAME           the same, a content-hash URI under a file
+//!                          name: its type and the name to save it as
 //! PUT|POST /               insert the body under a content-hash key;
 //!                          201 and the URI as text
+//! PUT|POST /NAME           the same, under a file name: the URI carries
+//!                          it (`curl -T FILE http://doc.umbra/`)
 //! PUT|POST /INSERT-URI     insert under a signed key (ssk-insert or ksk),
 //!                          at the next version
 //! POST / multipart         the upload form; an HTML page with the URI
@@ -43,7 +47,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::client::{self, Budget, ClientError, Held, Progress, ProgressTx, Target};
-use crate::keys::{self, SskInsertKey, Uri};
+use crate::keys::{self, Link, SskInsertKey, Uri};
 use crate::node::NodeClient;
 
 mod error;
@@ -354,7 +358,7 @@ fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
 
 /// How an insert or fetch ended, for a progress answer.
 enum Finished {
-    Inserted(Box<Uri>),
+    Inserted(Box<Link>),
     Failed(ErrorCode, String),
 }
 
@@ -422,7 +426,7 @@ impl Service {
                 } else if writes && is_multipart(req.headers()) {
                     self.upload(req).await
                 } else if writes {
-                    self.insert(req, None).await
+                    self.insert(req, None, None).await
                 } else {
                     failure(ErrorCode::MethodNotAllowed, "use GET, PUT or POST")
                 }
@@ -436,21 +440,35 @@ impl Service {
                     );
                 };
                 if !text.starts_with("umbra:") {
+                    if writes && !is_multipart(req.headers()) {
+                        // `curl -T report.pdf http://doc.umbra/` puts to
+                        // /report.pdf: the last segment names the file.
+                        let name = text.rsplit('/').next().unwrap_or("").to_string();
+                        if let Err(e) = keys::check_file_name(&name) {
+                            return failure(ErrorCode::BadRequest, e);
+                        }
+                        return self.insert(req, None, Some(name)).await;
+                    }
                     return failure(
                         ErrorCode::NotFound,
                         "not found: ask for /umbra:KIND:KEY, or / for the index page",
                     );
                 }
-                let uri: Uri = match text.parse() {
+                let link: Link = match text.parse() {
                     Ok(u) => u,
                     Err(e) => {
                         return failure(ErrorCode::MalformedUri, format!("malformed URI: {e}"))
                     }
                 };
                 if reads {
-                    self.fetch(&req, uri).await
+                    self.fetch(&req, link).await
+                } else if writes && link.name.is_none() {
+                    self.insert(req, Some(link.uri), None).await
                 } else if writes {
-                    self.insert(req, Some(uri)).await
+                    failure(
+                        ErrorCode::BadRequest,
+                        "a file name goes on an insert as PUT /NAME, not after a URI",
+                    )
                 } else {
                     failure(ErrorCode::MethodNotAllowed, "use GET, PUT or POST")
                 }
@@ -473,7 +491,8 @@ impl Service {
         html(StatusCode::OK, page::index(status.as_ref(), self.front))
     }
 
-    async fn fetch(&self, req: &Request<Incoming>, uri: Uri) -> Response<Body> {
+    async fn fetch(&self, req: &Request<Incoming>, link: Link) -> Response<Body> {
+        let Link { uri, name } = link;
         if matches!(uri, Uri::SskInsert(_)) {
             return failure(ErrorCode::InsertUri, ClientError::InsertUri);
         }
@@ -486,7 +505,13 @@ impl Service {
             Ok(doc) => doc,
             Err(e) => return failure(ErrorCode::of(&e), e),
         };
-        let (len, version, content_type) = (doc.len, doc.version, doc.content_type.clone());
+        let (len, version) = (doc.len, doc.version);
+        // A file name says what the bytes are better than the type they
+        // were inserted with, which is often none.
+        let content_type = name
+            .as_deref()
+            .and_then(content_type_of)
+            .unwrap_or_else(|| doc.content_type.clone());
         let range = match header_str(req.headers(), header::RANGE).map(|r| range::parse(r, len)) {
             None | Some(range::Asked::Ignored) => None,
             Some(range::Asked::Part(r)) => Some(r),
@@ -544,17 +569,33 @@ impl Service {
         if let Some(v) = version {
             h.insert(VERSION_HEADER, HeaderValue::from(v));
         }
+        if let Some(v) = name.as_deref().and_then(disposition) {
+            h.insert(header::CONTENT_DISPOSITION, v);
+        }
         r
     }
 
-    async fn insert(&self, req: Request<Incoming>, target: Option<Uri>) -> Response<Body> {
+    /// Insert the request's body under `target`, or a content-hash key
+    /// whose URI carries the file name `name`.
+    async fn insert(
+        &self,
+        req: Request<Incoming>,
+        target: Option<Uri>,
+        name: Option<String>,
+    ) -> Response<Body> {
         let key = match signing_key(target) {
             Ok(k) => k,
             Err(why) => return failure(ErrorCode::BadRequest, why),
         };
+        // The type the request says, else what the file name says.
         let content_type = header_str(req.headers(), header::CONTENT_TYPE)
-            .unwrap_or("application/octet-stream")
-            .to_string();
+            .map(str::to_string)
+            .or_else(|| name.as_deref().and_then(content_type_of))
+            .unwrap_or_else(|| "application/octet-stream".into());
+        let named = move |uri: Uri| Link {
+            uri,
+            name: name.clone(),
+        };
         let progress = wants_progress(&req);
         let limit = self.local.insert_limit;
         let body = req.into_body();
@@ -581,7 +622,7 @@ impl Service {
         if progress {
             return streamed(move |p| async move {
                 let done = match insert(&node, &content_type, body, declared, key, Some(&p)).await {
-                    Ok(uri) => Finished::Inserted(Box::new(uri)),
+                    Ok(uri) => Finished::Inserted(Box::new(named(uri))),
                     Err(e) => Finished::Failed(ErrorCode::of(&e), e.to_string()),
                 };
                 drop(held);
@@ -590,7 +631,7 @@ impl Service {
         }
         let done = insert(&node, &content_type, body, declared, key, None).await;
         drop(held);
-        match done {
+        match done.map(named) {
             Ok(uri) => {
                 let mut r = respond(
                     StatusCode::CREATED,
@@ -649,6 +690,8 @@ impl Service {
             .or(form.file_type)
             .unwrap_or_else(|| "application/octet-stream".into());
         let len = Some(form.file.len() as u64);
+        // A signed key's URI carries no file name.
+        let name = form.file_name.filter(|_| key.is_none());
         match insert(
             &self.node,
             content_type.trim(),
@@ -659,7 +702,10 @@ impl Service {
         )
         .await
         {
-            Ok(uri) => html(StatusCode::CREATED, page::inserted(&uri, form.file.len())),
+            Ok(uri) => html(
+                StatusCode::CREATED,
+                page::inserted(&Link { uri, name }, form.file.len()),
+            ),
             Err(e) => page_failure(ErrorCode::of(&e), e),
         }
     }
@@ -676,7 +722,7 @@ fn page_failure(code: ErrorCode, message: impl std::fmt::Display) -> Response<Bo
 /// URI (anything else, `/evil.example` say, would make `//evil.example`
 /// a way off the node).
 fn redirect(text: &str) -> Response<Body> {
-    let uri: Uri = match text.trim().parse() {
+    let uri: Link = match text.trim().parse() {
         Ok(u) => u,
         Err(e) => return page_failure(ErrorCode::MalformedUri, format!("malformed URI: {e}")),
     };
@@ -688,6 +734,42 @@ fn redirect(text: &str) -> Response<Body> {
         }
         Err(_) => failure(ErrorCode::MalformedUri, "malformed URI"),
     }
+}
+
+/// The content type a file name's extension says, if it says one; text
+/// is taken to be UTF-8.
+pub fn content_type_of(name: &str) -> Option<String> {
+    let mime = mime_guess::from_path(name).first()?;
+    Some(if mime.type_() == mime_guess::mime::TEXT {
+        format!("{mime}; charset=utf-8")
+    } else {
+        mime.to_string()
+    })
+}
+
+/// `Content-Disposition` for a document served under `name`: shown in the
+/// browser where it can be, saved under that name (RFC 6266; the UTF-8
+/// form for any name, a plain one with the rest replaced for old readers).
+fn disposition(name: &str) -> Option<HeaderValue> {
+    let plain: String = name
+        .chars()
+        .map(|c| match c {
+            ' '..='~' if c != '"' && c != '\\' && c != '%' => c,
+            _ => '_',
+        })
+        .collect();
+    let mut encoded = String::new();
+    for &b in name.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            encoded.push(char::from(b));
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    HeaderValue::from_str(&format!(
+        "inline; filename=\"{plain}\"; filename*=UTF-8''{encoded}"
+    ))
+    .ok()
 }
 
 fn is_multipart(h: &HeaderMap) -> bool {
@@ -702,6 +784,21 @@ fn is_multipart(h: &HeaderMap) -> bool {
 mod tests {
     use super::*;
     use crate::node::RequestError;
+
+    #[test]
+    fn a_file_name_gives_a_type_and_a_name_to_save_under() {
+        assert_eq!(content_type_of("a.PDF").as_deref(), Some("application/pdf"));
+        assert_eq!(
+            content_type_of("index.html").as_deref(),
+            Some("text/html; charset=utf-8")
+        );
+        assert_eq!(content_type_of("README"), None);
+        let d = disposition("r\u{e9}sum\u{e9} \"1\"%.txt").unwrap();
+        assert_eq!(
+            d.to_str().unwrap(),
+            "inline; filename=\"r_sum_ _1__.txt\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%221%22%25.txt"
+        );
+    }
 
     #[test]
     fn error_codes_parse_back() {

@@ -34,7 +34,7 @@ pub use document::{
     decode_root, encode_document, fill_keys, split_key_list, DocError, EncodedDocument, Encoder,
     Manifest, Root, Segment, MAX_CONTENT_TYPE, MAX_NESTING, SEGMENT_BYTES, SEGMENT_DATA_BLOCKS,
 };
-pub use uri::{Uri, UriError};
+pub use uri::{check_file_name, Link, Uri, UriError};
 
 /// Plaintext bytes a block can carry: the block minus its length prefix.
 pub const BLOCK_PAYLOAD: usize = BLOCK_DATA_LEN - 4;

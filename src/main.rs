@@ -285,32 +285,6 @@ impl Bar {
     }
 }
 
-/// A content type for a file name's extension.
-fn guess_content_type(path: &Path) -> &'static str {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
-    match ext.as_deref() {
-        Some("html" | "htm") => "text/html; charset=utf-8",
-        Some("txt" | "md") => "text/plain; charset=utf-8",
-        Some("css") => "text/css",
-        Some("json") => "application/json",
-        Some("pdf") => "application/pdf",
-        Some("png") => "image/png",
-        Some("jpg" | "jpeg") => "image/jpeg",
-        Some("gif") => "image/gif",
-        Some("webp") => "image/webp",
-        Some("svg") => "image/svg+xml",
-        Some("mp3") => "audio/mpeg",
-        Some("mp4") => "video/mp4",
-        Some("webm") => "video/webm",
-        Some("zip") => "application/zip",
-        Some("gz" | "tgz") => "application/gzip",
-        _ => "application/octet-stream",
-    }
-}
-
 async fn put(
     file: &Path,
     ssk: Option<&str>,
@@ -334,7 +308,15 @@ async fn put(
             }
         }
     }
-    let content_type = content_type.unwrap_or_else(|| guess_content_type(file).to_string());
+    // The file's name goes into a content-hash URI, and says its type
+    // unless one was given.
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| ssk.is_none() && umbra::keys::check_file_name(n).is_ok() && *n != "-");
+    let content_type = content_type
+        .or_else(|| name.and_then(gateway::content_type_of))
+        .unwrap_or_else(|| "application/octet-stream".into());
     let mut bar = Bar::new("inserting");
     // Streamed: the file goes out as it is read, whatever its size.
     let uri = if file == Path::new("-") {
@@ -357,7 +339,8 @@ async fn put(
         }
         // A pipe or a device has no length to announce.
         let len = meta.is_file().then_some(meta.len());
-        gateway::remote::put(gateway, &content_type, f, len, ssk, |p| bar.update(p)).await
+        gateway::remote::put_named(gateway, &content_type, f, len, ssk, name, |p| bar.update(p))
+            .await
     };
     bar.finish();
     println!("{}", uri?);
@@ -365,7 +348,7 @@ async fn put(
 }
 
 async fn get(uri: &str, output: Option<&Path>, gateway: &str) -> Result<(), Failure> {
-    match uri.parse::<Uri>() {
+    match uri.parse::<umbra::keys::Link>().map(|l| l.uri) {
         Ok(Uri::SskInsert(_)) => {
             return Err(Failure::new(
                 exit::MALFORMED_URI,

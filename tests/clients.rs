@@ -184,6 +184,68 @@ async fn curl_inserts_and_fetches_through_the_socks_proxy() {
     .await;
     assert_eq!(text(&past.stdout), "416");
 
+    // `curl -T` puts to /NAME: the URI carries the name, which sets the
+    // type and the name a download is saved under.
+    let report = random(70_000);
+    let pdf = dir.path().join("report.pdf");
+    std::fs::write(&pdf, &report).unwrap();
+    let pdf_arg = pdf.display().to_string();
+    let put = curl(
+        socks,
+        &["-T", &pdf_arg, "-w", "\n%{http_code}", "http://doc.umbra/"],
+    )
+    .await;
+    assert!(put.status.success(), "curl -T: {}", text(&put.stderr));
+    let out = text(&put.stdout);
+    let (named, code) = out.trim_end().rsplit_once('\n').expect("URI and status");
+    let named = named.trim();
+    assert_eq!(code, "201", "{out}");
+    let link: umbra::keys::Link = named.parse().expect("a URI with a file name");
+    assert_eq!(link.name.as_deref(), Some("report.pdf"), "{named}");
+    let saved = dir.path().join("saved");
+    std::fs::create_dir(&saved).unwrap();
+    let saved_arg = saved.display().to_string();
+    let url = format!("http://doc.umbra/{named}");
+    // As a browser would: the name from Content-Disposition.
+    let get = curl(
+        socks,
+        &["-D", "-", "-O", "-J", "--output-dir", &saved_arg, &url],
+    )
+    .await;
+    assert!(get.status.success(), "curl -OJ: {}", text(&get.stderr));
+    let head = text(&get.stdout).to_ascii_lowercase();
+    assert!(head.contains("content-type: application/pdf\r\n"), "{head}");
+    assert!(
+        head.contains("content-disposition: inline; filename=\"report.pdf\""),
+        "{head}"
+    );
+    assert_eq!(std::fs::read(saved.join("report.pdf")).unwrap(), report);
+    // A name outside ASCII, percent-encoded in the path, comes back whole
+    // in the UTF-8 form of the header; text is served as UTF-8.
+    let put = curl(
+        socks,
+        &["-T", &pdf_arg, "http://doc.umbra/r%C3%A9sum%C3%A9%201.txt"],
+    )
+    .await;
+    let named = text(&put.stdout).trim().to_string();
+    assert!(named.ends_with("/résumé 1.txt"), "{named}");
+    let encoded = format!(
+        "http://doc.umbra/{}",
+        named.replace("résumé 1.txt", "r%C3%A9sum%C3%A9%201.txt")
+    );
+    let head = text(&curl(socks, &["-I", &encoded]).await.stdout).to_ascii_lowercase();
+    assert!(
+        head.contains("content-type: text/plain; charset=utf-8\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("filename*=utf-8''r%c3%a9sum%c3%a9%201.txt"),
+        "{head}"
+    );
+    // A name that is not one segment is refused, and nothing is inserted.
+    let code = status_code(socks, &["-T", &pdf_arg, "http://doc.umbra/a/..%2F"]).await;
+    assert_eq!(code, "400");
+
     // POST works the same; credentials choose a circuit of their own.
     let built = net.entry().status().await.unwrap().circuits_built;
     let proxy = format!("socks5h://alice:secret@{socks}");
@@ -248,8 +310,12 @@ async fn curl_inserts_and_fetches_through_the_socks_proxy() {
     let page = text(&form.stdout);
     let start = page.find("<code>").expect("the page shows the URI") + 6;
     let end = start + page[start..].find("</code>").unwrap();
-    let uri: Uri = page[start..end].parse().expect("a URI");
-    let doc = client::fetch(&net.entry().client(), &uri).await.unwrap();
+    let link: umbra::keys::Link = page[start..end].parse().expect("a URI");
+    // Under the name the form gave the file.
+    assert_eq!(link.name.as_deref(), Some("doc.bin"));
+    let doc = client::fetch(&net.entry().client(), &link.uri)
+        .await
+        .unwrap();
     assert_eq!(doc.content_type, "application/x-form");
     assert_eq!(doc.data, data);
     net.shutdown().await;
@@ -639,7 +705,10 @@ async fn the_command_line_puts_and_gets_and_exits_with_typed_codes() {
         "stdout holds the URI and nothing else"
     );
     let uri = stdout.trim().to_string();
-    assert!(matches!(uri.parse::<Uri>(), Ok(Uri::Chk(_))));
+    // The URI carries the file's name, outside its key.
+    let link: umbra::keys::Link = uri.parse().expect("a URI with a file name");
+    assert!(matches!(link.uri, Uri::Chk(_)), "{uri}");
+    assert_eq!(link.name.as_deref(), Some("doc.bin"), "{uri}");
     let out = dir.path().join("out.bin");
     let get = umbra(
         vec![s("get"), uri.clone(), s("-o"), out.display().to_string()],

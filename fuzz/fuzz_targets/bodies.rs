@@ -177,6 +177,13 @@ pub fn user(data: &[u8]) {
                 let again: Uri = printed.parse().expect("a printed URI parses");
                 assert_eq!(again.to_string(), printed);
             }
+            // A URI with a file name: printed and read back the same.
+            if let Ok(link) = text.parse::<umbra::keys::Link>() {
+                let printed = link.to_string();
+                let again: umbra::keys::Link = printed.parse().expect("a printed link parses");
+                assert_eq!(again.to_string(), printed);
+                assert_eq!(again.name, link.name);
+            }
         }
         USER_PATH => {
             let Ok(text) = std::str::from_utf8(input) else {

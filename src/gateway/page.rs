@@ -3,7 +3,7 @@
 
 use super::url::percent_encode_path;
 use super::{ErrorCode, Front, MAX_FORM};
-use crate::keys::Uri;
+use crate::keys::Link;
 use crate::node::Status;
 
 const STYLE: &str = "body{font:16px/1.5 system-ui,sans-serif;max-width:46rem;margin:2rem auto;\
@@ -110,7 +110,7 @@ pub fn index(status: Option<&Status>, front: Front) -> String {
 }
 
 /// The answer to an upload: the URI and a link to it.
-pub fn inserted(uri: &Uri, len: usize) -> String {
+pub fn inserted(uri: &Link, len: usize) -> String {
     let text = uri.to_string();
     let body = format!(
         "<h1>Inserted</h1>\n<p>{len} bytes. Anyone with this URI can fetch them:</p>\n\

@@ -9,7 +9,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::url::percent_encode_path;
+use super::url::{percent_encode_path, percent_encode_segment};
 use super::{ErrorCode, ERROR_HEADER, PROGRESS_HEADER, PROGRESS_TYPE};
 use crate::client::Progress;
 use crate::node::Status;
@@ -240,12 +240,37 @@ pub async fn put<R: AsyncRead + Send + Unpin + 'static>(
     from: R,
     len: Option<u64>,
     insert_uri: Option<&str>,
+    on_progress: impl FnMut(Progress),
+) -> Result<String, GatewayError> {
+    put_named(
+        gateway,
+        content_type,
+        from,
+        len,
+        insert_uri,
+        None,
+        on_progress,
+    )
+    .await
+}
+
+/// [`put`], and a content-hash URI that carries the file name `name`
+/// (ignored under an insert URI: a signed key's URI names its document
+/// itself).
+pub async fn put_named<R: AsyncRead + Send + Unpin + 'static>(
+    gateway: &str,
+    content_type: &str,
+    from: R,
+    len: Option<u64>,
+    insert_uri: Option<&str>,
+    name: Option<&str>,
     mut on_progress: impl FnMut(Progress),
 ) -> Result<String, GatewayError> {
     let g = Gateway::parse(gateway)?;
-    let path = match insert_uri {
-        Some(u) => format!("/{}", percent_encode_path(u)),
-        None => "/".into(),
+    let path = match (insert_uri, name) {
+        (Some(u), _) => format!("/{}", percent_encode_path(u)),
+        (None, Some(n)) => format!("/{}", percent_encode_segment(n)),
+        (None, None) => "/".into(),
     };
     let req = g
         .request(hyper::Method::PUT, &path)

@@ -59,6 +59,11 @@ pub fn percent_encode_path(s: &str) -> String {
 }
 
 /// The value of `name` in a form-encoded query.
+/// `s` as one path segment: a `/` in it is escaped too.
+pub fn percent_encode_segment(s: &str) -> String {
+    percent_encode_path(s).replace('/', "%2F")
+}
+
 pub fn form_value(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;

@@ -213,6 +213,8 @@ pub(super) async fn read_body(
 pub(super) struct Form {
     pub(super) file: Vec<u8>,
     pub(super) file_type: Option<String>,
+    /// The name the browser gave the file, if it is one a URI can carry.
+    pub(super) file_name: Option<String>,
     pub(super) content_type: Option<String>,
     pub(super) insert_uri: Option<String>,
 }
@@ -223,6 +225,7 @@ pub(super) async fn read_form(body: Vec<u8>, boundary: String) -> Result<Form, m
     let mut form = Form {
         file: Vec::new(),
         file_type: None,
+        file_name: None,
         content_type: None,
         insert_uri: None,
     };
@@ -230,6 +233,10 @@ pub(super) async fn read_form(body: Vec<u8>, boundary: String) -> Result<Form, m
         match field.name() {
             Some("file") => {
                 form.file_type = field.content_type().map(|m| m.to_string());
+                form.file_name = field
+                    .file_name()
+                    .map(str::to_string)
+                    .filter(|n| crate::keys::check_file_name(n).is_ok());
                 form.file = field.bytes().await?.to_vec();
             }
             Some("content_type") => form.content_type = Some(field.text().await?),

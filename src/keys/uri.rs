@@ -7,6 +7,11 @@
 //! umbra:ksk:<keyword>
 //! ```
 //!
+//! A content-hash URI may carry the file name its document was inserted
+//! under, `umbra:chk:KEY/report.pdf` ([`Link`]): outside the checksum and
+//! the key, so anyone can change it and the document stays the same; it
+//! tells a browser what the bytes are and what to save them as.
+//!
 //! Base32 is RFC 4648 without padding, written in lower case and read in
 //! either case. The checksum is the first 4 bytes of SHA-256 over a context
 //! string, the kind, the key bytes and the name, so a mistyped URI is
@@ -40,6 +45,10 @@ pub enum UriError {
     MissingName,
     #[error("the name or keyword is empty, too long or contains control characters")]
     BadName,
+    #[error("a file name must be one path segment, not empty, \".\" or \"..\", without control characters, at most 255 bytes")]
+    BadFileName,
+    #[error("only a content-hash URI (umbra:chk:...) carries a file name")]
+    NameOnSignedKey,
 }
 
 /// A parsed URI.
@@ -183,6 +192,72 @@ impl std::str::FromStr for Uri {
     }
 }
 
+/// A URI and the file name that may follow a content-hash key.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub uri: Uri,
+    /// The file name, if any: one path segment.
+    pub name: Option<String>,
+}
+
+/// Whether `name` may follow a content-hash key: one path segment a file
+/// system and a browser take as a file name.
+pub fn check_file_name(name: &str) -> Result<(), UriError> {
+    if name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.len() > MAX_NAME
+        || name.contains(['/', '\\'])
+        || name.chars().any(char::is_control)
+    {
+        return Err(UriError::BadFileName);
+    }
+    Ok(())
+}
+
+impl Link {
+    /// `uri` under `name`: a content-hash URI only.
+    pub fn new(uri: Uri, name: Option<String>) -> Result<Link, UriError> {
+        if let Some(n) = &name {
+            if !matches!(uri, Uri::Chk(_)) {
+                return Err(UriError::NameOnSignedKey);
+            }
+            check_file_name(n)?;
+        }
+        Ok(Link { uri, name })
+    }
+}
+
+impl From<Uri> for Link {
+    fn from(uri: Uri) -> Link {
+        Link { uri, name: None }
+    }
+}
+
+impl std::fmt::Display for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{}/{name}", self.uri),
+            None => write!(f, "{}", self.uri),
+        }
+    }
+}
+
+impl std::str::FromStr for Link {
+    type Err = UriError;
+
+    fn from_str(s: &str) -> Result<Link, UriError> {
+        let s = s.trim();
+        let chk = s
+            .get(..SCHEME.len() + 4)
+            .is_some_and(|p| p.eq_ignore_ascii_case("umbra:chk:"));
+        match s.split_once('/') {
+            Some((key, name)) if chk => Link::new(key.parse()?, Some(name.to_string())),
+            _ => Ok(Link::from(s.parse::<Uri>()?)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +294,38 @@ mod tests {
             Uri::SskInsert(insert.clone()).request_uri().to_string(),
             Uri::Ssk(insert.request_key()).to_string()
         );
+    }
+
+    #[test]
+    fn a_content_hash_uri_carries_a_file_name_outside_its_key() {
+        let (chk, _) = chk_encode(b"doc").unwrap();
+        let bare = Uri::Chk(chk).to_string();
+        let link: Link = format!("{bare}/report 2.pdf").parse().unwrap();
+        assert_eq!(link.name.as_deref(), Some("report 2.pdf"));
+        assert_eq!(link.uri.to_string(), bare);
+        assert_eq!(link.to_string(), format!("{bare}/report 2.pdf"));
+        // Without a name, a link is its URI; signed URIs keep their names.
+        let plain: Link = bare.parse().unwrap();
+        assert!(plain.name.is_none());
+        let insert = SskInsertKey::generate(&mut rand::rngs::StdRng::seed_from_u64(3), "a/b");
+        let ssk = Uri::Ssk(insert.request_key()).to_string();
+        let signed: Link = ssk.parse().unwrap();
+        assert!(signed.name.is_none());
+        assert_eq!(signed.to_string(), ssk);
+        for bad in ["", ".", "..", "a/b", "a\\b", "a\nb", &"x".repeat(256)] {
+            assert_eq!(
+                format!("{bare}/{bad}").parse::<Link>().unwrap_err(),
+                UriError::BadFileName,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            Link::new(Uri::Ksk("k".into()), Some("a.txt".into())).unwrap_err(),
+            UriError::NameOnSignedKey
+        );
+        // A mistyped key is still reported as such.
+        let typo = format!("{}x/a.txt", &bare[..bare.len() - 1]);
+        assert!(typo.parse::<Link>().is_err());
     }
 
     #[test]
