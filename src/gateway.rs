@@ -57,7 +57,7 @@ pub mod remote;
 pub mod url;
 mod work;
 
-use work::{insert, read_body, read_form, signing_key, streamed};
+use work::{insert, read_body, read_form, resolve, signing_key, streamed, Resolved};
 
 pub use error::ErrorCode;
 pub use remote::{fetch_status, Fetched, GatewayError};
@@ -492,26 +492,27 @@ impl Service {
     }
 
     async fn fetch(&self, req: &Request<Incoming>, link: Link) -> Response<Body> {
-        let Link { uri, name } = link;
-        if matches!(uri, Uri::SskInsert(_)) {
+        if matches!(link.uri, Uri::SskInsert(_)) {
             return failure(ErrorCode::InsertUri, ClientError::InsertUri);
         }
         let node = self.node.clone();
         let budget = self.local.budget.clone();
         if wants_progress(req) {
-            return work::streamed_fetch(node, uri, budget);
+            return work::streamed_fetch(node, link, budget);
         }
-        let doc = match client::open(&node, &uri, &budget).await {
-            Ok(doc) => doc,
-            Err(e) => return failure(ErrorCode::of(&e), e),
+        // A file name says what the bytes are better than the type they
+        // were inserted with, which is often none; a site's path names
+        // one of its files.
+        let (doc, content_type, name) = match resolve(&node, &link, &budget).await {
+            Ok(Resolved::Doc {
+                doc,
+                content_type,
+                name,
+            }) => (doc, content_type, name),
+            Ok(Resolved::Folder) => return redirect(&format!("{link}/")),
+            Err((code, message)) => return failure(code, message),
         };
         let (len, version) = (doc.len, doc.version);
-        // A file name says what the bytes are better than the type they
-        // were inserted with, which is often none.
-        let content_type = name
-            .as_deref()
-            .and_then(content_type_of)
-            .unwrap_or_else(|| doc.content_type.clone());
         let range = match header_str(req.headers(), header::RANGE).map(|r| range::parse(r, len)) {
             None | Some(range::Asked::Ignored) => None,
             Some(range::Asked::Part(r)) => Some(r),

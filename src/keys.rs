@@ -28,6 +28,7 @@ use zeroize::Zeroizing;
 use crate::wire::{KeyKind, RoutingKey, BLOCK_DATA_LEN, MAX_BLOCK_LEN};
 
 mod document;
+pub mod site;
 mod uri;
 
 pub use document::{

@@ -251,19 +251,22 @@ async fn status(gateway: &str, json: bool) -> Result<(), Failure> {
 /// than one block (and only on a terminal).
 struct Bar {
     bar: Option<ProgressBar>,
-    what: &'static str,
+    what: String,
 }
 
 impl Bar {
-    fn new(what: &'static str) -> Bar {
-        Bar { bar: None, what }
+    fn new(what: impl Into<String>) -> Bar {
+        Bar {
+            bar: None,
+            what: what.into(),
+        }
     }
 
     fn update(&mut self, p: Progress) {
         if p.total <= 1 {
             return;
         }
-        let what = self.what;
+        let what = &self.what;
         let bar = self.bar.get_or_insert_with(|| {
             let b = ProgressBar::new(p.total);
             if let Ok(style) = ProgressStyle::with_template(
@@ -271,7 +274,7 @@ impl Bar {
             ) {
                 b.set_style(style.progress_chars("=> "));
             }
-            b.set_message(what);
+            b.set_message(what.clone());
             b
         });
         bar.set_length(p.total);
@@ -283,6 +286,112 @@ impl Bar {
             b.finish_and_clear();
         }
     }
+}
+
+/// Every regular file under `dir`, by its path from there (`/`-joined),
+/// in order; symbolic links are not followed.
+fn site_files(dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>, Failure> {
+    use umbra::keys::site::{check_path, MAX_SITE_FILES};
+    let mut out = Vec::new();
+    let mut todo = vec![(String::new(), dir.to_path_buf())];
+    while let Some((prefix, at)) = todo.pop() {
+        let cannot = |e: std::io::Error| {
+            Failure::new(exit::FAILURE, format!("cannot read {}: {e}", at.display()))
+        };
+        for entry in std::fs::read_dir(&at).map_err(cannot)? {
+            let entry = entry.map_err(cannot)?;
+            let kind = entry.file_type().map_err(cannot)?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                return Err(Failure::new(
+                    exit::FAILURE,
+                    format!("{}: a file name that is not UTF-8", entry.path().display()),
+                ));
+            };
+            let path = format!("{prefix}{name}");
+            if kind.is_dir() {
+                todo.push((format!("{path}/"), entry.path()));
+            } else if kind.is_file() {
+                check_path(&path).map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
+                out.push((path, entry.path()));
+                if out.len() > MAX_SITE_FILES {
+                    return Err(Failure::new(
+                        exit::FAILURE,
+                        format!("a site holds at most {MAX_SITE_FILES} files"),
+                    ));
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Insert every file under `dir`, then the list of them as one site;
+/// print the site's URI (its index page's folder).
+async fn put_site(dir: &Path, ssk: Option<&str>, gateway: &str) -> Result<(), Failure> {
+    use umbra::keys::site::{Site, SiteFile, SITE_TYPE};
+    if ssk.is_some() {
+        return Err(Failure::new(
+            exit::USAGE,
+            "a folder goes in under a content-hash key only, for now: leave out --ssk",
+        ));
+    }
+    let files = site_files(dir)?;
+    if files.is_empty() {
+        return Err(Failure::new(
+            exit::FAILURE,
+            format!("{} holds no files", dir.display()),
+        ));
+    }
+    let mut site = Site::default();
+    for (path, on_disk) in &files {
+        let cannot = |e: std::io::Error| {
+            Failure::new(
+                exit::FAILURE,
+                format!("cannot read {}: {e}", on_disk.display()),
+            )
+        };
+        let f = tokio::fs::File::open(on_disk).await.map_err(cannot)?;
+        let len = f.metadata().await.map_err(cannot)?.len();
+        let content_type = gateway::content_type_of(path).unwrap_or_default();
+        let mut bar = Bar::new(path.as_str());
+        let put = gateway::remote::put_named(
+            gateway,
+            if content_type.is_empty() {
+                "application/octet-stream"
+            } else {
+                &content_type
+            },
+            f,
+            Some(len),
+            None,
+            None,
+            |p| bar.update(p),
+        )
+        .await;
+        bar.finish();
+        let uri: Uri = put?.parse().map_err(|e| {
+            Failure::new(exit::FAILURE, format!("the gateway answered no URI: {e}"))
+        })?;
+        site.insert(path, SiteFile { uri, content_type })
+            .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
+    }
+    let list = site.encode();
+    let len = list.len() as u64;
+    let mut bar = Bar::new("the site's file list");
+    let put = gateway::remote::put(
+        gateway,
+        SITE_TYPE,
+        std::io::Cursor::new(list),
+        Some(len),
+        None,
+        |p| bar.update(p),
+    )
+    .await;
+    bar.finish();
+    println!("{}/", put?);
+    Ok(())
 }
 
 async fn put(
@@ -332,10 +441,8 @@ async fn put(
         let f = tokio::fs::File::open(file).await.map_err(cannot)?;
         let meta = f.metadata().await.map_err(cannot)?;
         if meta.is_dir() {
-            return Err(Failure::new(
-                exit::FAILURE,
-                format!("cannot read {}: it is a directory", file.display()),
-            ));
+            bar.finish();
+            return put_site(file, ssk, gateway).await;
         }
         // A pipe or a device has no length to announce.
         let len = meta.is_file().then_some(meta.len());

@@ -673,6 +673,116 @@ async fn bad_input_gets_a_clear_error_and_the_node_keeps_serving() {
     net.shutdown().await;
 }
 
+/// `umbra put DIR` inserts a folder as one site: each file a document of
+/// its own, and a list of them by path. Served under `URI/`, its pages'
+/// relative links lead to its other files, down into folders and back up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_goes_in_as_a_site_whose_relative_links_work() {
+    let net = network(10_000).await;
+    let socks = socks_of(&net);
+    let gateway = gateway_of(&net);
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    let picture = random(40_000);
+    let files: [(&str, &[u8]); 5] = [
+        (
+            "index.html",
+            b"<!doctype html><html><head><title>home</title>\
+              <link rel=\"stylesheet\" href=\"css/style.css\">\
+              <meta http-equiv=\"refresh\" content=\"0; url=sub/page3.html\"></head>\
+              <body><a href=\"page2.html\">two</a><img src=\"img/pic.png\"></body></html>",
+        ),
+        (
+            "page2.html",
+            b"<!doctype html><html><head><title>two</title></head><body>page two</body></html>",
+        ),
+        (
+            "sub/page3.html",
+            b"<!doctype html><html><head><title>three</title>\
+              <meta http-equiv=\"refresh\" content=\"0; url=../page2.html\"></head>\
+              <body>page three</body></html>",
+        ),
+        ("css/style.css", b"body { color: #123456 }"),
+        ("img/pic.png", &picture),
+    ];
+    for (path, bytes) in &files {
+        let at = site.join(path);
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        std::fs::write(at, bytes).unwrap();
+    }
+    let site_arg = site.display().to_string();
+    let put = run(UMBRA, &["put", "--gateway", &gateway, &site_arg], None).await;
+    assert!(put.status.success(), "{}", text(&put.stderr));
+    let uri = text(&put.stdout).trim().to_string();
+    assert!(uri.starts_with("umbra:chk:") && uri.ends_with('/'), "{uri}");
+
+    // Every file by its path, with the type its name says.
+    for (path, bytes) in &files {
+        let got = curl(
+            socks,
+            &[
+                "-w",
+                "\n%{http_code} %{content_type}",
+                &format!("http://doc.umbra/{uri}{path}"),
+            ],
+        )
+        .await;
+        let out = got.stdout;
+        let split = out.iter().rposition(|&b| b == b'\n').unwrap();
+        assert_eq!(&out[..split], *bytes, "{path}");
+        let tail = text(&out[split + 1..]);
+        let want = umbra::gateway::content_type_of(path).unwrap();
+        assert_eq!(tail, format!("200 {want}"), "{path}");
+    }
+    // The folder is its index page; the site without its slash is sent
+    // there, where relative links resolve inside it; a path it does not
+    // list is not found.
+    let index = curl(socks, &[&format!("http://doc.umbra/{uri}")]).await;
+    assert_eq!(index.stdout, files[0].1);
+    let bare = uri.trim_end_matches('/');
+    let moved = curl(
+        socks,
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+            &format!("http://doc.umbra/{bare}"),
+        ],
+    )
+    .await;
+    assert_eq!(text(&moved.stdout), format!("303 http://doc.umbra/{uri}"));
+    let missing = status_code(socks, &[&format!("http://doc.umbra/{uri}nope.html")]).await;
+    assert_eq!(missing, "404");
+
+    // A browser through the proxy follows the relative links: from the
+    // index into sub/, and from there back up to page2.html.
+    let profile = tempfile::tempdir().unwrap();
+    let proxy = format!("--proxy-server=socks5://{socks}");
+    let dom = chromium(
+        profile.path(),
+        &[
+            &proxy,
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            &format!("http://doc.umbra/{uri}"),
+        ],
+    )
+    .await;
+    assert_eq!(title(&dom), Some("two"), "{dom}");
+
+    // The command line fetches one file of the site.
+    let get = run(
+        UMBRA,
+        &["get", "--gateway", &gateway, &format!("{uri}img/pic.png")],
+        None,
+    )
+    .await;
+    assert!(get.status.success(), "{}", text(&get.stderr));
+    assert_eq!(get.stdout, picture);
+    net.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_line_puts_and_gets_and_exits_with_typed_codes() {
     let net = network(10_000).await;

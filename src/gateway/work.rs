@@ -11,6 +11,75 @@ use crate::client::ReadError;
 /// to name the result) for a keyword.
 pub(super) type Signer = Option<(SskInsertKey, Option<String>)>;
 
+/// What a link opens to.
+pub(super) enum Resolved {
+    /// A document, or a site's file: the type to serve it as, and the file
+    /// name to offer it under.
+    Doc {
+        doc: client::Opened<NodeClient>,
+        content_type: String,
+        name: Option<String>,
+    },
+    /// A site asked for without a path: its pages' relative links work
+    /// only under `URI/`.
+    Folder,
+}
+
+/// Open what `link` names: the document, or, when it is a site, the file
+/// its path names (a folder's index page for `""` or a path ending in
+/// `/`).
+pub(super) async fn resolve(
+    node: &NodeClient,
+    link: &Link,
+    budget: &Budget,
+) -> Result<Resolved, (ErrorCode, String)> {
+    let failed = |e: ClientError| (ErrorCode::of(&e), e.to_string());
+    let doc = client::open(node, &link.uri, budget)
+        .await
+        .map_err(failed)?;
+    if doc.content_type != keys::site::SITE_TYPE {
+        let content_type = link
+            .file_name()
+            .and_then(content_type_of)
+            .unwrap_or_else(|| doc.content_type.clone());
+        return Ok(Resolved::Doc {
+            doc,
+            content_type,
+            name: link.file_name().map(str::to_string),
+        });
+    }
+    let Some(path) = link.name.as_deref() else {
+        return Ok(Resolved::Folder);
+    };
+    if doc.len > keys::site::MAX_SITE_BYTES {
+        return Err((
+            ErrorCode::BadDocument,
+            keys::site::SiteError::TooLarge.to_string(),
+        ));
+    }
+    let list = doc.read_all(None).collect().await.map_err(failed)?;
+    let site = keys::site::Site::decode(&list)
+        .map_err(|e| (ErrorCode::BadDocument, format!("a malformed site: {e}")))?;
+    let Some((path, file)) = site.lookup(path) else {
+        return Err((
+            ErrorCode::NotFound,
+            format!("this site has no file {path:?}"),
+        ));
+    };
+    let doc = client::open(node, &file.uri, budget)
+        .await
+        .map_err(failed)?;
+    let content_type = Some(file.content_type.clone())
+        .filter(|t| !t.is_empty())
+        .or_else(|| content_type_of(path))
+        .unwrap_or_else(|| doc.content_type.clone());
+    Ok(Resolved::Doc {
+        doc,
+        content_type,
+        name: path.rsplit('/').next().map(str::to_string),
+    })
+}
+
 /// The signer for an insert to `target`; other URIs cannot be inserted to.
 pub(super) fn signing_key(target: Option<Uri>) -> Result<Signer, &'static str> {
     match target {
@@ -296,22 +365,38 @@ where
 /// lines, then `end`, or `error CODE MESSAGE` wherever it fails (see
 /// `docs/protocol.md`, "Progress answers"). Memory stays within the
 /// reader's window whatever the document's size.
-pub(super) fn streamed_fetch(node: NodeClient, uri: Uri, budget: Budget) -> Response<Body> {
+pub(super) fn streamed_fetch(node: NodeClient, link: Link, budget: Budget) -> Response<Body> {
     let (mut sender, body) = Channel::<Bytes, Infallible>::new(4);
     tokio::spawn(async move {
-        let failed = |e: &ClientError| {
-            let message = e.to_string().replace(['\n', '\r'], " ");
-            format!("error {} {message}\n", ErrorCode::of(e))
+        let said = |code: ErrorCode, message: &str| {
+            let message = message.replace(['\n', '\r'], " ");
+            format!("error {code} {message}\n")
         };
-        let doc = match client::open(&node, &uri, &budget).await {
-            Ok(doc) => doc,
-            Err(e) => {
-                let _ = sender.send_data(failed(&e).into()).await;
+        let failed = |e: &ClientError| said(ErrorCode::of(e), &e.to_string());
+        // A site without a path: its index page.
+        let mut link = link;
+        let mut resolved = resolve(&node, &link, &budget).await;
+        if matches!(resolved, Ok(Resolved::Folder)) {
+            link.name = Some(String::new());
+            resolved = resolve(&node, &link, &budget).await;
+        }
+        let (doc, ctype) = match resolved {
+            Ok(Resolved::Doc {
+                doc, content_type, ..
+            }) => (doc, content_type),
+            Ok(Resolved::Folder) => {
+                let _ = sender
+                    .send_data(said(ErrorCode::BadDocument, "a site within a site").into())
+                    .await;
+                return;
+            }
+            Err((code, message)) => {
+                let _ = sender.send_data(said(code, &message).into()).await;
                 return;
             }
         };
         let version = doc.version.map_or("-".to_string(), |v| v.to_string());
-        let ctype = doc.content_type.replace(['\n', '\r'], " ");
+        let ctype = ctype.replace(['\n', '\r'], " ");
         let head = format!("ok {version} {} {ctype}\n", doc.len);
         if sender.send_data(head.into()).await.is_err() {
             return;

@@ -7,10 +7,13 @@
 //! umbra:ksk:<keyword>
 //! ```
 //!
-//! A content-hash URI may carry the file name its document was inserted
-//! under, `umbra:chk:KEY/report.pdf` ([`Link`]): outside the checksum and
-//! the key, so anyone can change it and the document stays the same; it
-//! tells a browser what the bytes are and what to save them as.
+//! A content-hash URI may be followed by a path ([`Link`]): the file name
+//! its document was inserted under, `umbra:chk:KEY/report.pdf`, or for a
+//! site ([`super::site`]) the path of one of its files,
+//! `umbra:chk:KEY/css/style.css` (`KEY/` alone: its index page). The path
+//! is outside the checksum and the key, so anyone can change it and the
+//! document stays the same; for a single document it tells a browser what
+//! the bytes are and what to save them as.
 //!
 //! Base32 is RFC 4648 without padding, written in lower case and read in
 //! either case. The checksum is the first 4 bytes of SHA-256 over a context
@@ -47,6 +50,8 @@ pub enum UriError {
     BadName,
     #[error("a file name must be one path segment, not empty, \".\" or \"..\", without control characters, at most 255 bytes")]
     BadFileName,
+    #[error("a path after a URI must be file names joined by '/', at most 1024 bytes")]
+    BadPath,
     #[error("only a content-hash URI (umbra:chk:...) carries a file name")]
     NameOnSignedKey,
 }
@@ -192,11 +197,12 @@ impl std::str::FromStr for Uri {
     }
 }
 
-/// A URI and the file name that may follow a content-hash key.
+/// A URI and the path that may follow a content-hash key.
 #[derive(Debug, Clone)]
 pub struct Link {
     pub uri: Uri,
-    /// The file name, if any: one path segment.
+    /// What follows the key's `/`, if anything: a file name, a path inside
+    /// a site, empty or ending in `/` for a folder's index page.
     pub name: Option<String>,
 }
 
@@ -216,15 +222,26 @@ pub fn check_file_name(name: &str) -> Result<(), UriError> {
 }
 
 impl Link {
-    /// `uri` under `name`: a content-hash URI only.
+    /// `uri` and the path `name` after it: a content-hash URI only.
     pub fn new(uri: Uri, name: Option<String>) -> Result<Link, UriError> {
         if let Some(n) = &name {
             if !matches!(uri, Uri::Chk(_)) {
                 return Err(UriError::NameOnSignedKey);
             }
-            check_file_name(n)?;
+            let folder = n.strip_suffix('/').unwrap_or(n);
+            if !folder.is_empty() && super::site::check_path(folder).is_err() {
+                return Err(UriError::BadPath);
+            }
         }
         Ok(Link { uri, name })
+    }
+
+    /// The file name the path ends in, if it ends in one.
+    pub fn file_name(&self) -> Option<&str> {
+        self.name
+            .as_deref()
+            .and_then(|n| n.rsplit('/').next())
+            .filter(|n| !n.is_empty())
     }
 }
 
@@ -302,6 +319,7 @@ mod tests {
         let bare = Uri::Chk(chk).to_string();
         let link: Link = format!("{bare}/report 2.pdf").parse().unwrap();
         assert_eq!(link.name.as_deref(), Some("report 2.pdf"));
+        assert_eq!(link.file_name(), Some("report 2.pdf"));
         assert_eq!(link.uri.to_string(), bare);
         assert_eq!(link.to_string(), format!("{bare}/report 2.pdf"));
         // Without a name, a link is its URI; signed URIs keep their names.
@@ -312,10 +330,17 @@ mod tests {
         let signed: Link = ssk.parse().unwrap();
         assert!(signed.name.is_none());
         assert_eq!(signed.to_string(), ssk);
-        for bad in ["", ".", "..", "a/b", "a\\b", "a\nb", &"x".repeat(256)] {
+        // A path inside a site, and a folder's index.
+        for (path, file) in [("css/a.css", Some("a.css")), ("", None), ("docs/", None)] {
+            let link: Link = format!("{bare}/{path}").parse().unwrap();
+            assert_eq!(link.name.as_deref(), Some(path));
+            assert_eq!(link.file_name(), file);
+            assert_eq!(link.to_string(), format!("{bare}/{path}"));
+        }
+        for bad in [".", "..", "a//b", "../a", "a\\b", "a\nb", &"x".repeat(256)] {
             assert_eq!(
                 format!("{bare}/{bad}").parse::<Link>().unwrap_err(),
-                UriError::BadFileName,
+                UriError::BadPath,
                 "{bad:?}"
             );
         }
