@@ -503,16 +503,17 @@ impl Service {
         // A file name says what the bytes are better than the type they
         // were inserted with, which is often none; a site's path names
         // one of its files.
-        let (doc, content_type, name) = match resolve(&node, &link, &budget).await {
+        let (doc, content_type, name, version) = match resolve(&node, &link, &budget).await {
             Ok(Resolved::Doc {
                 doc,
                 content_type,
                 name,
-            }) => (doc, content_type, name),
+                version,
+            }) => (doc, content_type, name, version),
             Ok(Resolved::Folder) => return redirect(&format!("{link}/")),
             Err((code, message)) => return failure(code, message),
         };
-        let (len, version) = (doc.len, doc.version);
+        let len = doc.len;
         let range = match header_str(req.headers(), header::RANGE).map(|r| range::parse(r, len)) {
             None | Some(range::Asked::Ignored) => None,
             Some(range::Asked::Part(r)) => Some(r),

@@ -327,16 +327,11 @@ fn site_files(dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>, Failure> 
     Ok(out)
 }
 
-/// Insert every file under `dir`, then the list of them as one site;
-/// print the site's URI (its index page's folder).
+/// Insert every file under `dir`, then the list of them as one site
+/// (under `ssk`, at its next version, if given); print the site's URI (its
+/// index page's folder).
 async fn put_site(dir: &Path, ssk: Option<&str>, gateway: &str) -> Result<(), Failure> {
     use umbra::keys::site::{Site, SiteFile, SITE_TYPE};
-    if ssk.is_some() {
-        return Err(Failure::new(
-            exit::USAGE,
-            "a folder goes in under a content-hash key only, for now: leave out --ssk",
-        ));
-    }
     let files = site_files(dir)?;
     if files.is_empty() {
         return Err(Failure::new(
@@ -385,7 +380,7 @@ async fn put_site(dir: &Path, ssk: Option<&str>, gateway: &str) -> Result<(), Fa
         SITE_TYPE,
         std::io::Cursor::new(list),
         Some(len),
-        None,
+        ssk,
         |p| bar.update(p),
     )
     .await;

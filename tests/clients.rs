@@ -780,6 +780,42 @@ async fn a_folder_goes_in_as_a_site_whose_relative_links_work() {
     .await;
     assert!(get.status.success(), "{}", text(&get.stderr));
     assert_eq!(get.stdout, picture);
+
+    // Under a signed key, a site is updated in place: its second version
+    // replaces the first under the same request URI.
+    let keys = run(UMBRA, &["keygen", "--name", "blog"], None).await;
+    let keys = text(&keys.stdout);
+    let key_of = |label: &str| {
+        keys.lines()
+            .find_map(|l| l.strip_prefix(label))
+            .map(|k| k.trim().to_string())
+            .expect("keygen prints both URIs")
+    };
+    let (insert, request) = (key_of("insert URI:"), key_of("request URI:"));
+    let publish = || async {
+        let put = run(
+            UMBRA,
+            &["put", "--gateway", &gateway, "--ssk", &insert, &site_arg],
+            None,
+        )
+        .await;
+        assert!(put.status.success(), "{}", text(&put.stderr));
+        text(&put.stdout).trim().to_string()
+    };
+    assert_eq!(publish().await, format!("{request}/"));
+    let page2 = format!("http://doc.umbra/{request}/page2.html");
+    assert_eq!(curl(socks, &[&page2]).await.stdout, files[1].1);
+    std::fs::write(site.join("page2.html"), b"page two, second version").unwrap();
+    assert_eq!(publish().await, format!("{request}/"));
+    let head = curl(socks, &["-D", "-", &page2]).await;
+    let answer = text(&head.stdout);
+    assert!(answer.ends_with("page two, second version"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("x-umbra-version: 2\r\n"),
+        "{answer}"
+    );
     net.shutdown().await;
 }
 

@@ -19,6 +19,8 @@ pub(super) enum Resolved {
         doc: client::Opened<NodeClient>,
         content_type: String,
         name: Option<String>,
+        /// The signed document's version: the site's, for a site's file.
+        version: Option<u64>,
     },
     /// A site asked for without a path: its pages' relative links work
     /// only under `URI/`.
@@ -42,10 +44,12 @@ pub(super) async fn resolve(
             .file_name()
             .and_then(content_type_of)
             .unwrap_or_else(|| doc.content_type.clone());
+        let version = doc.version;
         return Ok(Resolved::Doc {
             doc,
             content_type,
             name: link.file_name().map(str::to_string),
+            version,
         });
     }
     let Some(path) = link.name.as_deref() else {
@@ -57,6 +61,7 @@ pub(super) async fn resolve(
             keys::site::SiteError::TooLarge.to_string(),
         ));
     }
+    let version = doc.version;
     let list = doc.read_all(None).collect().await.map_err(failed)?;
     let site = keys::site::Site::decode(&list)
         .map_err(|e| (ErrorCode::BadDocument, format!("a malformed site: {e}")))?;
@@ -77,6 +82,7 @@ pub(super) async fn resolve(
         doc,
         content_type,
         name: path.rsplit('/').next().map(str::to_string),
+        version,
     })
 }
 
@@ -380,10 +386,13 @@ pub(super) fn streamed_fetch(node: NodeClient, link: Link, budget: Budget) -> Re
             link.name = Some(String::new());
             resolved = resolve(&node, &link, &budget).await;
         }
-        let (doc, ctype) = match resolved {
+        let (doc, ctype, version) = match resolved {
             Ok(Resolved::Doc {
-                doc, content_type, ..
-            }) => (doc, content_type),
+                doc,
+                content_type,
+                version,
+                ..
+            }) => (doc, content_type, version),
             Ok(Resolved::Folder) => {
                 let _ = sender
                     .send_data(said(ErrorCode::BadDocument, "a site within a site").into())
@@ -395,7 +404,7 @@ pub(super) fn streamed_fetch(node: NodeClient, link: Link, budget: Budget) -> Re
                 return;
             }
         };
-        let version = doc.version.map_or("-".to_string(), |v| v.to_string());
+        let version = version.map_or("-".to_string(), |v| v.to_string());
         let ctype = ctype.replace(['\n', '\r'], " ");
         let head = format!("ok {version} {} {ctype}\n", doc.len);
         if sender.send_data(head.into()).await.is_err() {

@@ -7,10 +7,12 @@
 //! umbra:ksk:<keyword>
 //! ```
 //!
-//! A content-hash URI may be followed by a path ([`Link`]): the file name
-//! its document was inserted under, `umbra:chk:KEY/report.pdf`, or for a
-//! site ([`super::site`]) the path of one of its files,
-//! `umbra:chk:KEY/css/style.css` (`KEY/` alone: its index page). The path
+//! A content-hash or request URI may be followed by a path ([`Link`]):
+//! the file name its document was inserted under,
+//! `umbra:chk:KEY/report.pdf`, or for a site ([`super::site`]) the path of
+//! one of its files, `umbra:chk:KEY/css/style.css` or
+//! `umbra:ssk:KEY/NAME/css/style.css` (`KEY/` alone: its index page; a
+//! signed key's name therefore holds no `/`). The path
 //! is outside the checksum and the key, so anyone can change it and the
 //! document stays the same; for a single document it tells a browser what
 //! the bytes are and what to save them as.
@@ -46,13 +48,13 @@ pub enum UriError {
     Checksum,
     #[error("a signed-subspace URI needs a document name after '/'")]
     MissingName,
-    #[error("the name or keyword is empty, too long or contains control characters")]
+    #[error("the name or keyword is empty, too long or contains control characters (or, for a signed key's name, a '/')")]
     BadName,
     #[error("a file name must be one path segment, not empty, \".\" or \"..\", without control characters, at most 255 bytes")]
     BadFileName,
     #[error("a path after a URI must be file names joined by '/', at most 1024 bytes")]
     BadPath,
-    #[error("only a content-hash URI (umbra:chk:...) carries a file name")]
+    #[error("only a content-hash or signed-subspace URI (umbra:chk:..., umbra:ssk:...) is followed by a path")]
     NameOnSignedKey,
 }
 
@@ -178,6 +180,10 @@ impl std::str::FromStr for Uri {
             "ssk" | "ssk-insert" => {
                 let (key, name) = body.split_once('/').ok_or(UriError::MissingName)?;
                 check_name(name, false)?;
+                if name.contains('/') {
+                    // What follows a name's `/` is a path inside it.
+                    return Err(UriError::BadName);
+                }
                 let key: [u8; 32] = decode(kind, key, name)?;
                 if kind == "ssk" {
                     Ok(Uri::Ssk(SskRequestKey {
@@ -222,10 +228,11 @@ pub fn check_file_name(name: &str) -> Result<(), UriError> {
 }
 
 impl Link {
-    /// `uri` and the path `name` after it: a content-hash URI only.
+    /// `uri` and the path `name` after it: a content-hash or a request
+    /// URI only (a keyword may hold `/` itself).
     pub fn new(uri: Uri, name: Option<String>) -> Result<Link, UriError> {
         if let Some(n) = &name {
-            if !matches!(uri, Uri::Chk(_)) {
+            if !matches!(uri, Uri::Chk(_) | Uri::Ssk(_)) {
                 return Err(UriError::NameOnSignedKey);
             }
             let folder = n.strip_suffix('/').unwrap_or(n);
@@ -265,13 +272,21 @@ impl std::str::FromStr for Link {
 
     fn from_str(s: &str) -> Result<Link, UriError> {
         let s = s.trim();
-        let chk = s
-            .get(..SCHEME.len() + 4)
-            .is_some_and(|p| p.eq_ignore_ascii_case("umbra:chk:"));
-        match s.split_once('/') {
-            Some((key, name)) if chk => Link::new(key.parse()?, Some(name.to_string())),
-            _ => Ok(Link::from(s.parse::<Uri>()?)),
+        let kind = |k: &str| s.get(..k.len()).is_some_and(|p| p.eq_ignore_ascii_case(k));
+        if kind("umbra:chk:") {
+            if let Some((key, path)) = s.split_once('/') {
+                return Link::new(key.parse()?, Some(path.to_string()));
+            }
+        } else if kind("umbra:ssk:") {
+            // umbra:ssk:KEY/NAME/PATH: the name is one segment.
+            if let Some((key, rest)) = s.split_once('/') {
+                if let Some((name, path)) = rest.split_once('/') {
+                    let uri = format!("{key}/{name}").parse()?;
+                    return Link::new(uri, Some(path.to_string()));
+                }
+            }
         }
+        Ok(Link::from(s.parse::<Uri>()?))
     }
 }
 
@@ -325,11 +340,25 @@ mod tests {
         // Without a name, a link is its URI; signed URIs keep their names.
         let plain: Link = bare.parse().unwrap();
         assert!(plain.name.is_none());
-        let insert = SskInsertKey::generate(&mut rand::rngs::StdRng::seed_from_u64(3), "a/b");
+        let insert = SskInsertKey::generate(&mut rand::rngs::StdRng::seed_from_u64(3), "blog");
         let ssk = Uri::Ssk(insert.request_key()).to_string();
         let signed: Link = ssk.parse().unwrap();
         assert!(signed.name.is_none());
         assert_eq!(signed.to_string(), ssk);
+        // A request URI is followed by a path after its name.
+        let page: Link = format!("{ssk}/css/a.css").parse().unwrap();
+        assert_eq!(page.uri.to_string(), ssk);
+        assert_eq!(page.name.as_deref(), Some("css/a.css"));
+        assert_eq!(page.to_string(), format!("{ssk}/css/a.css"));
+        // A signed key's name holds no '/'.
+        let slashed = SskInsertKey::generate(&mut rand::rngs::StdRng::seed_from_u64(4), "a/b");
+        assert_eq!(
+            Uri::SskInsert(slashed)
+                .to_string()
+                .parse::<Uri>()
+                .unwrap_err(),
+            UriError::BadName
+        );
         // A path inside a site, and a folder's index.
         for (path, file) in [("css/a.css", Some("a.css")), ("", None), ("docs/", None)] {
             let link: Link = format!("{bare}/{path}").parse().unwrap();
