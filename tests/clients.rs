@@ -673,6 +673,35 @@ async fn bad_input_gets_a_clear_error_and_the_node_keeps_serving() {
     net.shutdown().await;
 }
 
+/// A `w` × `h` picture of pure red, as PNG.
+fn red_png(w: u32, h: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, w, h);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().expect("png header");
+    let data: Vec<u8> = [255u8, 0, 0].repeat((w * h) as usize);
+    writer.write_image_data(&data).expect("png data");
+    writer.finish().expect("png end");
+    out
+}
+
+/// A PNG's width and its pixels as RGB, row by row.
+fn rgb(png_bytes: &[u8]) -> (usize, Vec<[u8; 3]>) {
+    let mut decoder = png::Decoder::new(png_bytes);
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().expect("a PNG");
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).expect("a frame");
+    let step = info.color_type.samples();
+    assert!(step >= 3, "a colour screenshot, not {:?}", info.color_type);
+    let pixels = buf[..info.buffer_size()]
+        .chunks(step)
+        .map(|p| [p[0], p[1], p[2]])
+        .collect();
+    (info.width as usize, pixels)
+}
+
 /// `umbra put DIR` inserts a folder as one site: each file a document of
 /// its own, and a list of them by path. Served under `URI/`, its pages'
 /// relative links lead to its other files, down into folders and back up.
@@ -683,8 +712,8 @@ async fn a_folder_goes_in_as_a_site_whose_relative_links_work() {
     let gateway = gateway_of(&net);
     let dir = tempfile::tempdir().unwrap();
     let site = dir.path().join("site");
-    let picture = random(40_000);
-    let files: [(&str, &[u8]); 5] = [
+    let picture = red_png(60, 60);
+    let files: [(&str, &[u8]); 6] = [
         (
             "index.html",
             b"<!doctype html><html><head><title>home</title>\
@@ -702,7 +731,16 @@ async fn a_folder_goes_in_as_a_site_whose_relative_links_work() {
               <meta http-equiv=\"refresh\" content=\"0; url=../page2.html\"></head>\
               <body>page three</body></html>",
         ),
-        ("css/style.css", b"body { color: #123456 }"),
+        (
+            "sub/look.html",
+            b"<!doctype html><html><head><title>look</title>\
+              <link rel=\"stylesheet\" href=\"../css/style.css\"></head>\
+              <body><img src=\"../img/pic.png\" width=\"100\" height=\"100\"></body></html>",
+        ),
+        (
+            "css/style.css",
+            b"body { margin: 0; background: #123456 } img { display: block }",
+        ),
         ("img/pic.png", &picture),
     ];
     for (path, bytes) in &files {
@@ -770,6 +808,30 @@ async fn a_folder_goes_in_as_a_site_whose_relative_links_work() {
     )
     .await;
     assert_eq!(title(&dom), Some("two"), "{dom}");
+    // And loads what a page in a folder names up from it: the style sheet
+    // paints the page, the picture shows, as its screenshot has them.
+    let shot = profile.path().join("shot.png");
+    let shot_arg = format!("--screenshot={}", shot.display());
+    chromium(
+        profile.path(),
+        &[
+            &proxy,
+            "--virtual-time-budget=10000",
+            "--window-size=400,300",
+            "--hide-scrollbars",
+            &shot_arg,
+            &format!("http://doc.umbra/{uri}sub/look.html"),
+        ],
+    )
+    .await;
+    let (width, pixels) = rgb(&std::fs::read(&shot).expect("a screenshot"));
+    let at = |x: usize, y: usize| pixels[y * width + x];
+    assert_eq!(at(20, 20), [255, 0, 0], "the picture, loaded from ../img/");
+    assert_eq!(
+        at(300, 200),
+        [0x12, 0x34, 0x56],
+        "the style sheet's background"
+    );
 
     // The command line fetches one file of the site.
     let get = run(
