@@ -51,6 +51,7 @@ use crate::keys::{self, Link, SskInsertKey, Uri};
 use crate::node::NodeClient;
 
 mod error;
+pub mod filter;
 pub mod page;
 pub mod range;
 pub mod remote;
@@ -116,21 +117,27 @@ pub const PROGRESS_TYPE: &str = "application/x-umbra-progress";
 pub const ERROR_HEADER: &str = "x-umbra-error";
 /// The version of a signed document served.
 pub const VERSION_HEADER: &str = "x-umbra-version";
+/// The longest destination the warning page names.
+const MAX_LEAVE: usize = 8 << 10;
 /// Where a browser says a request comes from (Fetch Metadata).
 const SEC_FETCH_SITE: header::HeaderName = header::HeaderName::from_static("sec-fetch-site");
 
 /// What a document may load: other documents from its own origin (the
 /// gateway, or the `.umbra` name it came through), nothing else; no
-/// script, no form submission, no `<base>`.
+/// script, no `<base>`; forms only to its own origin (the filter makes
+/// every form a GET, and sends those out of umbra to the warning page).
 pub const DOCUMENT_CSP: &str = "default-src 'none'; img-src 'self' data:; \
      media-src 'self' data:; style-src 'self' 'unsafe-inline'; font-src 'self' data:; \
-     frame-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'self'";
+     frame-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'self'";
 /// The interface's own pages: inline style, forms to itself, nothing more.
 const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
      base-uri 'none'; frame-ancestors 'none'";
 
 /// A response body: whole, or streamed.
-pub type Body = BoxBody<Bytes, Infallible>;
+pub type Body = BoxBody<Bytes, BodyError>;
+/// Why a streamed body stopped short: hyper then ends the connection
+/// without the body's end, so no client takes it for whole.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Which listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,7 +227,9 @@ struct Service {
 }
 
 fn full(body: impl Into<Bytes>) -> Body {
-    Full::new(body.into()).boxed()
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// A document's body as its reader brings it: the length is known (and
@@ -346,6 +355,43 @@ fn document_headers(h: &mut HeaderMap, content_type: &str) {
     );
 }
 
+/// A document the filter rewrites ([`filter`]): served whole, since its
+/// length is not known before it is sent and a range of it would be a
+/// range of other bytes.
+async fn filtered(
+    req: &Request<Incoming>,
+    doc: client::Opened<NodeClient>,
+    kind: filter::Kind,
+    name: Option<String>,
+    version: Option<u64>,
+) -> Response<Body> {
+    let mut r = if req.method() == Method::HEAD {
+        Response::new(
+            http_body_util::StreamBody::new(futures_util::stream::empty::<
+                Result<hyper::body::Frame<Bytes>, BodyError>,
+            >())
+            .boxed(),
+        )
+    } else {
+        let mut reader = doc.read_all(None);
+        let first = match reader.next().await {
+            Some(Ok(piece)) => piece,
+            Some(Err(e)) => return failure(ErrorCode::of(&e), e),
+            None => Bytes::new(),
+        };
+        Response::new(filter::Filtered::new(&kind, first, reader).boxed())
+    };
+    let h = r.headers_mut();
+    document_headers(h, &kind.content_type().unwrap_or_default());
+    if let Some(v) = version {
+        h.insert(VERSION_HEADER, HeaderValue::from(v));
+    }
+    if let Some(v) = name.as_deref().and_then(|n| disposition("inline", n)) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    r
+}
+
 fn wants_progress(req: &Request<Incoming>) -> bool {
     req.headers()
         .get(PROGRESS_HEADER)
@@ -432,6 +478,17 @@ impl Service {
                 }
             }
             "/status" if reads => self.status().await,
+            filter::refs::LEAVE_PATH if reads => {
+                match req.uri().query().and_then(|q| url::form_value(q, "url")) {
+                    Some(to) if !to.is_empty() && to.len() <= MAX_LEAVE => {
+                        html(StatusCode::OK, page::leave(&to))
+                    }
+                    _ => page_failure(
+                        ErrorCode::BadRequest,
+                        "the warning page needs the address it warns about: /leave?url=URL",
+                    ),
+                }
+            }
             _ => {
                 let Some(text) = url::percent_decode(&path[1..]) else {
                     return failure(
@@ -514,6 +571,10 @@ impl Service {
             Err((code, message)) => return failure(code, message),
         };
         let len = doc.len;
+        let kind = filter::Kind::of(&content_type);
+        if kind.filtered() {
+            return filtered(req, doc, kind, name, version).await;
+        }
         let range = match header_str(req.headers(), header::RANGE).map(|r| range::parse(r, len)) {
             None | Some(range::Asked::Ignored) => None,
             Some(range::Asked::Part(r)) => Some(r),
@@ -555,6 +616,7 @@ impl Service {
                     reader,
                     left: part.end - part.start,
                 }
+                .map_err(|never| match never {})
                 .boxed(),
             )
         };
@@ -571,8 +633,23 @@ impl Service {
         if let Some(v) = version {
             h.insert(VERSION_HEADER, HeaderValue::from(v));
         }
-        if let Some(v) = name.as_deref().and_then(disposition) {
-            h.insert(header::CONTENT_DISPOSITION, v);
+        // What a browser would run or follow unfiltered is saved, not
+        // shown.
+        let how = match kind {
+            filter::Kind::Saved => "attachment",
+            _ => "inline",
+        };
+        match name.as_deref().and_then(|n| disposition(how, n)) {
+            Some(v) => {
+                h.insert(header::CONTENT_DISPOSITION, v);
+            }
+            None if how == "attachment" => {
+                h.insert(
+                    header::CONTENT_DISPOSITION,
+                    HeaderValue::from_static("attachment"),
+                );
+            }
+            None => {}
         }
         r
     }
@@ -752,7 +829,7 @@ pub fn content_type_of(name: &str) -> Option<String> {
 /// `Content-Disposition` for a document served under `name`: shown in the
 /// browser where it can be, saved under that name (RFC 6266; the UTF-8
 /// form for any name, a plain one with the rest replaced for old readers).
-fn disposition(name: &str) -> Option<HeaderValue> {
+fn disposition(how: &str, name: &str) -> Option<HeaderValue> {
     let plain: String = name
         .chars()
         .map(|c| match c {
@@ -769,7 +846,7 @@ fn disposition(name: &str) -> Option<HeaderValue> {
         }
     }
     HeaderValue::from_str(&format!(
-        "inline; filename=\"{plain}\"; filename*=UTF-8''{encoded}"
+        "{how}; filename=\"{plain}\"; filename*=UTF-8''{encoded}"
     ))
     .ok()
 }
@@ -795,7 +872,7 @@ mod tests {
             Some("text/html; charset=utf-8")
         );
         assert_eq!(content_type_of("README"), None);
-        let d = disposition("r\u{e9}sum\u{e9} \"1\"%.txt").unwrap();
+        let d = disposition("inline", "r\u{e9}sum\u{e9} \"1\"%.txt").unwrap();
         assert_eq!(
             d.to_str().unwrap(),
             "inline; filename=\"r_sum_ _1__.txt\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%221%22%25.txt"

@@ -206,7 +206,8 @@ async fn curl_inserts_and_fetches_through_the_socks_proxy() {
     std::fs::create_dir(&saved).unwrap();
     let saved_arg = saved.display().to_string();
     let url = format!("http://doc.umbra/{named}");
-    // As a browser would: the name from Content-Disposition.
+    // As a browser would: the name from Content-Disposition (a PDF is
+    // saved, not shown: its links would lead out of umbra unfiltered).
     let get = curl(
         socks,
         &["-D", "-", "-O", "-J", "--output-dir", &saved_arg, &url],
@@ -216,7 +217,7 @@ async fn curl_inserts_and_fetches_through_the_socks_proxy() {
     let head = text(&get.stdout).to_ascii_lowercase();
     assert!(head.contains("content-type: application/pdf\r\n"), "{head}");
     assert!(
-        head.contains("content-disposition: inline; filename=\"report.pdf\""),
+        head.contains("content-disposition: attachment; filename=\"report.pdf\""),
         "{head}"
     );
     assert_eq!(std::fs::read(saved.join("report.pdf")).unwrap(), report);
@@ -1568,5 +1569,232 @@ async fn chromium_plays_a_stored_video_and_seeks_in_it() {
         from_middle,
         "no range request from the second half: {asked:?}"
     );
+    net.shutdown().await;
+}
+
+/// Stands in for the open web: a server on a port of its own that counts
+/// every connection a browser makes to it and answers each with a 404.
+async fn open_web() -> (
+    SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    let server = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = s
+                .write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )
+                .await;
+        }
+    });
+    (addr, hits, server)
+}
+
+/// A stored page that tries every way out of umbra there is. Through the
+/// gateway, Chromium connects to nothing outside umbra; every link and
+/// form it follows out stops at the warning page, which names where it
+/// leads; the links and pictures inside the site still work. The same
+/// page opened from a file does connect out: the filter, not the page's
+/// failings, kept it in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_tries_every_way_out_reaches_only_the_warning_page() {
+    let (outside, hits, web) = open_web().await;
+    let out = format!("http://{outside}");
+    let trap = format!(
+        r##"<!doctype html><html><head><title>trap</title>
+<base href="{out}/">
+<meta http-equiv="refresh" content="1; url={out}/refresh">
+<link rel="stylesheet" href="{out}/s.css">
+<link rel="preconnect" href="{out}">
+<link rel="prefetch" href="{out}/prefetch">
+<link rel="icon" href="{out}/favicon.ico">
+<style>@import url({out}/i.css); body {{ background: url('{out}/b.png') }}</style>
+<script src="{out}/s.js"></script>
+<script>fetch("{out}/f")</script>
+</head><body onload="fetch('{out}/onload')">
+<a id="a" href="{out}/a" ping="{out}/ping">a link</a>
+<a id="in" href="two.html">in</a>
+<img usemap="#m" src="pic.png" width="20" height="20">
+<map name="m"><area id="area" shape="rect" coords="0,0,10,10" href="{out}/area"></map>
+<img src="{out}/i.png" srcset="{out}/i2.png 2x">
+<img id="pic" src="pic.png">
+<div style="background-image: url({out}/d.png); width: 10px; height: 10px">x</div>
+<form id="form" action="{out}/form" method="post"><input name="q" value="typed"></form>
+<iframe src="{out}/frame"></iframe>
+<object data="{out}/o"></object><embed src="{out}/e">
+<video poster="{out}/p.png" src="{out}/v.webm"></video>
+<svg width="20" height="20"><a id="svga" href="{out}/svga"><rect width="10" height="10"/></a>
+<image href="{out}/svgi.png" width="5" height="5"/></svg>
+</body></html>"##
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    std::fs::create_dir(&site).unwrap();
+    std::fs::write(site.join("trap.html"), &trap).unwrap();
+    std::fs::write(
+        site.join("two.html"),
+        "<!doctype html><title>two</title><p>inside</p>",
+    )
+    .unwrap();
+    std::fs::write(site.join("pic.png"), red_png(8, 8)).unwrap();
+
+    let net = network(10_000).await;
+    let gateway = net.entry().http.expect("the entry node has a gateway");
+    let put = run(
+        UMBRA,
+        &[
+            "put",
+            "--gateway",
+            &gateway_of(&net),
+            &site.display().to_string(),
+        ],
+        None,
+    )
+    .await;
+    assert!(put.status.success(), "{}", text(&put.stderr));
+    let uri = text(&put.stdout).trim().to_string();
+
+    // What the gateway serves names the open web nowhere a browser
+    // could reach it from by itself.
+    let served = curl(
+        socks_of(&net),
+        &[&format!("http://doc.umbra/{uri}trap.html")],
+    )
+    .await;
+    let served = text(&served.stdout);
+    let bare = outside.to_string();
+    let reachable: Vec<_> = served
+        .match_indices(&bare)
+        .map(|(at, _)| &served[at.saturating_sub(40)..at])
+        .filter(|before| !before.ends_with("name=\"url\" value=\"http://"))
+        .collect();
+    assert!(reachable.is_empty(), "{reachable:?} in\n{served}");
+
+    // A test page beside the site, on the same origin, opens the stored
+    // page in a window of its own and follows each way out in turn, as a
+    // reader's click would, then reports where the window went. (Links
+    // out of umbra open in the whole window, never in a frame.)
+    let harness = format!(
+        r#"<!doctype html><html><body><script>
+const trap = "/{uri}trap.html";
+const say = (s) => fetch("/report?" + encodeURIComponent(s));
+const ways = ["a", "area", "svga", "form", "in"];
+const w = window.open(trap, "trap");
+let next = 0, onTrap = true, seen = null;
+const timer = setInterval(() => {{
+  let d, here;
+  try {{ d = w.document; here = w.location.href; }}
+  catch (e) {{ clearInterval(timer); say("lost " + (ways[next - 1] || "trap")); return; }}
+  if (here === "about:blank" || here === seen || d.readyState !== "complete") return;
+  seen = here;
+  if (onTrap) {{
+    if (next === 0) {{
+      const pic = d.getElementById("pic");
+      say("pic " + (pic ? pic.naturalWidth : -1));
+    }}
+    if (next === ways.length) {{ clearInterval(timer); say("done"); return; }}
+    const el = d.getElementById(ways[next]);
+    next += 1;
+    onTrap = false;
+    if (!el) {{ clearInterval(timer); say("missing " + ways[next - 1]); return; }}
+    if (ways[next - 1] === "form") el.submit();
+    else el.dispatchEvent(new MouseEvent("click", {{ bubbles: true, cancelable: true }}));
+  }} else {{
+    const named = d.getElementById("destination");
+    say(ways[next - 1] + " " + w.location.pathname + w.location.search + " " +
+        (named ? named.textContent : "-"));
+    onTrap = true;
+    w.location.href = trap;
+  }}
+}}, 100);
+</script></body></html>"#
+    );
+    let (url, _asked, mut reports, front_server) = front(gateway, harness).await;
+    let profile = tempfile::tempdir().unwrap();
+    let profile_arg = format!("--user-data-dir={}", profile.path().display());
+    let mut browser = tokio::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-popup-blocking",
+            &profile_arg,
+            &format!("{url}/page"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromium starts (scripts/test installs it)");
+    let mut said = Vec::new();
+    let finished = tokio::time::timeout(CLIENT_LIMIT, async {
+        while let Some(r) = reports.recv().await {
+            let r = umbra::gateway::url::percent_decode(&r).unwrap_or(r);
+            let end = r == "done" || r.starts_with("lost") || r.starts_with("missing");
+            said.push(r);
+            if end {
+                return;
+            }
+        }
+    })
+    .await;
+    let _ = browser.kill().await;
+    front_server.abort();
+    assert!(finished.is_ok(), "the test page did not finish: {said:?}");
+    assert_eq!(said.last().map(String::as_str), Some("done"), "{said:?}");
+    assert!(
+        said.iter()
+            .any(|s| s.starts_with("pic ") && s != "pic 0" && s != "pic -1"),
+        "the site's own picture did not load: {said:?}"
+    );
+    // A form's fields come along to the warning page (and go no further).
+    for (way, path, fields) in [
+        ("a", "/a", ""),
+        ("area", "/area", ""),
+        ("svga", "/svga", ""),
+        ("form", "/form", "&q=typed"),
+    ] {
+        let destination = format!("{out}{path}");
+        let warned = format!(
+            "{way} /leave?url={}{fields} {destination}",
+            umbra::gateway::url::percent_encode_query(&destination)
+        );
+        assert!(
+            said.iter().any(|s| s.starts_with(&warned)),
+            "{way} did not stop at the warning page naming {destination}: {said:?}"
+        );
+    }
+    assert!(
+        said.iter()
+            .any(|s| s.starts_with(&format!("in /{uri}two.html"))),
+        "the link inside the site: {said:?}"
+    );
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the browser connected outside umbra: {said:?}"
+    );
+
+    // The control: the same page from a file reaches the open web.
+    let file = dir.path().join("trap.html");
+    std::fs::write(&file, &trap).unwrap();
+    chromium(
+        profile.path(),
+        &["--dump-dom", &format!("file://{}", file.display())],
+    )
+    .await;
+    assert!(
+        hits.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "control: the page outside umbra connects out"
+    );
+    web.abort();
     net.shutdown().await;
 }

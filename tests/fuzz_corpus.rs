@@ -270,6 +270,35 @@ fn the_http_corpus_replays_cleanly() {
 }
 
 #[test]
+fn the_filter_corpus_replays_cleanly() {
+    let page = "<!doctype html><title>t</title><base href=\"http://example.org/\">\
+                <a href=\"http://example.org/\" onclick=\"x()\">out</a><a href=\"two.html\">in</a>\
+                <img srcset=\"a.png 1x, //example.org/b.png 2x\"><script>x()</script>\
+                <form action=\"//example.org/f\"><input name=q></form>\
+                <style>@import url(http://example.org/s.css); p{color:red}</style>\
+                <div style=\"background:url(&#104;ttp://example.org/d.png)\">d</div>";
+    let svg = "<?xml version=\"1.0\"?><?xml-stylesheet href=\"http://example.org/s.css\"?>\
+               <svg xmlns=\"http://www.w3.org/2000/svg\"><style><![CDATA[@import 'x.css';]]></style>\
+               <a href=\"http://example.org/\"><rect/></a><s:script>x()</s:script></svg>";
+    let sheet = "@import 'http://example.org/a.css'; a{background:u\\72l(//example.org/b.png)}\
+                 b{c:image-set('x.png' 1x, 'http://example.org/y.png' 2x)} d{e:url(umbra:chk:K)}";
+    replay(
+        "filter",
+        bodies::filter,
+        vec![
+            ("page", page.as_bytes().to_vec()),
+            ("svg", svg.as_bytes().to_vec()),
+            ("sheet", sheet.as_bytes().to_vec()),
+            (
+                "refresh",
+                b"0; url='http://example.org/'\n1x, a.png 2x".to_vec(),
+            ),
+        ],
+        None,
+    );
+}
+
+#[test]
 fn the_socks_corpus_replays_cleanly() {
     // A CONNECT to a name, port 80, without and with credentials.
     let mut plain = vec![5, 1, 0, 5, 1, 0, 3, 8];

@@ -516,6 +516,29 @@ pub fn http(data: &[u8]) {
     }
 }
 
+/// The gateway's filter of what a browser shows: any bytes as HTML, as
+/// SVG and as CSS give filtered bytes or a typed error, never a panic;
+/// a style sheet filtered twice is filtered once.
+pub fn filter(data: &[u8]) {
+    use umbra::gateway::filter::{css, filter_bytes, refs, Kind};
+    for kind in [Kind::of("text/html"), Kind::Svg, Kind::Css] {
+        let _ = filter_bytes(&kind, data);
+    }
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let once = css::filter(text);
+    assert_eq!(
+        css::filter(&once),
+        once,
+        "filtering changed a filtered sheet"
+    );
+    for line in text.lines() {
+        let _ = refs::judge_srcset(line);
+        let _ = refs::judge_refresh(line);
+    }
+}
+
 /// Which file of the data dir [`files`] reads.
 pub const FILE_GUARDS: u8 = 0;
 pub const FILE_ONION: u8 = 1;

@@ -100,10 +100,11 @@ pub fn index(status: Option<&Status>, front: Front) -> String {
          <p><button type=\"submit\">Insert</button> \
          <span class=\"note\">up to {} MiB</span></p></form>\n\
          <h2>This node</h2>\n{status}\n\
-         <p class=\"note\">Documents are served with a policy that keeps them from \
-         loading anything outside umbra. A link you click to the open web leaves \
-         umbra: through the SOCKS proxy it is refused, through the gateway your \
-         browser goes there directly.</p>",
+         <p class=\"note\">Documents pass through a filter that takes out scripts and \
+         whatever would load from outside umbra, and are served with a policy that \
+         forbids both again. A link or form that leads out of umbra stops at a \
+         warning page first: following it from there connects your browser to that \
+         site directly, not through umbra.</p>",
         MAX_FORM >> 20
     );
     document("umbra", &body)
@@ -152,6 +153,34 @@ pub fn cross_site(why: &str, path: Option<&str>) -> String {
     document("umbra: refused", &body)
 }
 
+/// The warning page before a way out of umbra that a document's link
+/// or form offers: it names the destination and asks.
+pub fn leave(destination: &str) -> String {
+    let scheme = destination
+        .split_once(':')
+        .map(|(s, _)| s.to_ascii_lowercase())
+        .unwrap_or_default();
+    let go = if scheme == "http" || scheme == "https" {
+        format!(
+            "<p><a id=\"leave\" href=\"{}\" rel=\"noreferrer noopener\">Leave umbra and open \
+             it anyway</a></p>",
+            escape(destination)
+        )
+    } else {
+        "<p id=\"refused\">umbra does not open links of this kind from a document.</p>".to_string()
+    };
+    let body = format!(
+        "<h1>This link leaves umbra</h1>\n<p>The document you came from leads to:</p>\n\
+         <p><code id=\"destination\">{}</code></p>\n\
+         <p>That is not in umbra. Your browser would connect to it directly: the site \
+         would see your address, and whoever watches your network would see where you \
+         went. What you typed into a form would go there too.</p>\n{go}\n\
+         <p>To stay, go back in your browser, or to <a href=\"/\">this node's page</a>.</p>",
+        escape(destination)
+    );
+    document("umbra: leaving", &body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +193,20 @@ mod tests {
         );
         let page = failed(ErrorCode::BadRequest, "<script>alert(1)</script>");
         assert!(!page.contains("<script>"));
+    }
+
+    #[test]
+    fn the_warning_page_links_only_to_the_web() {
+        let page = leave("https://example.org/?a=1&b=\"2\"");
+        assert!(page.contains("href=\"https://example.org/?a=1&amp;b=&quot;2&quot;\""));
+        for other in [
+            "javascript:alert(1)",
+            "data:text/html,x",
+            "file:///etc/passwd",
+        ] {
+            let page = leave(other);
+            assert!(!page.contains("id=\"leave\""), "{other}");
+            assert!(page.contains("id=\"refused\""), "{other}");
+        }
     }
 }

@@ -58,12 +58,26 @@ pub fn percent_encode_path(s: &str) -> String {
     out
 }
 
-/// The value of `name` in a form-encoded query.
 /// `s` as one path segment: a `/` in it is escaped too.
 pub fn percent_encode_segment(s: &str) -> String {
     percent_encode_path(s).replace('/', "%2F")
 }
 
+/// `s` as a query value: every byte but letters, digits and `-._~` is
+/// escaped, so the value holds no `:`, `/`, `&` or `=` of its own.
+pub fn percent_encode_query(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The value of `name` in a form-encoded query.
 pub fn form_value(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;

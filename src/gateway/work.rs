@@ -452,7 +452,7 @@ pub(super) fn streamed_fetch(node: NodeClient, link: Link, budget: Budget) -> Re
 
 /// The answer that carries a progress stream.
 fn progress_answer(body: Channel<Bytes, Infallible>) -> Response<Body> {
-    let mut r = Response::new(body.boxed());
+    let mut r = Response::new(body.map_err(|never| match never {}).boxed());
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(PROGRESS_TYPE),
