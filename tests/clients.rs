@@ -865,11 +865,32 @@ async fn a_folder_goes_in_as_a_site_whose_relative_links_work() {
         assert!(put.status.success(), "{}", text(&put.stderr));
         text(&put.stdout).trim().to_string()
     };
+    // Each version's list of files, as the node finds the newest.
+    let list = || async {
+        let uri: Uri = request.parse().unwrap();
+        let doc = client::fetch(&net.entry().client(), &uri).await.unwrap();
+        assert_eq!(doc.content_type, umbra::keys::site::SITE_TYPE);
+        umbra::keys::site::Site::decode(&doc.data).unwrap().files
+    };
     assert_eq!(publish().await, format!("{request}/"));
+    let first = list().await;
     let page2 = format!("http://doc.umbra/{request}/page2.html");
     assert_eq!(curl(socks, &[&page2]).await.stdout, files[1].1);
     std::fs::write(site.join("page2.html"), b"page two, second version").unwrap();
     assert_eq!(publish().await, format!("{request}/"));
+    // The files that did not change are the same documents, block for
+    // block (their content-hash URIs are equal): only the changed page
+    // and the list are new.
+    let second = list().await;
+    assert_eq!(first.len(), files.len());
+    assert_eq!(
+        first.keys().collect::<Vec<_>>(),
+        second.keys().collect::<Vec<_>>()
+    );
+    for (path, file) in &first {
+        let same = second[path].uri.to_string() == file.uri.to_string();
+        assert_eq!(same, path != "page2.html", "{path}");
+    }
     let head = curl(socks, &["-D", "-", &page2]).await;
     let answer = text(&head.stdout);
     assert!(answer.ends_with("page two, second version"), "{answer}");
