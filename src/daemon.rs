@@ -60,6 +60,7 @@ impl Daemon {
             budget: crate::client::Budget::new(cfg.limits.document_bytes),
             body_timeout: std::time::Duration::from_secs(cfg.limits.body_secs),
             insert_limit: cfg.limits.insert_bytes,
+            session: Default::default(),
         };
         let (http_addr, socks_addr) = (cfg.http, cfg.socks);
         // Bind the doors first: a port in use fails the start before the

@@ -49,12 +49,14 @@ use tokio::sync::{watch, Semaphore};
 use crate::client::{self, Budget, ClientError, Held, Progress, ProgressTx, Target};
 use crate::keys::{self, Link, SskInsertKey, Uri};
 use crate::node::NodeClient;
+use session::Direction;
 
 mod error;
 pub mod filter;
 pub mod page;
 pub mod range;
 pub mod remote;
+pub mod session;
 pub mod url;
 mod work;
 
@@ -92,6 +94,8 @@ pub struct Local {
     pub body_timeout: Duration,
     /// The largest document one insert may be.
     pub insert_limit: u64,
+    /// What the page shows of this session.
+    pub session: session::Session,
 }
 
 impl Default for Local {
@@ -100,6 +104,7 @@ impl Default for Local {
             budget: Budget::new(crate::node::Limits::default().document_bytes),
             body_timeout: BODY_TIMEOUT,
             insert_limit: MAX_INSERT,
+            session: session::Session::default(),
         }
     }
 }
@@ -117,6 +122,8 @@ pub const PROGRESS_TYPE: &str = "application/x-umbra-progress";
 pub const ERROR_HEADER: &str = "x-umbra-error";
 /// The version of a signed document served.
 pub const VERSION_HEADER: &str = "x-umbra-version";
+/// How often the page looks for a followed site's newest version.
+const CHECK_EVERY: Duration = Duration::from_secs(300);
 /// The longest destination the warning page names.
 const MAX_LEAVE: usize = 8 << 10;
 /// Where a browser says a request comes from (Fetch Metadata).
@@ -129,9 +136,13 @@ const SEC_FETCH_SITE: header::HeaderName = header::HeaderName::from_static("sec-
 pub const DOCUMENT_CSP: &str = "default-src 'none'; img-src 'self' data:; \
      media-src 'self' data:; style-src 'self' 'unsafe-inline'; font-src 'self' data:; \
      frame-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'self'";
-/// The interface's own pages: inline style, forms to itself, nothing more.
+/// The interface's own pages: inline style, forms to itself, its own
+/// transfers page in a frame, nothing more.
 const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
-     base-uri 'none'; frame-ancestors 'none'";
+     frame-src 'self'; base-uri 'none'; frame-ancestors 'none'";
+/// The transfers page, which the index page shows in a frame.
+const FRAMED_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'none'; \
+     base-uri 'none'; frame-ancestors 'self'";
 
 /// A response body: whole, or streamed.
 pub type Body = BoxBody<Bytes, BodyError>;
@@ -278,6 +289,36 @@ impl hyper::body::Body for ReaderBody {
     }
 }
 
+/// A body that keeps its transfer on the session's page while it is
+/// sent.
+struct Watching<B> {
+    body: B,
+    _watched: session::Watched,
+}
+
+impl<B> hyper::body::Body for Watching<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, B::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 fn respond(
     status: StatusCode,
     content_type: &'static str,
@@ -364,6 +405,7 @@ async fn filtered(
     kind: filter::Kind,
     name: Option<String>,
     version: Option<u64>,
+    (session, what): (&session::Session, String),
 ) -> Response<Body> {
     let mut r = if req.method() == Method::HEAD {
         Response::new(
@@ -373,13 +415,20 @@ async fn filtered(
             .boxed(),
         )
     } else {
-        let mut reader = doc.read_all(None);
+        let (watched, tx) = session.watch(Direction::Fetch, what);
+        let mut reader = doc.read_all(Some(tx));
         let first = match reader.next().await {
             Some(Ok(piece)) => piece,
             Some(Err(e)) => return failure(ErrorCode::of(&e), e),
             None => Bytes::new(),
         };
-        Response::new(filter::Filtered::new(&kind, first, reader).boxed())
+        Response::new(
+            Watching {
+                body: filter::Filtered::new(&kind, first, reader),
+                _watched: watched,
+            }
+            .boxed(),
+        )
     };
     let h = r.headers_mut();
     document_headers(h, &kind.content_type().unwrap_or_default());
@@ -478,6 +527,30 @@ impl Service {
                 }
             }
             "/status" if reads => self.status().await,
+            page::TRANSFERS_PATH if reads => {
+                let mut r = html(
+                    StatusCode::OK,
+                    page::transfers(&self.local.session.transfers()),
+                );
+                policy(r.headers_mut(), FRAMED_CSP);
+                r
+            }
+            page::SESSION_PATH if reads => {
+                let mut r = respond(
+                    StatusCode::OK,
+                    "text/plain; charset=utf-8",
+                    page::session_list(&self.local.session),
+                );
+                r.headers_mut().insert(
+                    header::CONTENT_DISPOSITION,
+                    HeaderValue::from_static("attachment; filename=\"umbra-session.txt\""),
+                );
+                r
+            }
+            page::FOLLOW_PATH | page::UNFOLLOW_PATH if req.method() == Method::POST => {
+                let follow = path == page::FOLLOW_PATH;
+                self.follow(req, follow).await
+            }
             filter::refs::LEAVE_PATH if reads => {
                 match req.uri().query().and_then(|q| url::form_value(q, "url")) {
                     Some(to) if !to.is_empty() && to.len() <= MAX_LEAVE => {
@@ -545,7 +618,84 @@ impl Service {
 
     async fn index(&self) -> Response<Body> {
         let status = self.node.status().await.ok();
-        html(StatusCode::OK, page::index(status.as_ref(), self.front))
+        let session = &self.local.session;
+        self.check_followed();
+        html(
+            StatusCode::OK,
+            page::index(
+                status.as_ref(),
+                self.front,
+                &session.inserts(),
+                &session.followed(),
+            ),
+        )
+    }
+
+    /// Look for the newest version of each followed site not looked for
+    /// in [`CHECK_EVERY`], in the background: the page shows what was
+    /// found when it is next opened.
+    fn check_followed(&self) {
+        let session = self.local.session.clone();
+        let due: Vec<Link> = session
+            .followed()
+            .into_iter()
+            .filter(|f| f.checked.is_none_or(|t| t.elapsed() >= CHECK_EVERY))
+            .map(|f| f.link)
+            .collect();
+        for link in due {
+            // Marked as looked for now, so that two views of the page do
+            // not look twice.
+            session.found(&link, None);
+            let (node, budget, session) = (
+                self.node.clone(),
+                self.local.budget.clone(),
+                session.clone(),
+            );
+            tokio::spawn(async move {
+                if let Ok(doc) = client::open(&node, &link.uri, &budget).await {
+                    session.found(&link, doc.version);
+                }
+            });
+        }
+    }
+
+    /// Follow a site, or stop following it: the index page's forms.
+    async fn follow(&self, req: Request<Incoming>, follow: bool) -> Response<Body> {
+        let (body, _held) = match read_body(req.into_body(), 16 << 10, &self.local).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let text = String::from_utf8_lossy(&body);
+        let link: Link = match url::form_value(&text, "uri").map(|u| u.trim().parse()) {
+            Some(Ok(l)) => l,
+            Some(Err(e)) => {
+                return page_failure(ErrorCode::MalformedUri, format!("malformed URI: {e}"))
+            }
+            None => return page_failure(ErrorCode::BadRequest, "the form names no URI"),
+        };
+        if matches!(link.uri, Uri::SskInsert(_)) {
+            return page_failure(ErrorCode::InsertUri, ClientError::InsertUri);
+        }
+        let session = &self.local.session;
+        if follow {
+            if !session.follow(link) {
+                return page_failure(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "at most {} sites can be followed at once",
+                        session::MAX_FOLLOWED
+                    ),
+                );
+            }
+            self.check_followed();
+        } else {
+            session.unfollow(&link);
+        }
+        let mut r = Response::new(full(Bytes::new()));
+        *r.status_mut() = StatusCode::SEE_OTHER;
+        r.headers_mut()
+            .insert(header::LOCATION, HeaderValue::from_static("/"));
+        r
     }
 
     async fn fetch(&self, req: &Request<Incoming>, link: Link) -> Response<Body> {
@@ -572,8 +722,9 @@ impl Service {
         };
         let len = doc.len;
         let kind = filter::Kind::of(&content_type);
+        let what = link.to_string();
         if kind.filtered() {
-            return filtered(req, doc, kind, name, version).await;
+            return filtered(req, doc, kind, name, version, (&self.local.session, what)).await;
         }
         let range = match header_str(req.headers(), header::RANGE).map(|r| range::parse(r, len)) {
             None | Some(range::Asked::Ignored) => None,
@@ -602,7 +753,8 @@ impl Service {
             );
             r
         } else {
-            let mut reader = doc.read(part.clone(), None);
+            let (watched, tx) = self.local.session.watch(Direction::Fetch, what);
+            let mut reader = doc.read(part.clone(), Some(tx));
             // The first piece before the answer's head, so that a document
             // that cannot be read at all gets its own error code.
             let first = match reader.next().await {
@@ -610,13 +762,17 @@ impl Service {
                 Some(Err(e)) => return failure(ErrorCode::of(&e), e),
                 None => Bytes::new(),
             };
+            let body = ReaderBody {
+                first: Some(first),
+                reader,
+                left: part.end - part.start,
+            }
+            .map_err(|never| match never {});
             Response::new(
-                ReaderBody {
-                    first: Some(first),
-                    reader,
-                    left: part.end - part.start,
+                Watching {
+                    body,
+                    _watched: watched,
                 }
-                .map_err(|never| match never {})
                 .boxed(),
             )
         };
@@ -671,6 +827,13 @@ impl Service {
             .map(str::to_string)
             .or_else(|| name.as_deref().and_then(content_type_of))
             .unwrap_or_else(|| "application/octet-stream".into());
+        // What the page calls the insert while it runs.
+        let label = match (&name, &key) {
+            (Some(n), _) => n.clone(),
+            (None, Some((_, Some(word)))) => format!("umbra:ksk:{word}"),
+            (None, Some(_)) => "a signed document".to_string(),
+            (None, None) => "a document".to_string(),
+        };
         let named = move |uri: Uri| Link {
             uri,
             name: name.clone(),
@@ -698,20 +861,27 @@ impl Service {
         };
         let body = work::BodyReader::new(body, limit, self.local.body_timeout);
         let node = self.node.clone();
+        let session = self.local.session.clone();
+        let (watched, tx) = session.watch(Direction::Insert, label);
         if progress {
-            return streamed(move |p| async move {
+            return streamed(tx, move |p| async move {
                 let done = match insert(&node, &content_type, body, declared, key, Some(&p)).await {
-                    Ok(uri) => Finished::Inserted(Box::new(named(uri))),
+                    Ok(uri) => {
+                        let link = named(uri);
+                        session.inserted(link.clone(), declared);
+                        Finished::Inserted(Box::new(link))
+                    }
                     Err(e) => Finished::Failed(ErrorCode::of(&e), e.to_string()),
                 };
-                drop(held);
+                drop((held, watched));
                 done
             });
         }
-        let done = insert(&node, &content_type, body, declared, key, None).await;
-        drop(held);
+        let done = insert(&node, &content_type, body, declared, key, Some(&tx)).await;
+        drop((held, watched));
         match done.map(named) {
             Ok(uri) => {
+                session.inserted(uri.clone(), declared);
                 let mut r = respond(
                     StatusCode::CREATED,
                     "text/plain; charset=utf-8",
@@ -771,20 +941,24 @@ impl Service {
         let len = Some(form.file.len() as u64);
         // A signed key's URI carries no file name.
         let name = form.file_name.filter(|_| key.is_none());
-        match insert(
+        let label = name.clone().unwrap_or_else(|| "an uploaded file".into());
+        let (watched, tx) = self.local.session.watch(Direction::Insert, label);
+        let done = insert(
             &self.node,
             content_type.trim(),
             &form.file[..],
             len,
             key,
-            None,
+            Some(&tx),
         )
-        .await
-        {
-            Ok(uri) => html(
-                StatusCode::CREATED,
-                page::inserted(&Link { uri, name }, form.file.len()),
-            ),
+        .await;
+        drop(watched);
+        match done {
+            Ok(uri) => {
+                let link = Link { uri, name };
+                self.local.session.inserted(link.clone(), len);
+                html(StatusCode::CREATED, page::inserted(&link, form.file.len()))
+            }
             Err(e) => page_failure(ErrorCode::of(&e), e),
         }
     }

@@ -1819,3 +1819,201 @@ const timer = setInterval(() => {{
     web.abort();
     net.shutdown().await;
 }
+
+/// Poll `url` on the gateway with curl until its answer satisfies `done`,
+/// within [`CLIENT_LIMIT`]; the last answer.
+async fn await_page(url: &str, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + CLIENT_LIMIT;
+    loop {
+        let page = text(&run("curl", &["-sS", url], None).await.stdout);
+        if done(&page) {
+            return page;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {CLIENT_LIMIT:?}; the page says\n{page}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The blocks done a transfers page shows.
+fn blocks_done(page: &str) -> Option<u64> {
+    let at = page.find("<progress value=\"")? + 17;
+    page[at..].split('"').next()?.parse().ok()
+}
+
+/// The gateway's own page, read in Chromium as a user reads it: a
+/// transfer in progress with a bar that moves, the documents this
+/// session inserted, a followed signed site with its newest version, and
+/// a drawing of the node's place in the network that is really drawn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_page_shows_transfers_inserts_followed_sites_and_the_node() {
+    let net = network(10_000).await;
+    let gateway = gateway_of(&net);
+    let dir = tempfile::tempdir().unwrap();
+
+    // An insert by a tool: the page lists it.
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, b"notes for the page").unwrap();
+    let put = run(
+        "curl",
+        &[
+            "-sS",
+            "-T",
+            &notes.display().to_string(),
+            &format!("{gateway}/"),
+        ],
+        None,
+    )
+    .await;
+    let inserted = text(&put.stdout).trim().to_string();
+    assert!(inserted.ends_with("/notes.txt"), "{inserted}");
+
+    // A signed site, followed through the page's form.
+    let site = dir.path().join("site");
+    std::fs::create_dir(&site).unwrap();
+    std::fs::write(site.join("index.html"), "<!doctype html><title>s</title>").unwrap();
+    let keys = text(&run(UMBRA, &["keygen", "--name", "news"], None).await.stdout);
+    let key_of = |label: &str| {
+        keys.lines()
+            .find_map(|l| l.strip_prefix(label))
+            .map(|k| k.trim().to_string())
+            .expect("keygen prints both URIs")
+    };
+    let (insert, request) = (key_of("insert URI:"), key_of("request URI:"));
+    let site_arg = site.display().to_string();
+    let put = run(
+        UMBRA,
+        &["put", "--gateway", &gateway, "--ssk", &insert, &site_arg],
+        None,
+    )
+    .await;
+    assert!(put.status.success(), "{}", text(&put.stderr));
+    let follow = run(
+        "curl",
+        &[
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--data-urlencode",
+            &format!("uri={request}"),
+            &format!("{gateway}/_/follow"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(text(&follow.stdout), "303");
+    await_page(&format!("{gateway}/"), "the site's version", |p| {
+        p.contains("newest version: 1")
+    })
+    .await;
+
+    // A fetch read slowly, so that it is in progress while the page is
+    // read (long enough that what the sockets buffer cannot end it); its
+    // bar moves as it goes.
+    let big = random(24 << 20);
+    let uri = client::insert(
+        &net.entry().client(),
+        "application/octet-stream",
+        &big,
+        Target::Chk,
+    )
+    .await
+    .unwrap();
+    let mut slow = tokio::process::Command::new("curl")
+        .args(["-sS", "--limit-rate", "100k", "-o", "/dev/null"])
+        .arg(format!("{gateway}/{uri}"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("curl starts");
+    let transfers = format!("{gateway}/_/transfers");
+    let first = await_page(&transfers, "the fetch in progress", |p| {
+        p.contains(&uri.to_string()) && blocks_done(p).is_some()
+    })
+    .await;
+    let before = blocks_done(&first).unwrap();
+    await_page(&transfers, "the bar moving", |p| {
+        blocks_done(p).is_some_and(|done| done > before)
+    })
+    .await;
+    let profile = tempfile::tempdir().unwrap();
+    let frame = chromium(profile.path(), &["--dump-dom", &transfers]).await;
+    assert!(frame.contains("class=\"transfer\""), "{frame}");
+    assert!(frame.contains("fetching"), "{frame}");
+    assert!(frame.contains(&uri.to_string()), "{frame}");
+    assert!(frame.contains("<progress value="), "{frame}");
+
+    // The page itself.
+    let page = chromium(profile.path(), &["--dump-dom", &format!("{gateway}/")]).await;
+    let section = |id: &str| {
+        let at = page
+            .find(&format!("id=\"{id}\""))
+            .unwrap_or_else(|| panic!("no #{id} in\n{page}"));
+        page[at..].split("</ul>").next().unwrap().to_string()
+    };
+    assert!(section("inserted").contains(&inserted), "{page}");
+    let followed = section("followed");
+    assert!(followed.contains(&request), "{followed}");
+    assert!(followed.contains("newest version: 1"), "{followed}");
+    assert!(page.contains("<iframe title=\"transfers in progress\" src=\"/_/transfers\""));
+    let picture = page[page.find("<svg id=\"place\"").expect("the picture")..]
+        .split("</svg>")
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(picture.matches("class=\"me\"").count(), 1, "{picture}");
+    assert!(picture.contains("class=\"predecessor\""), "{picture}");
+    assert!(
+        picture.matches("class=\"successor\"").count() >= 2,
+        "{picture}"
+    );
+    assert!(
+        picture.matches("class=\"finger\"").count() >= 1,
+        "{picture}"
+    );
+    let relays: usize = picture
+        .split("id=\"relays\"")
+        .nth(1)
+        .and_then(|t| t.split('>').nth(1))
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("how many relays the node knows");
+    assert!(relays >= 3, "{picture}");
+
+    // Drawn, not only written: the screenshot has the ring's colours.
+    let shot = profile.path().join("page.png");
+    chromium(
+        profile.path(),
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=900,3000",
+            &format!("{gateway}/"),
+        ],
+    )
+    .await;
+    let (_, pixels) = rgb(&std::fs::read(&shot).expect("the screenshot"));
+    let count = |c: [u8; 3]| pixels.iter().filter(|p| **p == c).count();
+    assert!(count([0x3a, 0x9a, 0x5b]) > 100, "no successors drawn");
+    assert!(count([0xd0, 0x8a, 0x2c]) > 50, "no predecessor drawn");
+    let white = count([255, 255, 255]);
+    assert!(white < pixels.len(), "a blank page");
+
+    // The session's lists, as the file the page offers.
+    let list = text(
+        &run("curl", &["-sS", &format!("{gateway}/_/session.txt")], None)
+            .await
+            .stdout,
+    );
+    assert!(
+        list.contains(&inserted) && list.contains(&request),
+        "{list}"
+    );
+
+    // The transfer leaves the page when its reader goes.
+    let _ = slow.kill().await;
+    await_page(&transfers, "the fetch gone", |p| p.contains("id=\"idle\"")).await;
+    net.shutdown().await;
+}

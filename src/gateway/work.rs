@@ -325,12 +325,12 @@ pub(super) async fn read_form(body: Vec<u8>, boundary: String) -> Result<Form, m
 /// Run an insert or fetch and answer with its progress as it goes, then
 /// its result (see `docs/protocol.md`, "Gateway"). A reader that goes away
 /// cancels the work.
-pub(super) fn streamed<F, Fut>(work: F) -> Response<Body>
+pub(super) fn streamed<F, Fut>(tx: ProgressTx, work: F) -> Response<Body>
 where
     F: FnOnce(ProgressTx) -> Fut,
     Fut: Future<Output = Finished> + Send + 'static,
 {
-    let (tx, rx) = watch::channel(Progress::default());
+    let rx = tx.subscribe();
     let work = work(tx);
     let (mut sender, body) = Channel::<Bytes, Infallible>::new(4);
     tokio::spawn(async move {
