@@ -899,8 +899,62 @@ impl Service {
         }
     }
 
+    /// A folder from the upload form, inserted as one site: each file
+    /// under a content-hash key, typed by its name, then the list of them
+    /// under `key` (the next version of a signed key) or a content-hash
+    /// key.
+    async fn upload_site(
+        &self,
+        mut files: Vec<(String, Vec<u8>)>,
+        key: work::Signer,
+    ) -> Response<Body> {
+        work::folder_paths(&mut files);
+        let total: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
+        let session = &self.local.session;
+        let (watched, tx) = session.watch(
+            Direction::Insert,
+            format!("a site of {} files", files.len()),
+        );
+        let mut site = keys::site::Site::default();
+        for (path, bytes) in &files {
+            if let Err(e) = keys::site::check_path(path) {
+                return page_failure(ErrorCode::BadRequest, e);
+            }
+            let content_type = content_type_of(path).unwrap_or_default();
+            let stored = if content_type.is_empty() {
+                "application/octet-stream"
+            } else {
+                &content_type
+            };
+            let len = Some(bytes.len() as u64);
+            let uri = match insert(&self.node, stored, &bytes[..], len, None, Some(&tx)).await {
+                Ok(u) => u,
+                Err(e) => return page_failure(ErrorCode::of(&e), e),
+            };
+            if let Err(e) = site.insert(path, keys::site::SiteFile { uri, content_type }) {
+                return page_failure(ErrorCode::BadRequest, e);
+            }
+        }
+        let list = site.encode();
+        let len = Some(list.len() as u64);
+        let site_type = keys::site::SITE_TYPE;
+        let done = insert(&self.node, site_type, &list[..], len, key, Some(&tx)).await;
+        drop(watched);
+        match done {
+            Ok(uri) => {
+                let link = Link {
+                    uri,
+                    name: Some(String::new()),
+                };
+                session.inserted(link.clone(), Some(total));
+                html(StatusCode::CREATED, page::inserted(&link, total as usize))
+            }
+            Err(e) => page_failure(ErrorCode::of(&e), e),
+        }
+    }
+
     /// The upload form: a file, an optional content type, an optional
-    /// insert URI.
+    /// insert URI; or a folder (the `site` field), inserted as one site.
     async fn upload(&self, req: Request<Incoming>) -> Response<Body> {
         let boundary = match header_str(req.headers(), header::CONTENT_TYPE)
             .map(multer::parse_boundary)
@@ -933,6 +987,9 @@ impl Service {
             Ok(k) => k,
             Err(why) => return page_failure(ErrorCode::BadRequest, why),
         };
+        if !form.folder.is_empty() {
+            return self.upload_site(form.folder, key).await;
+        }
         let content_type = form
             .content_type
             .filter(|c| !c.trim().is_empty())

@@ -1870,6 +1870,43 @@ async fn the_gateway_page_shows_transfers_inserts_followed_sites_and_the_node() 
     let inserted = text(&put.stdout).trim().to_string();
     assert!(inserted.ends_with("/notes.txt"), "{inserted}");
 
+    // A folder through the page's folder form, sent as a browser sends a
+    // chosen folder: one `site` part per file, named FOLDER/PATH.
+    let page_file = dir.path().join("i.html");
+    let sheet_file = dir.path().join("s.css");
+    let page_bytes =
+        "<!doctype html><title>folder</title><link rel=\"stylesheet\" href=\"css/s.css\">";
+    std::fs::write(&page_file, page_bytes).unwrap();
+    std::fs::write(&sheet_file, "body { color: #123456 }").unwrap();
+    let up = run(
+        "curl",
+        &[
+            "-sS",
+            "-F",
+            &format!("site=@{};filename=blog/index.html", page_file.display()),
+            "-F",
+            &format!("site=@{};filename=blog/css/s.css", sheet_file.display()),
+            &format!("{gateway}/"),
+        ],
+        None,
+    )
+    .await;
+    let answer = text(&up.stdout);
+    let folder = answer
+        .split("<code>")
+        .nth(1)
+        .and_then(|t| t.split("</code>").next())
+        .unwrap_or_else(|| panic!("no URI in {answer}"))
+        .to_string();
+    assert!(
+        folder.starts_with("umbra:chk:") && folder.ends_with('/'),
+        "{folder}"
+    );
+    for (path, want) in [("", page_bytes), ("css/s.css", "body { color: #123456 }")] {
+        let got = run("curl", &["-sS", &format!("{gateway}/{folder}{path}")], None).await;
+        assert_eq!(text(&got.stdout), want, "{path}");
+    }
+
     // A signed site, followed through the page's form.
     let site = dir.path().join("site");
     std::fs::create_dir(&site).unwrap();
@@ -1955,6 +1992,8 @@ async fn the_gateway_page_shows_transfers_inserts_followed_sites_and_the_node() 
         page[at..].split("</ul>").next().unwrap().to_string()
     };
     assert!(section("inserted").contains(&inserted), "{page}");
+    assert!(section("inserted").contains(&folder), "{page}");
+    assert!(page.contains("webkitdirectory"), "the folder form");
     let followed = section("followed");
     assert!(followed.contains(&request), "{followed}");
     assert!(followed.contains("newest version: 1"), "{followed}");

@@ -302,6 +302,15 @@ pub fn index(
          <input type=\"text\" name=\"insert_uri\" autocomplete=\"off\"></label></p>\
          <p><button type=\"submit\">Insert</button> \
          <span class=\"note\">up to {} MiB</span></p></form>\n\
+         <h3>A folder, as one site</h3>\n\
+         <form method=\"post\" action=\"/\" enctype=\"multipart/form-data\">\
+         <p><input type=\"file\" name=\"site\" webkitdirectory multiple required></p>\
+         <p><label>Insert URI (empty: a content-hash key; umbra:ssk-insert:… publishes the \
+         site's next version under it, and unchanged files keep their blocks)<br>\
+         <input type=\"text\" name=\"insert_uri\" autocomplete=\"off\"></label></p>\
+         <p><button type=\"submit\">Insert the folder</button> <span class=\"note\">its \
+         <code>index.html</code> is the site's first page; relative links between its \
+         files work</span></p></form>\n\
          <h2>Inserted this session</h2>\n{inserted}\n\
          <h2>Followed sites</h2>\n{followed}\n\
          <form method=\"post\" action=\"{FOLLOW_PATH}\"><p><label>Follow a site (its request \

@@ -292,6 +292,9 @@ pub(super) struct Form {
     pub(super) file_name: Option<String>,
     pub(super) content_type: Option<String>,
     pub(super) insert_uri: Option<String>,
+    /// The files of a folder (the `site` field, many times): each path as
+    /// the browser gave it, and the bytes.
+    pub(super) folder: Vec<(String, Vec<u8>)>,
 }
 
 pub(super) async fn read_form(body: Vec<u8>, boundary: String) -> Result<Form, multer::Error> {
@@ -303,6 +306,7 @@ pub(super) async fn read_form(body: Vec<u8>, boundary: String) -> Result<Form, m
         file_name: None,
         content_type: None,
         insert_uri: None,
+        folder: Vec::new(),
     };
     while let Some(field) = parts.next_field().await? {
         match field.name() {
@@ -313,6 +317,10 @@ pub(super) async fn read_form(body: Vec<u8>, boundary: String) -> Result<Form, m
                     .map(str::to_string)
                     .filter(|n| crate::keys::check_file_name(n).is_ok());
                 form.file = field.bytes().await?.to_vec();
+            }
+            Some("site") => {
+                let path = field.file_name().unwrap_or("").to_string();
+                form.folder.push((path, field.bytes().await?.to_vec()));
             }
             Some("content_type") => form.content_type = Some(field.text().await?),
             Some("insert_uri") => form.insert_uri = Some(field.text().await?),
@@ -460,4 +468,46 @@ fn progress_answer(body: Channel<Bytes, Infallible>) -> Response<Body> {
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+/// The paths of a folder's files relative to the folder: a browser names
+/// each file of a chosen folder `FOLDER/PATH`, and the folder's own name
+/// is no part of the site. Paths with `\\` (a browser on Windows) read as
+/// `/`.
+pub(super) fn folder_paths(files: &mut [(String, Vec<u8>)]) {
+    for (path, _) in files.iter_mut() {
+        *path = path.replace('\\', "/");
+    }
+    let first = |p: &str| p.split_once('/').map(|(f, _)| f.to_string());
+    let top = files.first().and_then(|(p, _)| first(p));
+    if let Some(top) = top {
+        if files.iter().all(|(p, _)| first(p).as_deref() == Some(&top)) {
+            for (path, _) in files.iter_mut() {
+                *path = path[top.len() + 1..].to_string();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::folder_paths;
+
+    #[test]
+    fn a_folders_own_name_is_no_part_of_its_paths() {
+        let mut files = vec![
+            ("blog/index.html".to_string(), vec![]),
+            ("blog\\css\\s.css".to_string(), vec![]),
+        ];
+        folder_paths(&mut files);
+        assert_eq!(files[0].0, "index.html");
+        assert_eq!(files[1].0, "css/s.css");
+        let mut loose = vec![
+            ("a.html".to_string(), vec![]),
+            ("b/c.html".to_string(), vec![]),
+        ];
+        folder_paths(&mut loose);
+        assert_eq!(loose[0].0, "a.html");
+        assert_eq!(loose[1].0, "b/c.html");
+    }
 }
