@@ -417,6 +417,21 @@ const LOADS: &[&str] = &[
     "itemtype",
 ];
 
+/// SVG presentation attributes whose value is CSS and may hold `url()`:
+/// a paint, filter, mask, clip or marker from another document.
+const CSS_VALUED: &[&str] = &[
+    "fill",
+    "stroke",
+    "filter",
+    "mask",
+    "clip-path",
+    "marker",
+    "marker-start",
+    "marker-mid",
+    "marker-end",
+    "cursor",
+];
+
 /// The name after a namespace prefix: `svg:script` is a script.
 fn local(name: &str) -> &str {
     name.rsplit(':').next().unwrap_or(name)
@@ -480,7 +495,7 @@ fn filter_element(el: &mut Element<'_, '_>, style: &Mutex<StyleText>) {
                 "poster" | "background" | "lowsrc" | "dynsrc" => judge(&value, Use::Picture, true),
                 "action" | "formaction" => judge(&value, Use::Follow, true),
                 l if LOADS.contains(&l) => judge(&value, Use::Load, true),
-                "style" => match decode_entities(&value) {
+                l if l == "style" || CSS_VALUED.contains(&l) => match decode_entities(&value) {
                     Some(declarations) => {
                         let filtered = css::filter(&declarations);
                         if filtered == declarations {

@@ -110,6 +110,7 @@ fn a_standalone_picture_loads_and_links_nothing_outside() {
 <style>@im&#112;ort "http://example.org/j.css";</style>
 <a xlink:href="http://example.org/a"><rect width="10" height="10" onclick="x()"/></a>
 <a href="&out;">x</a>
+<rect width="5" height="5" fill="url(http://example.org/p.svg#g)" stroke="url(#local)" filter="url(//example.org/f.svg#f)"/>
 <image xlink:href="pic.png" width="1" height="1"/>
 <s:script>fetch("http://example.org/s")</s:script>
 <foreignObject><div xmlns="http://www.w3.org/1999/xhtml"><a href="http://example.org/f">f</a></div></foreignObject>
@@ -124,6 +125,7 @@ fn a_standalone_picture_loads_and_links_nothing_outside() {
         "rect { fill: red }",
         r#"xlink:href="/leave?url=http%3A%2F%2Fexample.org%2Fa""#,
         r#"<image xlink:href="pic.png""#,
+        r#"stroke="url(#local)""#,
     ] {
         assert!(out.contains(kept), "{kept} is missing:\n{out}");
     }
