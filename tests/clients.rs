@@ -322,21 +322,38 @@ async fn curl_inserts_and_fetches_through_the_socks_proxy() {
     net.shutdown().await;
 }
 
-/// Headless Chromium, as Debian packages it.
+/// How every test runs Chromium: headless, as Debian packages it.
+const HEADLESS: [&str; 5] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+];
+
+/// Headless Chromium, run to its end.
 async fn chromium(profile: &Path, args: &[&str]) -> String {
     let profile = format!("--user-data-dir={}", profile.display());
-    let mut all = vec![
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        &profile,
-    ];
+    let mut all = HEADLESS.to_vec();
+    all.push(&profile);
     all.extend_from_slice(args);
     let out = run("chromium", &all, None).await;
     assert!(out.status.success(), "chromium: {}", text(&out.stderr));
     text(&out.stdout)
+}
+
+/// Headless Chromium left open on `url` (a test page that reports what
+/// it sees), with one more switch; killed when dropped.
+fn open_in_chromium(profile: &Path, switch: &str, url: &str) -> tokio::process::Child {
+    let profile = format!("--user-data-dir={}", profile.display());
+    tokio::process::Command::new("chromium")
+        .args(HEADLESS)
+        .args([switch, &profile, url])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromium starts (scripts/test installs it)")
 }
 
 fn title(dom: &str) -> Option<&str> {
@@ -1523,23 +1540,11 @@ async fn chromium_plays_a_stored_video_and_seeks_in_it() {
     let gateway = net.entry().http.expect("the entry node has a gateway");
     let (url, asked, mut reports, server) = front(gateway, page).await;
     let profile = tempfile::tempdir().unwrap();
-    let profile_arg = format!("--user-data-dir={}", profile.path().display());
-    let mut browser = tokio::process::Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--autoplay-policy=no-user-gesture-required",
-            &profile_arg,
-            &format!("{url}/page"),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("chromium starts (scripts/test installs it)");
+    let mut browser = open_in_chromium(
+        profile.path(),
+        "--autoplay-policy=no-user-gesture-required",
+        &format!("{url}/page"),
+    );
 
     // What the page says, until it has played past the seek or failed.
     let mut said = Vec::new();
@@ -1738,23 +1743,11 @@ const timer = setInterval(() => {{
     );
     let (url, _asked, mut reports, front_server) = front(gateway, harness).await;
     let profile = tempfile::tempdir().unwrap();
-    let profile_arg = format!("--user-data-dir={}", profile.path().display());
-    let mut browser = tokio::process::Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--disable-popup-blocking",
-            &profile_arg,
-            &format!("{url}/page"),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("chromium starts (scripts/test installs it)");
+    let mut browser = open_in_chromium(
+        profile.path(),
+        "--disable-popup-blocking",
+        &format!("{url}/page"),
+    );
     let mut said = Vec::new();
     let finished = tokio::time::timeout(CLIENT_LIMIT, async {
         while let Some(r) = reports.recv().await {

@@ -47,9 +47,14 @@ pub fn percent_decode(s: &str) -> Option<String> {
 /// Encode a URI for a path: letters, digits and `-._~:/@!$&'()*+,;=`
 /// stay, every other byte is escaped.
 pub fn percent_encode_path(s: &str) -> String {
+    encode_but(s, b"-._~:/@!$&'()*+,;=")
+}
+
+/// Escape every byte of `s` but letters, digits and `keep`.
+fn encode_but(s: &str, keep: &[u8]) -> String {
     let mut out = String::with_capacity(s.len());
     for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~:/@!$&'()*+,;=".contains(&b) {
+        if b.is_ascii_alphanumeric() || keep.contains(&b) {
             out.push(char::from(b));
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -66,15 +71,7 @@ pub fn percent_encode_segment(s: &str) -> String {
 /// `s` as a query value: every byte but letters, digits and `-._~` is
 /// escaped, so the value holds no `:`, `/`, `&` or `=` of its own.
 pub fn percent_encode_query(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    encode_but(s, b"-._~")
 }
 
 /// The value of `name` in a form-encoded query.
@@ -226,6 +223,14 @@ mod tests {
             let encoded = percent_encode_path(&s);
             prop_assert!(encoded.bytes().all(|b| b.is_ascii_graphic()));
             prop_assert_eq!(percent_decode(&encoded), Some(s));
+        }
+
+        #[test]
+        fn a_query_value_round_trips_alone(s in "\\PC*") {
+            let encoded = percent_encode_query(&s);
+            prop_assert!(encoded.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b)));
+            let query = format!("url={encoded}&q=1");
+            prop_assert_eq!(form_value(&query, "url"), Some(s));
         }
 
         #[test]
