@@ -156,10 +156,27 @@ impl Net {
                         Some((at + ids.len() - owner?) % ids.len())
                     })
                     .collect();
+                // What the first holders say of refused replicas and
+                // peers cut off: a push refused by a right holder shows
+                // here.
+                let mut said = Vec::new();
+                for (place, id) in
+                    (0..REPLICAS + 2).map(|k| (k, ids[(owner.unwrap_or(0) + k) % ids.len()]))
+                {
+                    if let Some((h, _)) = self.nodes.iter().find(|(h, _)| h.id == id) {
+                        if let Ok(s) = h.status().await {
+                            said.push(format!(
+                                "{place}: {} refused, {} cut off",
+                                s.replicas_refused, s.misbehaving_peers
+                            ));
+                        }
+                    }
+                }
                 return Err(format!(
-                    "block held by {} nodes, {} of them the right ones, at places {places:?} after its successor",
+                    "block held by {} nodes, {} of them the right ones, at places {places:?} after its successor; by place, replicas refused and peers cut off: {}",
                     have.len(),
-                    have.iter().filter(|h| want.contains(h)).count()
+                    have.iter().filter(|h| want.contains(h)).count(),
+                    said.join(", ")
                 ));
             }
         }
