@@ -142,7 +142,7 @@ pub fn ring_correct(gateways: &[&str]) -> Result<(), String> {
                 .iter()
                 .map(|s| {
                     format!(
-                        "{} pred {} succ [{}] refused {}/{}",
+                        "{} pred {} succ [{}] refused {}/{}, replicas refused {}, peers cut off {}",
                         short(&s.id),
                         s.predecessor.as_deref().map_or("-".into(), short),
                         s.successors
@@ -151,7 +151,9 @@ pub fn ring_correct(gateways: &[&str]) -> Result<(), String> {
                             .collect::<Vec<_>>()
                             .join(","),
                         s.successor_lists_refused,
-                        s.tables_refused
+                        s.tables_refused,
+                        s.replicas_refused,
+                        s.misbehaving_peers
                     )
                 })
                 .collect();
