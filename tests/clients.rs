@@ -370,22 +370,9 @@ async fn chromium_opens_a_stored_page_through_the_proxy_and_the_gateway() {
     let profile = tempfile::tempdir().unwrap();
 
     // Stands in for the open web: an HTML document that names it must not
-    // make the browser connect to it. It counts connections and answers
-    // each with a 404.
-    let outside = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let outside_url = format!("http://{}/pixel.png", outside.local_addr().unwrap());
-    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = hits.clone();
-    let server = tokio::spawn(async move {
-        while let Ok((mut s, _)) = outside.accept().await {
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let _ = s
-                .write_all(
-                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                )
-                .await;
-        }
-    });
+    // make the browser connect to it.
+    let (outside, hits, server) = open_web().await;
+    let outside_url = format!("http://{outside}/pixel.png");
     let hits = move || hits.load(std::sync::atomic::Ordering::SeqCst);
     let page = format!(
         "<!doctype html><html><head><title>Stored in umbra</title>\
@@ -428,13 +415,7 @@ async fn chromium_opens_a_stored_page_through_the_proxy_and_the_gateway() {
     );
     // The same page from a file does connect: the policy, not chance,
     // kept the stored one in.
-    let file = profile.path().join("page.html");
-    std::fs::write(&file, &page).unwrap();
-    chromium(
-        profile.path(),
-        &["--dump-dom", &format!("file://{}", file.display())],
-    )
-    .await;
+    open_from_file(profile.path(), &page).await;
     assert!(
         hits() > 0,
         "control: the page outside umbra loads its image"
@@ -1598,6 +1579,18 @@ async fn chromium_plays_a_stored_video_and_seeks_in_it() {
     net.shutdown().await;
 }
 
+/// Open `page` in Chromium from a file, outside umbra: the control that
+/// shows a page's references really reach out when nothing stops them.
+async fn open_from_file(profile: &Path, page: &str) {
+    let file = profile.join("page.html");
+    std::fs::write(&file, page).unwrap();
+    chromium(
+        profile,
+        &["--dump-dom", &format!("file://{}", file.display())],
+    )
+    .await;
+}
+
 /// Stands in for the open web: a server on a port of its own that counts
 /// every connection a browser makes to it and answers each with a 404.
 async fn open_web() -> (
@@ -1798,13 +1791,7 @@ const timer = setInterval(() => {{
     );
 
     // The control: the same page from a file reaches the open web.
-    let file = dir.path().join("trap.html");
-    std::fs::write(&file, &trap).unwrap();
-    chromium(
-        profile.path(),
-        &["--dump-dom", &format!("file://{}", file.display())],
-    )
-    .await;
+    open_from_file(profile.path(), &trap).await;
     assert!(
         hits.load(std::sync::atomic::Ordering::SeqCst) > 0,
         "control: the page outside umbra connects out"
