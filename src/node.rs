@@ -120,6 +120,9 @@ pub struct Status {
     /// Successor lists this node's successor showed that were too sparse
     /// to be the ring's (a lying successor's), refused.
     pub successor_lists_refused: u64,
+    /// Nearer successors this node's own lookup from outside its
+    /// neighbourhood found: each one a split ring joined again.
+    pub successors_mended: u64,
     /// Entry guards dropped for too few working circuits (path bias).
     pub guards_dropped: u64,
     /// Replicas pushed for keys this node has no place for, refused.

@@ -32,6 +32,11 @@ mod walk;
 pub use id::{add_pow2, distance, in_half_open, in_open};
 pub use walk::{gap, position, Found, WALK_MAX_STEPS};
 
+/// [`Ring::recheck`] runs every this many stabilization periods, backed
+/// off like finger repair while the ring is quiet (to 4 times
+/// [`Config::quiet_max`]).
+const RECHECK_EVERY: u32 = 20;
+
 /// Timings and sizes; the defaults suit a LAN or a loopback test network.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -173,6 +178,9 @@ enum Purpose {
     Join,
     Finger(usize),
     User(Token),
+    /// This node's own successor, looked up from outside its
+    /// neighbourhood (see [`Ring::recheck`]).
+    Recheck,
 }
 
 #[derive(Debug)]
@@ -261,6 +269,7 @@ pub struct Ring {
     next_stabilize: Instant,
     next_fix: Instant,
     next_check: Instant,
+    next_recheck: Instant,
     /// Quiet stabilize rounds in a row: maintenance periods are the
     /// configured ones times 2^quiet, up to [`Config::quiet_max`].
     quiet: u32,
@@ -278,6 +287,8 @@ pub struct Ring {
     tables_refused: u64,
     /// Successor lists refused in stabilization as implausible.
     successor_lists_refused: u64,
+    /// Nearer successors found by [`Ring::recheck`].
+    rechecks_mended: u64,
 }
 
 impl Ring {
@@ -303,6 +314,7 @@ impl Ring {
             next_stabilize: now,
             next_fix: now + cfg.fix_fingers_every,
             next_check: now + cfg.check_predecessor_every,
+            next_recheck: now + cfg.stabilize_every * RECHECK_EVERY,
             quiet: 0,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
@@ -313,6 +325,7 @@ impl Ring {
             checked: VecDeque::new(),
             tables_refused: 0,
             successor_lists_refused: 0,
+            rechecks_mended: 0,
             cfg,
         }
     }
@@ -664,7 +677,12 @@ impl Ring {
     /// When [`Ring::handle_timeout`] next has work to do.
     pub fn poll_timeout(&self) -> Instant {
         let upkeep: &[Instant] = if !self.cfg.client {
-            &[self.next_stabilize, self.next_fix, self.next_check]
+            &[
+                self.next_stabilize,
+                self.next_fix,
+                self.next_check,
+                self.next_recheck,
+            ]
         } else if !self.joined && self.seeding == 0 {
             // A client's only timer of its own: measuring the ring again.
             &[self.next_stabilize]
@@ -715,6 +733,10 @@ impl Ring {
                 let i = self.next_finger;
                 self.start_lookup(add_pow2(&self.me.id.0, i), Purpose::Finger(i), now);
             }
+        }
+        if now >= self.next_recheck {
+            self.next_recheck = now + self.period(self.cfg.stabilize_every * RECHECK_EVERY, 4);
+            self.recheck(now);
         }
         if now >= self.next_check {
             self.next_check = now + self.period(self.cfg.check_predecessor_every, 1);

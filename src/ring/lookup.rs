@@ -247,6 +247,11 @@ impl Ring {
                 timeouts: lookup.timeouts,
                 result: result.map(Box::new),
             }),
+            Purpose::Recheck => {
+                if let Ok(found) = result {
+                    self.rechecked(found, now);
+                }
+            }
             Purpose::Join => match result {
                 Ok(succ) if succ.id != self.me.id => {
                     self.joined = true;

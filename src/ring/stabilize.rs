@@ -178,6 +178,81 @@ impl Ring {
         self.next_stabilize = self.next_stabilize.min(now + self.cfg.stabilize_every);
         self.next_fix = self.next_fix.min(now + self.cfg.fix_fingers_every);
         self.next_check = self.next_check.min(now + self.cfg.check_predecessor_every);
+        self.next_recheck = self
+            .next_recheck
+            .min(now + self.cfg.stabilize_every * RECHECK_EVERY);
+    }
+
+    /// Look up this node's own successor starting from a node outside its
+    /// neighbourhood (a finger, or a bootstrap node), and take the answer
+    /// if it lies closer than the successor this node has.
+    ///
+    /// Stabilization only ever looks at the successor's neighbours, so a
+    /// ring that split into two cycles (two neighbours restarted at once,
+    /// each joining through the other, while the rest took them for dead)
+    /// stays split: each cycle is consistent in itself. A lookup through
+    /// the other cycle names a node between this one and its successor,
+    /// and once one node of the small cycle points into the large one,
+    /// stabilization merges the rest. Only a nearer successor is taken,
+    /// and only after it answered: a liar can name no node that is not
+    /// alive and nearer, which this node then should have as its
+    /// successor anyway.
+    pub(super) fn recheck(&mut self, now: Instant) {
+        if !self.joined || !self.cfg.member || self.successors.is_empty() {
+            return;
+        }
+        let near: HashSet<NodeId> = self
+            .successors
+            .iter()
+            .chain(self.predecessor.iter())
+            .map(|p| p.id)
+            .collect();
+        let mut from: Vec<(Dest, Option<NodeId>)> = self
+            .finger_runs
+            .iter()
+            .filter(|p| !near.contains(&p.id) && !self.dead.contains_key(&p.id))
+            .map(|p| (Dest::Peer(p.clone()), Some(p.id)))
+            .collect();
+        from.extend(
+            self.bootstrap
+                .iter()
+                .map(|&(addr, expect)| (Dest::Addr(addr, expect), expect))
+                .filter(|(_, id)| id.is_none_or(|id| !near.contains(&id))),
+        );
+        if from.is_empty() {
+            return;
+        }
+        let pick = usize::try_from(self.rng.next_u32()).unwrap_or(0) % from.len();
+        let (to, id) = from.swap_remove(pick);
+        let lookup = Lookup {
+            target: add_pow2(&self.me.id.0, 0),
+            purpose: Purpose::Recheck,
+            steps: 0,
+            timeouts: 0,
+            tried: HashSet::new(),
+        };
+        self.send_lookup(to, id, lookup, now);
+    }
+
+    /// The answer to [`Ring::recheck`]: `found`, if it is alive and nearer
+    /// than the successor, becomes the successor.
+    pub(super) fn rechecked(&mut self, found: Peer, now: Instant) {
+        let Some(succ) = self.successors.first() else {
+            return;
+        };
+        if found.id == self.me.id
+            || self.dead.contains_key(&found.id)
+            || !in_open(&found.id.0, &self.me.id.0, &succ.id.0)
+        {
+            return;
+        }
+        self.rechecks_mended += 1;
+        self.successors.insert(0, found.clone());
+        self.successors.truncate(self.cfg.successors);
+        self.next_stabilize = now;
+        self.unsettle(now);
+        self.events.push_back(Event::NeighboursChanged);
+        self.notify(found);
     }
 
     /// Tell `p` we may be its predecessor, or, told to our predecessor,

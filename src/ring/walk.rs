@@ -512,6 +512,11 @@ impl Ring {
     pub fn successor_lists_refused(&self) -> u64 {
         self.successor_lists_refused
     }
+
+    /// Nearer successors [`Ring::recheck`] found, since start.
+    pub fn successors_mended(&self) -> u64 {
+        self.rechecks_mended
+    }
 }
 
 #[cfg(test)]

@@ -318,6 +318,7 @@ impl Core {
             relay_sample: circuits.sample,
             tables_refused: self.ring.tables_refused(),
             successor_lists_refused: self.ring.successor_lists_refused(),
+            successors_mended: self.ring.successors_mended(),
             guards_dropped: circuits.guards_dropped,
             replicas_refused: self.replicas_refused,
             replicas_taken: self.replicas_taken,
