@@ -420,12 +420,20 @@ impl Core {
                     return;
                 }
                 if !self.ring.may_hold(&key.0, self.settings.replicas) {
-                    // Not a block this node has a place for: an honest
-                    // pusher's view can be off now and then, a peer that
-                    // keeps at it is filling the store on purpose.
+                    // Not a block this node has a place for. A pusher
+                    // close enough behind this node to be the key's
+                    // successor may see the ring otherwise (one of the
+                    // two views is out of date): refused, it waits before
+                    // offering the block again, and cutting a ring
+                    // neighbour off would only tear the ring. A pusher
+                    // farther away has no replicas to place here: one
+                    // that keeps at it is filling the store on purpose.
                     self.replicas_refused += 1;
+                    let near = self.ring.may_hold(&peer.0, self.settings.replicas);
                     let strikes = self.links.get_mut(&peer).map_or(0, |l| {
-                        l.misplaced += 1;
+                        if !near {
+                            l.misplaced += 1;
+                        }
                         l.misplaced
                     });
                     if strikes > super::MISPLACED_STRIKES {

@@ -34,6 +34,11 @@ pub const PLACE_RETRY: Duration = Duration::from_secs(3);
 pub const PUSHES_IN_FLIGHT: usize = 16;
 /// Lookups for blocks held here but owned elsewhere, at once.
 pub const PLACE_LOOKUPS: usize = 32;
+/// A node that refused a replica is not offered that block again for this
+/// long. Its view of the ring differs from ours (one of the two is out of
+/// date) or it is full; asking again at every replication pass would only
+/// hammer it, and it counts every refusal against the link.
+pub const REFUSED_WAIT: Duration = Duration::from_secs(60);
 
 /// What the node sees of the world, at the moment of a call.
 pub struct View<'a> {
@@ -130,6 +135,8 @@ pub struct Placement {
     queue: VecDeque<(KeyKind, RoutingKey, Peer)>,
     /// What `queue` holds, to tell at once whether a push is queued.
     queued: HashSet<(RoutingKey, NodeId)>,
+    /// Blocks nodes refused, and until when they are not offered again.
+    refused: HashMap<(RoutingKey, NodeId), Instant>,
     leaving: Option<Leaving>,
     next_id: u64,
     actions: VecDeque<Action>,
@@ -146,6 +153,7 @@ impl Placement {
             pushes: BTreeMap::new(),
             queue: VecDeque::new(),
             queued: HashSet::new(),
+            refused: HashMap::new(),
             leaving: None,
             next_id: 0,
             actions: VecDeque::new(),
@@ -239,8 +247,13 @@ impl Placement {
             };
             self.actions.push_back(Action::Stored { token, result });
         } else if !ok {
-            self.placed.remove(&p.key);
-            self.replicate_soon(now);
+            // Not again until the wait is over (whatever else starts a
+            // pass meanwhile): the pass after it offers the block again,
+            // to whichever node should have it then.
+            let until = now + REFUSED_WAIT;
+            self.refused.insert((p.key, from), until);
+            self.placed.insert(p.key);
+            self.replicate_after(until);
         }
     }
 
@@ -326,7 +339,7 @@ impl Placement {
                 if let Some(peer) = found.filter(|p| p.id != me) {
                     // If the push fails, the next pass looks again.
                     self.placed.insert(key);
-                    self.push(kind, key, peer);
+                    self.push(kind, key, peer, now);
                 } else {
                     self.replicate_after(now + PLACE_RETRY);
                 }
@@ -414,9 +427,16 @@ impl Placement {
         id
     }
 
-    /// Queue a held block for `peer`, unless it already acknowledged it or
-    /// a push to it is in flight or queued.
-    fn push(&mut self, kind: KeyKind, key: RoutingKey, peer: Peer) {
+    /// Queue a held block for `peer`, unless it already acknowledged it,
+    /// refused it lately, or a push to it is in flight or queued.
+    fn push(&mut self, kind: KeyKind, key: RoutingKey, peer: Peer, now: Instant) {
+        if let Some(&until) = self.refused.get(&(key, peer.id)) {
+            if until > now {
+                self.replicate_after(until);
+                return;
+            }
+            self.refused.remove(&(key, peer.id));
+        }
         if self.confirmed.contains(&(key, peer.id))
             || self
                 .pushes
@@ -462,6 +482,17 @@ impl Placement {
     /// key's successor, push to the next `replicas - 1` nodes; otherwise
     /// find the key's successor and push it there.
     fn replicate(&mut self, view: &View<'_>, now: Instant) {
+        // Refusals whose wait is over: those blocks are placed afresh.
+        let over: Vec<(RoutingKey, NodeId)> = self
+            .refused
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in over {
+            self.refused.remove(&k);
+            self.placed.remove(&k.0);
+        }
         let mut budget = PLACE_LOOKUPS.saturating_sub(
             self.lookups
                 .values()
@@ -486,7 +517,7 @@ impl Placement {
         for &(kind, key) in view.held {
             if view.ring.owns(&key.0) {
                 for peer in &replicas {
-                    self.push(kind, key, peer.clone());
+                    self.push(kind, key, peer.clone(), now);
                 }
             } else if !placing.contains(&key) && !self.placed.contains(&key) {
                 if budget == 0 {
@@ -569,12 +600,12 @@ mod tests {
         let mut p = Placement::new(5);
         for i in 0..4 * PUSHES_IN_FLIGHT as u8 {
             p.placed.insert(RoutingKey([i; 32]));
-            p.push(KeyKind::CHK, RoutingKey([i; 32]), dead.clone());
+            p.push(KeyKind::CHK, RoutingKey([i; 32]), dead.clone(), now);
         }
-        p.push(KeyKind::CHK, RoutingKey([255; 32]), live.clone());
+        p.push(KeyKind::CHK, RoutingKey([255; 32]), live.clone(), now);
         // A second push of a queued block to the same node is not queued
         // twice.
-        p.push(KeyKind::CHK, RoutingKey([255; 32]), live.clone());
+        p.push(KeyKind::CHK, RoutingKey([255; 32]), live.clone(), now);
         p.pump(now);
         assert_eq!(reads(&mut p).len(), PUSHES_IN_FLIGHT);
 
@@ -644,6 +675,57 @@ mod tests {
         p.handle_lookup_done(id, Some(succ.clone()), &view, due);
         assert!(p.placed.contains(&key));
         p.pump(due);
+        assert_eq!(reads(&mut p), vec![key]);
+    }
+
+    /// A replica that refuses a block the owner holds is not offered it
+    /// again at every pass (each one a strike against the owner's link
+    /// there), but once the wait is over.
+    #[test]
+    fn a_node_that_refused_a_replica_is_not_offered_it_again_until_the_wait_is_over() {
+        let now = Instant::now();
+        let mut three = [peer(1), peer(2), peer(3)];
+        three.sort_by_key(|p| p.id);
+        let [pred, me, succ] = three;
+        let mut ring = Ring::new(
+            (*me.desc).clone(),
+            crate::ring::Config::default(),
+            now,
+            [7; 32],
+        );
+        ring.settle(Some(pred.clone()), vec![succ.clone()], Vec::new());
+        // A key this node owns: its one replica is its successor.
+        let key = RoutingKey(me.id.0);
+        assert!(ring.owns(&key.0));
+        let held = BTreeSet::from([(KeyKind::CHK, key)]);
+        let view = View {
+            ring: &ring,
+            held: &held,
+        };
+        let mut p = Placement::new(2);
+        let pushed = |p: &mut Placement, t: Instant| {
+            p.handle_membership_changed(t);
+            p.handle_timeout(t + REPLICATE_DELAY, &view);
+            std::iter::from_fn(|| p.poll_action())
+                .filter_map(|a| match a {
+                    Action::Read { push, key, .. } => Some((push, key)),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let first = pushed(&mut p, now);
+        assert_eq!(first.len(), 1);
+        let (id, _) = first[0];
+        p.handle_read(id, Some(vec![0; 8]));
+        p.handle_ack(succ.id, id, false, now);
+        // Membership changes, pass after pass: no push to it.
+        for s in 1..10 {
+            let t = now + Duration::from_secs(s);
+            assert!(pushed(&mut p, t).is_empty(), "pushed again after {s} s");
+        }
+        // A pass is still due, at the end of the wait, and then it is.
+        assert_eq!(p.poll_timeout(), Some(now + REFUSED_WAIT));
+        p.handle_timeout(now + REFUSED_WAIT, &view);
         assert_eq!(reads(&mut p), vec![key]);
     }
 }
