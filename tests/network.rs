@@ -880,29 +880,33 @@ async fn replicas_pushed_for_keys_held_elsewhere_are_refused_then_the_peer_is_cu
             misplaced.push((key, block));
         }
     }
-    // A pusher across the ring from the node: one close behind it might
-    // be the successor of those keys, with a view of the ring that
-    // differs, and is refused but never cut off.
+    // A pusher just past the node too, as far behind it as a node can
+    // be: one close behind it might be the successor of those keys, with
+    // a view of the ring that differs, and is refused but never cut off.
     let who = loop {
         let who = Identity::generate(&mut rand::rngs::OsRng);
-        if (64..=192).contains(&t[0].wrapping_sub(who.id().0[0])) {
+        if (1..=8).contains(&who.id().0[0].wrapping_sub(t[0])) {
             break who;
         }
     };
-    let mut bytes = current_hello(&who);
-    for (i, (key, block)) in misplaced.iter().enumerate() {
-        bytes.extend(
-            encode_frame(&Frame::Message(PeerMessage::StoreReplica {
-                id: RequestId(i as u64),
-                kind: KeyKind::CHK,
-                key: *key,
-                block: block.clone(),
-            }))
-            .unwrap(),
-        );
-    }
+    // A HELLO, then a STORE_REPLICA for each misplaced block.
+    let pushes = |who: &Identity| {
+        let mut bytes = current_hello(who);
+        for (i, (key, block)) in misplaced.iter().enumerate() {
+            bytes.extend(
+                encode_frame(&Frame::Message(PeerMessage::StoreReplica {
+                    id: RequestId(i as u64),
+                    kind: KeyKind::CHK,
+                    key: *key,
+                    block: block.clone(),
+                }))
+                .unwrap(),
+            );
+        }
+        bytes
+    };
     let before = target.status().await.unwrap();
-    let closed = raw_peer_as(&who, target.listen, &bytes).await;
+    let closed = raw_peer_as(&who, target.listen, &pushes(&who)).await;
     let after = target.status().await.unwrap();
     assert!(
         closed.is_some(),
@@ -916,6 +920,26 @@ async fn replicas_pushed_for_keys_held_elsewhere_are_refused_then_the_peer_is_cu
         "{} refused",
         after.replicas_refused - before.replicas_refused
     );
+    for (key, _) in &misplaced {
+        assert!(!target.holds(KeyKind::CHK, *key).await.unwrap());
+    }
+    // The same pushes from just behind the node, where the successor of
+    // keys the node holds copies of sits: refused, never cut off (an
+    // honest neighbour whose view differs would tear the ring).
+    let near = loop {
+        let who = Identity::generate(&mut rand::rngs::OsRng);
+        if (1..=2).contains(&t[0].wrapping_sub(who.id().0[0])) {
+            break who;
+        }
+    };
+    let before = after;
+    raw_peer_as(&near, target.listen, &pushes(&near)).await;
+    let after = target.status().await.unwrap();
+    assert_eq!(
+        after.replicas_refused - before.replicas_refused,
+        misplaced.len() as u64
+    );
+    assert_eq!(after.misbehaving_peers, before.misbehaving_peers);
     for (key, _) in &misplaced {
         assert!(!target.holds(KeyKind::CHK, *key).await.unwrap());
     }
