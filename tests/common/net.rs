@@ -109,7 +109,9 @@ impl Net {
     /// Every predecessor and successor pointer against the sorted ids, and
     /// the successor lists as far as they go.
     pub async fn ring_correct(&self) -> Result<(), String> {
-        umbra::testnet::ring_correct(&self.statuses().await?, Config::default().successors)
+        let statuses = self.statuses().await?;
+        umbra::testnet::ring_correct(&statuses, Config::default().successors)
+            .map_err(|e| format!("{e}; {}", super::procs::ring_views(&statuses)))
     }
 
     /// The nodes that should hold `key`: its successor and the next ones.

@@ -131,37 +131,37 @@ pub fn ring_correct(gateways: &[&str]) -> Result<(), String> {
         .iter()
         .map(|g| status(g))
         .collect::<Result<_, _>>()?;
-    umbra::testnet::ring_correct(&statuses, umbra::node::Config::default().successors).map_err(
-        |e| {
-            // What each node refused of what it was shown, for a ring
-            // that does not settle.
-            // And every node's view, to tell which side of a missing
-            // link is wrong.
-            let short = |id: &str| id.get(..8).unwrap_or(id).to_string();
-            let refused: Vec<String> = statuses
-                .iter()
-                .map(|s| {
-                    format!(
-                        "{} pred {} succ [{}] refused {}/{}, replicas refused {}, peers cut off {}",
-                        short(&s.id),
-                        s.predecessor.as_deref().map_or("-".into(), short),
-                        s.successors
-                            .iter()
-                            .map(|x| short(x))
-                            .collect::<Vec<_>>()
-                            .join(","),
-                        s.successor_lists_refused,
-                        s.tables_refused,
-                        s.replicas_refused,
-                        s.misbehaving_peers
-                    )
-                })
-                .collect();
+    umbra::testnet::ring_correct(&statuses, umbra::node::Config::default().successors)
+        .map_err(|e| format!("{e}; {}", ring_views(&statuses)))
+}
+
+/// Every node's view of the ring, and what it refused or cut off, for a
+/// ring that does not settle: which side of a missing link is wrong.
+pub fn ring_views(statuses: &[Status]) -> String {
+    let short = |id: &str| id.get(..8).unwrap_or(id).to_string();
+    let views: Vec<String> = statuses
+        .iter()
+        .map(|s| {
             format!(
-                "{e}; every node (successor lists/tables refused): {}",
-                refused.join("; ")
+                "{} pred {} succ [{}] refused {}/{}, mended {}, replicas refused {}, peers cut off {}",
+                short(&s.id),
+                s.predecessor.as_deref().map_or("-".into(), short),
+                s.successors
+                    .iter()
+                    .map(|x| short(x))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                s.successor_lists_refused,
+                s.tables_refused,
+                s.successors_mended,
+                s.replicas_refused,
+                s.misbehaving_peers
             )
-        },
+        })
+        .collect();
+    format!(
+        "every node (successor lists/tables refused): {}",
+        views.join("; ")
     )
 }
 
