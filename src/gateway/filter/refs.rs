@@ -274,9 +274,13 @@ pub fn judge_refresh(raw: &str) -> Verdict {
     if rest.is_empty() {
         return Verdict::Keep;
     }
-    if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case("url") {
-        let after = rest[3..].trim_start();
-        if let Some(value) = after.strip_prefix('=') {
+    // `get`, not an index: the third byte may fall inside a character.
+    if let Some(after) = rest
+        .get(..3)
+        .filter(|p| p.eq_ignore_ascii_case("url"))
+        .and_then(|_| rest.get(3..))
+    {
+        if let Some(value) = after.trim_start().strip_prefix('=') {
             rest = value.trim_start();
         }
     }
@@ -396,6 +400,20 @@ mod tests {
         assert_eq!(judge_refresh("0; url=two.html"), Verdict::Keep);
         assert_eq!(judge_refresh("0;URL='http://example.org/'"), Verdict::Drop);
         assert_eq!(judge_refresh("1, //example.org"), Verdict::Drop);
+        // A character of several bytes where "url" would end is not cut
+        // in the middle: no "url=" there, so all of it is the URL.
+        for url in [
+            "u\u{feff}rl=http://example.org/",
+            "\u{e9}\u{e9}",
+            "\u{e9}//example.org/",
+            "UR\u{e9}",
+        ] {
+            assert_eq!(
+                judge_refresh(&format!("0; {url}")),
+                judge(url, Use::Load, false),
+                "{url}"
+            );
+        }
         assert_eq!(
             judge_refresh("2; url=umbra:chk:K"),
             Verdict::Replace("2; url=/umbra:chk:K".into())
