@@ -564,6 +564,19 @@ fn a_ring_smaller_than_the_list_counts_the_holders_of_a_key() {
     }
 }
 
+/// A settled ring of eight grown through its first node; `at(d)` is the
+/// node `d` places after the first in ring order.
+fn eight_from_the_first(seed: u64) -> (Sim, SocketAddr, impl Fn(usize) -> NodeId) {
+    let (mut sim, first) = grow(seed, 8);
+    sim.converge(Duration::from_secs(30));
+    let ids: Vec<NodeId> = sim.nodes.keys().copied().collect();
+    let k = ids
+        .iter()
+        .position(|id| sim.nodes[id].me.desc.addrs[0].0 == first)
+        .unwrap();
+    (sim, first, move |d: usize| ids[(k + d) % 8])
+}
+
 #[test]
 fn two_neighbours_restarted_one_after_the_other_join_the_one_ring() {
     // One node killed and left out of the ring; then its successor killed
@@ -574,14 +587,8 @@ fn two_neighbours_restarted_one_after_the_other_join_the_one_ring() {
     // settle for a ring of two, and the rest must take them back.
     let mut split = Vec::new();
     for seed in 20..60 {
-        let (mut sim, first) = grow(seed, 8);
-        sim.converge(Duration::from_secs(30));
-        let ids: Vec<NodeId> = sim.nodes.keys().copied().collect();
-        let k = ids
-            .iter()
-            .position(|id| sim.nodes[id].me.desc.addrs[0].0 == first)
-            .unwrap();
-        let (a, b) = (ids[(k + 3) % 8], ids[(k + 4) % 8]);
+        let (mut sim, first, at) = eight_from_the_first(seed);
+        let (a, b) = (at(3), at(4));
         let desc = (*sim.nodes[&a].me.desc).clone();
         sim.kill(a);
         sim.run(Duration::from_secs(25));
@@ -619,14 +626,7 @@ fn a_ring_split_in_two_merges_again() {
     // other six a ring that no longer knows them: what stabilization
     // alone never mends (each side is consistent). Both halves still
     // answer lookups; one of the two was started through the first node.
-    let (mut sim, first) = grow(31, 8);
-    sim.converge(Duration::from_secs(30));
-    let ids: Vec<NodeId> = sim.nodes.keys().copied().collect();
-    let k = ids
-        .iter()
-        .position(|id| sim.nodes[id].me.desc.addrs[0].0 == first)
-        .unwrap();
-    let at = |d: usize| ids[(k + d) % 8];
+    let (mut sim, first, at) = eight_from_the_first(31);
     let (a, b) = (at(3), at(4));
     let (pa, pb) = (sim.nodes[&a].me.clone(), sim.nodes[&b].me.clone());
     for (id, ring) in sim.nodes.iter_mut() {

@@ -584,6 +584,22 @@ mod tests {
         })
     }
 
+    /// Three nodes in ring order, and the ring of the one in the middle:
+    /// that node and its successor.
+    fn middle_of_three(now: Instant) -> (Peer, Peer, Ring) {
+        let mut three = [peer(1), peer(2), peer(3)];
+        three.sort_by_key(|p| p.id);
+        let [pred, me, succ] = three;
+        let mut ring = Ring::new(
+            (*me.desc).clone(),
+            crate::ring::Config::default(),
+            now,
+            [7; 32],
+        );
+        ring.settle(Some(pred), vec![succ.clone()], Vec::new());
+        (me, succ, ring)
+    }
+
     fn reads(p: &mut Placement) -> Vec<RoutingKey> {
         std::iter::from_fn(|| p.poll_action())
             .filter_map(|a| match a {
@@ -629,17 +645,7 @@ mod tests {
     #[test]
     fn a_lookup_for_an_owner_that_fails_is_tried_again() {
         let now = Instant::now();
-        // Three nodes in ring order.
-        let mut three = [peer(1), peer(2), peer(3)];
-        three.sort_by_key(|p| p.id);
-        let [pred, me, succ] = three;
-        let mut ring = Ring::new(
-            (*me.desc).clone(),
-            crate::ring::Config::default(),
-            now,
-            [7; 32],
-        );
-        ring.settle(Some(pred.clone()), vec![succ.clone()], Vec::new());
+        let (me, succ, ring) = middle_of_three(now);
         // A key the ring puts on the node after this one.
         let key = RoutingKey(succ.id.0);
         assert!(!ring.owns(&key.0));
@@ -684,16 +690,7 @@ mod tests {
     #[test]
     fn a_node_that_refused_a_replica_is_not_offered_it_again_until_the_wait_is_over() {
         let now = Instant::now();
-        let mut three = [peer(1), peer(2), peer(3)];
-        three.sort_by_key(|p| p.id);
-        let [pred, me, succ] = three;
-        let mut ring = Ring::new(
-            (*me.desc).clone(),
-            crate::ring::Config::default(),
-            now,
-            [7; 32],
-        );
-        ring.settle(Some(pred.clone()), vec![succ.clone()], Vec::new());
+        let (me, succ, ring) = middle_of_three(now);
         // A key this node owns: its one replica is its successor.
         let key = RoutingKey(me.id.0);
         assert!(ring.owns(&key.0));
