@@ -48,6 +48,8 @@ pub enum SiteError {
     BadPath(String),
     #[error("a site lists only content-hash documents")]
     NotChk,
+    #[error("{0:?} is not a content type a site's file list can carry")]
+    BadType(String),
 }
 
 /// One file of a site.
@@ -82,7 +84,9 @@ impl Site {
             return Err(SiteError::NotChk);
         }
         if file.content_type.contains(['\t', '\n']) {
-            return Err(SiteError::BadPath(path.into()));
+            return Err(SiteError::BadType(
+                file.content_type.chars().take(80).collect(),
+            ));
         }
         if !self.files.contains_key(path) && self.files.len() >= MAX_SITE_FILES {
             return Err(SiteError::TooManyFiles);
@@ -231,5 +235,19 @@ mod tests {
         }
         let big = vec![b'a'; MAX_SITE_BYTES as usize + 1];
         assert_eq!(Site::decode(&big).unwrap_err(), SiteError::TooLarge);
+    }
+
+    #[test]
+    fn a_content_type_that_would_break_the_list_is_refused_by_name() {
+        let mut site = Site::default();
+        let file = SiteFile {
+            uri: chk(b"x"),
+            content_type: "text/html\na\tumbra:chk:x".into(),
+        };
+        assert_eq!(
+            site.insert("index.html", file).unwrap_err(),
+            SiteError::BadType("text/html\na\tumbra:chk:x".into())
+        );
+        assert!(site.files.is_empty());
     }
 }
