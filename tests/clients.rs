@@ -841,6 +841,11 @@ async fn a_folder_goes_in_as_a_site_whose_relative_links_work() {
     .await;
     assert!(get.status.success(), "{}", text(&get.stderr));
     assert_eq!(get.stdout, picture);
+    // And the site named without a path: its index page.
+    let bare = uri.trim_end_matches('/');
+    let get = run(UMBRA, &["get", "--gateway", &gateway, bare], None).await;
+    assert!(get.status.success(), "{}", text(&get.stderr));
+    assert_eq!(get.stdout, files[0].1);
 
     // Under a signed key, a site is updated in place: its second version
     // replaces the first under the same request URI.

@@ -18,7 +18,7 @@ impl Service {
         // A file name says what the bytes are better than the type they
         // were inserted with, which is often none; a site's path names
         // one of its files.
-        let (doc, content_type, name, version) = match resolve(&node, &link, &budget).await {
+        let (doc, content_type, name, version) = match resolve(&node, &link, &budget, false).await {
             Ok(Resolved::Doc {
                 doc,
                 content_type,

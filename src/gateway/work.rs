@@ -29,11 +29,13 @@ pub(super) enum Resolved {
 
 /// Open what `link` names: the document, or, when it is a site, the file
 /// its path names (a folder's index page for `""` or a path ending in
-/// `/`).
+/// `/`). A site named without a path is [`Resolved::Folder`], or, with
+/// `index`, its index page.
 pub(super) async fn resolve(
     node: &NodeClient,
     link: &Link,
     budget: &Budget,
+    index: bool,
 ) -> Result<Resolved, (ErrorCode, String)> {
     let failed = |e: ClientError| (ErrorCode::of(&e), e.to_string());
     let doc = client::open(node, &link.uri, budget)
@@ -52,7 +54,7 @@ pub(super) async fn resolve(
             version,
         });
     }
-    let Some(path) = link.name.as_deref() else {
+    let Some(path) = link.name.as_deref().or(index.then_some("")) else {
         return Ok(Resolved::Folder);
     };
     if doc.len > keys::site::MAX_SITE_BYTES {
@@ -388,13 +390,7 @@ pub(super) fn streamed_fetch(node: NodeClient, link: Link, budget: Budget) -> Re
         };
         let failed = |e: &ClientError| said(ErrorCode::of(e), &e.to_string());
         // A site without a path: its index page.
-        let mut link = link;
-        let mut resolved = resolve(&node, &link, &budget).await;
-        if matches!(resolved, Ok(Resolved::Folder)) {
-            link.name = Some(String::new());
-            resolved = resolve(&node, &link, &budget).await;
-        }
-        let (doc, ctype, version) = match resolved {
+        let (doc, ctype, version) = match resolve(&node, &link, &budget, true).await {
             Ok(Resolved::Doc {
                 doc,
                 content_type,
