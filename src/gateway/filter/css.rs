@@ -3,9 +3,7 @@
 //! judges links, read by a CSS tokenizer the way a browser reads it
 //! (escapes included: `u\72l(` is `url(`).
 
-use std::fmt::Write;
-
-use cssparser::{Parser, ParserInput, Token};
+use cssparser::{Parser, ParserInput, ToCss, Token};
 
 use super::refs::{judge, Use, Verdict};
 
@@ -16,6 +14,10 @@ const DEPTH: usize = 32;
 /// What stands for a URL that goes: an empty `data:` URL, which loads
 /// nothing.
 const NOTHING: &str = "\"data:,\"";
+/// The same, for a `url(...)` written without quotes: written so too,
+/// since `url("...")` is a function, a block one deeper, and a sheet at
+/// [`DEPTH`] would then lose it when filtered again.
+const NO_URL: &str = "url(data:,)";
 
 /// Filter a style sheet, or a `style` attribute's declarations.
 pub fn filter(css: &str) -> String {
@@ -65,13 +67,9 @@ fn walk(p: &mut Parser<'_, '_>, out: &mut String, within: Within, depth: usize) 
                 match judge(url, how, false) {
                     Verdict::Keep => out.push_str(source),
                     Verdict::Replace(to) => {
-                        out.push_str("url(");
-                        write_string(out, &to);
-                        out.push(')');
+                        let _ = Token::UnquotedUrl(to.as_str().into()).to_css(out);
                     }
-                    Verdict::Drop => {
-                        let _ = write!(out, "url({NOTHING})");
-                    }
+                    Verdict::Drop => out.push_str(NO_URL),
                 }
             }
             Token::QuotedString(s) if within != Within::Other || import => {
@@ -181,7 +179,7 @@ mod tests {
         assert!(out.contains("#123456"), "{out}");
         assert_eq!(
             filter("a{background:url(umbra:chk:K/a.png)}"),
-            "a{background:url(\"/umbra:chk:K/a.png\")}"
+            "a{background:url(/umbra:chk:K/a.png)}"
         );
         assert_eq!(filter("@import 'b.css';"), "@import 'b.css';");
         // A sheet with nothing to take out comes out byte for byte.
@@ -208,11 +206,25 @@ mod tests {
         let out = filter(&deep);
         assert!(!out.contains(OUT));
         assert!(
-            out.ends_with("a{b:url(\"data:,\")}"),
+            out.ends_with("a{b:url(data:,)}"),
             "{}",
             &out[out.len() - 40..]
         );
         let unclosed = "a{background:url(http://example.org/a.png)";
         assert!(!filter(unclosed).contains(OUT));
+    }
+
+    #[test]
+    fn a_sheet_filtered_twice_is_the_sheet_filtered_once_even_at_the_depth_cap() {
+        // A URL written without quotes is rewritten without quotes:
+        // `url("...")` is a block, one level deeper, which at the cap
+        // would be left out the second time.
+        for url in ["umbra:chk:K", "http://example.org/a.png", "a b\\(\"'"] {
+            for depth in [0, DEPTH - 2, DEPTH - 1, DEPTH] {
+                let sheet = "[".repeat(depth) + "a{b:url(" + url + ")}";
+                let once = filter(&sheet);
+                assert_eq!(filter(&once), once, "{url} at {depth}");
+            }
+        }
     }
 }
