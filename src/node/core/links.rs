@@ -295,6 +295,20 @@ impl Core {
         expect: Option<NodeId>,
         msg: PeerMessage,
     ) {
+        // A node already linked goes on its link: a second link would
+        // replace the first at the far end, and the circuits on it with it.
+        let linked = match expect {
+            Some(id) => self.links.contains_key(&id).then_some(id),
+            None => self
+                .links
+                .iter()
+                .find(|(_, l)| canonical(l.remote) == canonical(addr))
+                .map(|(peer, _)| *peer),
+        };
+        if let Some(peer) = linked {
+            self.send_on_link(peer, msg);
+            return;
+        }
         if let Some(q) = self.dialing_addr.get_mut(&addr) {
             q.push(msg);
         } else {

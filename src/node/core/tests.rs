@@ -175,3 +175,43 @@ fn a_restarted_peer_that_dials_back_gets_its_new_link() {
     }
     assert_eq!(orders.len(), 2, "both id orders tried");
 }
+
+/// A message for an address goes on the link already open to whoever is
+/// there, rather than a new dial: a second link to a peer replaces the
+/// first at its end, and every circuit on the first with it (the ring's
+/// recheck asks a bootstrap node by address once a minute).
+#[test]
+fn a_message_for_an_address_already_linked_goes_on_that_link() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let mut c = core(&mut rng);
+    let peer = Identity::generate_solving(&mut rng, 4).id();
+    let at: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+    let now = Instant::now();
+    c.handle_link_up(LinkId(1), peer, at, false, None, now);
+    while c.poll_action().is_some() {}
+    for expect in [None, Some(peer)] {
+        c.send_to_addr(at, expect, PeerMessage::Ping { nonce: 7 });
+        let actions: Vec<Action> = std::iter::from_fn(|| c.poll_action()).collect();
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::Dial { .. })),
+            "dialled again ({expect:?})"
+        );
+        assert!(
+            actions.iter().any(|a| matches!(
+                a,
+                Action::Send {
+                    link: LinkId(1),
+                    frame: Frame::Message(PeerMessage::Ping { nonce: 7 })
+                }
+            )),
+            "not sent on the open link ({expect:?})"
+        );
+    }
+    // An address no link leads to is dialled.
+    c.send_to_addr(
+        "127.0.0.1:7002".parse().unwrap(),
+        None,
+        PeerMessage::Ping { nonce: 8 },
+    );
+    assert!(std::iter::from_fn(|| c.poll_action()).any(|a| matches!(a, Action::Dial { .. })));
+}
