@@ -281,7 +281,7 @@ pub struct Ring {
     /// Successor lists refused in stabilization as implausible.
     successor_lists_refused: u64,
     /// Nearer successors found by [`Ring::recheck`].
-    rechecks_mended: u64,
+    successors_mended: u64,
 }
 
 impl Ring {
@@ -318,7 +318,7 @@ impl Ring {
             checked: VecDeque::new(),
             tables_refused: 0,
             successor_lists_refused: 0,
-            rechecks_mended: 0,
+            successors_mended: 0,
             cfg,
         }
     }

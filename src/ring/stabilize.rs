@@ -246,7 +246,7 @@ impl Ring {
         {
             return;
         }
-        self.rechecks_mended += 1;
+        self.successors_mended += 1;
         self.successors.insert(0, found.clone());
         self.successors.truncate(self.cfg.successors);
         self.next_stabilize = now;

@@ -515,7 +515,7 @@ impl Ring {
 
     /// Nearer successors [`Ring::recheck`] found, since start.
     pub fn successors_mended(&self) -> u64 {
-        self.rechecks_mended
+        self.successors_mended
     }
 }
 
